@@ -1,0 +1,141 @@
+//! Role subcommands: `serve`, `demo`, `import`, `migrate`.
+
+mod demo;
+
+use crate::config::Config;
+use crate::server::{self, AppState};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use portico_fhir::classify::Classifier;
+use portico_policy::{Gate, TracingSink};
+use portico_store::{SqlStore, StoreConfig};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "portico", version, about = "Consent-first patient access server (FHIR R4)")]
+pub struct Cli {
+    /// TOML configuration file (PORTICO_* environment variables override it).
+    #[arg(long, global = true, env = "PORTICO_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the FHIR API.
+    Serve,
+    /// Load deterministic synthetic patients, then serve.
+    Demo {
+        /// How many patients to generate.
+        #[arg(long, default_value_t = 50)]
+        patients: usize,
+        /// Load the data and exit instead of serving.
+        #[arg(long)]
+        no_serve: bool,
+    },
+    /// Import NDJSON files, resources, Bundles or directories of them.
+    Import {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+}
+
+/// Operational logs go to stderr; `RUST_LOG` sets the filter (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => {
+            let state = open(&config).await?;
+            serve(state).await
+        }
+        Command::Demo { patients, no_serve } => demo::run(config, patients, no_serve).await,
+        Command::Import { paths } => {
+            let state = open(&config).await?;
+            let stats = crate::import::import_paths(&state, &paths, true).await?;
+            println!(
+                "imported {} resources in {:.2} s ({:.0} resources/s)",
+                stats.resources,
+                stats.seconds,
+                stats.rate()
+            );
+            Ok(())
+        }
+        Command::Migrate => {
+            open(&config).await?;
+            println!("database schema is up to date");
+            Ok(())
+        }
+    }
+}
+
+/// Open the store (migrating it) and assemble the server state.
+pub async fn open(config: &Config) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let url = config.effective_database_url();
+    let store_cfg = StoreConfig {
+        url: url.clone(),
+        max_connections: config.max_connections,
+        sqlite_synchronous: config.sqlite_synchronous.clone(),
+        migrate: true,
+    };
+    let store = SqlStore::open(&store_cfg)
+        .await
+        .with_context(|| format!("cannot open database {}", crate::config::redact_url(&url)))?;
+    let classifier = if config.classification_file.is_empty() {
+        Classifier::builtin().clone()
+    } else {
+        let text = std::fs::read_to_string(&config.classification_file)
+            .with_context(|| format!("cannot read classification file {}", config.classification_file))?;
+        Classifier::from_json(&text).map_err(|e| anyhow::anyhow!("invalid classification file: {e}"))?
+    };
+    Ok(AppState {
+        store: Arc::new(store),
+        gate: Gate::new(Arc::new(TracingSink)),
+        classifier: Arc::new(classifier),
+        config: Arc::new(config.clone()),
+    })
+}
+
+/// Bind, print where we listen, serve until SIGINT/SIGTERM.
+pub async fn serve(state: AppState) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&state.config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", state.config.listen))?;
+    let addr = listener.local_addr()?;
+    println!("portico listening on http://{addr}");
+    if state.config.admin_token.is_empty() {
+        println!("note: PORTICO_ADMIN_TOKEN is not set, so the FHIR API answers 401 to every request");
+    }
+    let app = server::router(state.clone());
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,177 @@
+//! Configuration: defaults, then an optional TOML file, then `PORTICO_*` environment
+//! variables (the names scripts and deployments rely on). Validated once at start-up.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Everything `serve` needs. Secrets are kept out of `Debug`.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `host:port`; port 0 picks a free port (the chosen address is printed).
+    pub listen: String,
+    /// Where the SQLite file and generated files live.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; empty: SQLite in the data dir.
+    pub database_url: String,
+    /// Bearer token of the operator principal; empty: the FHIR API answers 401.
+    pub admin_token: String,
+    /// SQLite `synchronous`: `full` (default) or `normal`.
+    pub sqlite_synchronous: String,
+    /// Database pool size.
+    pub max_connections: u32,
+    /// Whether `PUT` to an id that does not exist creates it.
+    pub create_on_update: bool,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Operator rule file for categories and sensitivity labels (empty: built-in rules).
+    pub classification_file: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("data"),
+            database_url: String::new(),
+            admin_token: String::new(),
+            sqlite_synchronous: "full".into(),
+            max_connections: 8,
+            create_on_update: true,
+            max_body_bytes: 16 * 1024 * 1024,
+            classification_file: String::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("admin_token", &if self.admin_token.is_empty() { "(none)" } else { "(set)" })
+            .field("sqlite_synchronous", &self.sqlite_synchronous)
+            .field("max_connections", &self.max_connections)
+            .field("create_on_update", &self.create_on_update)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hide the password in a database URL before it reaches a log.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+impl Config {
+    /// Load from an optional TOML file and the process environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        Self::load_from(file, |k| std::env::var(k).ok())
+    }
+
+    /// Load with an explicit environment (testable).
+    pub fn load_from(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        let mut cfg = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Some(v) = env("PORTICO_LISTEN") {
+            cfg.listen = v;
+        }
+        if let Some(v) = env("PORTICO_DATA_DIR") {
+            cfg.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("PORTICO_DATABASE_URL") {
+            cfg.database_url = v;
+        }
+        if let Some(v) = env("PORTICO_ADMIN_TOKEN") {
+            cfg.admin_token = v;
+        }
+        if let Some(path) = env("PORTICO_ADMIN_TOKEN_FILE") {
+            cfg.admin_token = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read PORTICO_ADMIN_TOKEN_FILE: {e}"))?
+                .trim()
+                .to_string();
+        }
+        if let Some(v) = env("PORTICO_SQLITE_SYNCHRONOUS") {
+            cfg.sqlite_synchronous = v;
+        }
+        if let Some(v) = env("PORTICO_MAX_CONNECTIONS") {
+            cfg.max_connections = v.parse().map_err(|_| anyhow::anyhow!("PORTICO_MAX_CONNECTIONS must be a number"))?;
+        }
+        if let Some(v) = env("PORTICO_CREATE_ON_UPDATE") {
+            cfg.create_on_update = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if let Some(v) = env("PORTICO_CLASSIFICATION_FILE") {
+            cfg.classification_file = v;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            anyhow::bail!("PORTICO_LISTEN must be host:port with an IP address, got '{}'", self.listen);
+        }
+        if !matches!(self.sqlite_synchronous.as_str(), "full" | "normal") {
+            anyhow::bail!("sqlite_synchronous must be 'full' or 'normal'");
+        }
+        if !self.admin_token.is_empty() && self.admin_token.len() < 16 {
+            anyhow::bail!("PORTICO_ADMIN_TOKEN must be at least 16 characters");
+        }
+        if !self.database_url.is_empty()
+            && !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| self.database_url.starts_with(p))
+        {
+            anyhow::bail!("PORTICO_DATABASE_URL must start with sqlite: or postgres://");
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data dir.
+    pub fn effective_database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("portico.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn env_overrides_defaults_and_validates() {
+        let env: HashMap<&str, &str> = [
+            ("PORTICO_LISTEN", "127.0.0.1:0"),
+            ("PORTICO_DATA_DIR", "/tmp/x"),
+            ("PORTICO_ADMIN_TOKEN", "0123456789abcdef"),
+        ]
+        .into();
+        let cfg = Config::load_from(None, |k| env.get(k).map(|s| s.to_string())).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:0");
+        assert!(cfg.effective_database_url().starts_with("sqlite://"));
+        assert!(!format!("{cfg:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn bad_values_fail_fast() {
+        assert!(Config::load_from(None, |k| (k == "PORTICO_LISTEN").then(|| "nope".to_string())).is_err());
+        assert!(Config::load_from(None, |k| (k == "PORTICO_ADMIN_TOKEN").then(|| "short".to_string())).is_err());
+        assert!(Config::load_from(None, |k| (k == "PORTICO_DATABASE_URL").then(|| "mysql://x".to_string())).is_err());
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://***@h:5432/db");
+    }
+}

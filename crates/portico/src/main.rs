@@ -1,0 +1,23 @@
+//! `portico`: one binary with role subcommands.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod config;
+mod import;
+mod server;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_logging();
+    match cli::run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! FHIR R4 REST under `/fhir`.
+
+pub mod body;
+pub mod bundle;
+pub mod capability;
+pub mod headers;
+pub mod history;
+pub mod instance;
+pub mod search;
+pub mod service;
+pub mod shape;
+pub mod transaction;
+pub mod urls;
+
+use crate::server::AppState;
+use axum::Router;
+use axum::routing::{get, post};
+
+/// The `/fhir` routes. Static segments (`_history`, `_search`, `metadata`) take precedence
+/// over the `{type}`/`{id}` captures; `$operations` on an instance share one route.
+pub fn routes(_state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/metadata", get(capability::get_metadata))
+        .route("/", post(transaction::post_bundle))
+        .route("/_history", get(history::get_system_history))
+        .route("/{rt}", get(search::get_search).post(instance::post_create).put(instance::put_conditional).delete(instance::delete_conditional))
+        .route("/{rt}/_search", post(search::post_search))
+        .route("/{rt}/_history", get(history::get_type_history))
+        .route(
+            "/{rt}/{id}",
+            get(instance::get_read).put(instance::put_update).patch(instance::patch_resource).delete(instance::delete_resource),
+        )
+        .route("/{rt}/{id}/{op}", get(instance::get_instance_op))
+        .route("/{rt}/{id}/_history/{vid}", get(instance::get_vread))
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn method_not_allowed() -> crate::server::error::ApiError {
+    crate::server::error::ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "not-supported",
+        "This interaction is not supported on this URL.",
+    )
+}

@@ -1,0 +1,283 @@
+//! The FHIR service: every interaction asks the gate, then the store. Handlers, transaction
+//! bundles and the importer all come through here, so there is one path to clinical data.
+
+use crate::server::AppState;
+use crate::server::error::ApiError;
+use axum::http::StatusCode;
+use portico_fhir::validate::{self, Severity};
+use portico_policy::{Action, Refusal, RequestContext, ResourceFacts, SearchPermit, WritePermit};
+use portico_store::search::{self, Parsed};
+use portico_store::{
+    Condition, HistoryQuery, SearchPage, SearchQuery, StoredVersion, WriteKind, WriteOp, WriteResult, prepare,
+};
+use serde_json::Value;
+
+/// How strictly to treat unknown content (`Prefer: handling=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Handling {
+    #[default]
+    Lenient,
+    Strict,
+}
+
+/// The service bound to one server's state.
+pub struct Fhir<'a> {
+    pub state: &'a AppState,
+}
+
+/// Map a gate refusal: an audit failure fails closed (503); a deny on something the
+/// caller may not know exists is a 404 so existence does not leak; others 403.
+pub fn refusal(r: Refusal, hide_existence: bool) -> ApiError {
+    if let Some(f) = r.audit_failure {
+        tracing::error!(error = %f, "audit sink failed; request refused");
+        return ApiError::unavailable();
+    }
+    let reason = r.verdict.map(|v| v.reason).unwrap_or_default();
+    if hide_existence { ApiError::not_found("Resource not found.") } else { ApiError::forbidden(reason) }
+}
+
+/// A new server-assigned logical id.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl<'a> Fhir<'a> {
+    pub fn new(state: &'a AppState) -> Self {
+        Fhir { state }
+    }
+
+    /// The current version, if the caller may see it. Hidden and absent look the same (404);
+    /// a visible tombstone is 410.
+    pub async fn read(&self, ctx: &RequestContext, rt: &str, id: &str) -> Result<StoredVersion, ApiError> {
+        check_type(rt)?;
+        let sealed = self.state.store.read(rt, id).await?.ok_or_else(|| not_found(rt, id))?;
+        let decision = self.state.gate.decide(ctx, Action::Read, sealed.facts()).map_err(|r| refusal(r, true))?;
+        let v = sealed.open(&decision).map_err(|_| not_found(rt, id))?;
+        if v.deleted {
+            return Err(ApiError::new(StatusCode::GONE, "deleted", format!("{rt}/{id} has been deleted.")));
+        }
+        Ok(v)
+    }
+
+    /// One version, if the caller may see it.
+    pub async fn vread(&self, ctx: &RequestContext, rt: &str, id: &str, vid: i64) -> Result<StoredVersion, ApiError> {
+        check_type(rt)?;
+        let sealed = self.state.store.vread(rt, id, vid).await?.ok_or_else(|| not_found(rt, id))?;
+        let decision = self.state.gate.decide(ctx, Action::VRead, sealed.facts()).map_err(|r| refusal(r, true))?;
+        let v = sealed.open(&decision).map_err(|_| not_found(rt, id))?;
+        if v.deleted {
+            return Err(ApiError::new(StatusCode::GONE, "deleted", format!("{rt}/{id} version {vid} is a deletion.")));
+        }
+        Ok(v)
+    }
+
+    /// Facts of the live version stored now, for a write's pre-image decision (None when
+    /// absent or deleted: a tombstone has nothing left to protect).
+    async fn pre_image(&self, rt: &str, id: &str) -> Result<Option<ResourceFacts>, ApiError> {
+        let Some(sealed) = self.state.store.read(rt, id).await? else { return Ok(None) };
+        let live = self.state.store.head(rt, id).await?.is_some_and(|h| !h.deleted);
+        Ok(live.then(|| sealed.facts().clone()))
+    }
+
+    /// Validate a body for `rt` and return it ready to prepare; `id` is set on it.
+    pub fn validated_body(&self, rt: &str, id: &str, mut body: Value, handling: Handling) -> Result<Value, ApiError> {
+        check_type(rt)?;
+        match body.get("resourceType").and_then(Value::as_str) {
+            Some(t) if t == rt => {}
+            Some(t) => {
+                return Err(ApiError::bad_request(format!(
+                    "resourceType '{}' does not match the URL's type '{rt}'",
+                    t.chars().take(64).collect::<String>()
+                )));
+            }
+            None => return Err(ApiError::bad_request("resourceType is missing")),
+        }
+        if let Value::Object(o) = &mut body {
+            o.insert("id".into(), Value::from(id));
+        }
+        let issues = validate::validate_resource(&body);
+        let errors: Vec<_> = issues
+            .iter()
+            .filter(|i| i.severity == Severity::Error)
+            .filter(|i| handling == Handling::Strict || !validate::is_unknown_element(i))
+            .collect();
+        if !errors.is_empty() {
+            let list = errors
+                .iter()
+                .take(50)
+                .map(|i| {
+                    let mut v = serde_json::json!({"severity": "error", "code": i.code, "diagnostics": i.diagnostics});
+                    if let Some(e) = &i.expression {
+                        v["expression"] = serde_json::json!([e]);
+                    }
+                    v
+                })
+                .collect();
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "structure",
+                format!("The {rt} is not valid FHIR R4 ({} problem(s)).", errors.len()),
+            )
+            .with_issues(list));
+        }
+        Ok(body)
+    }
+
+    /// Decide and describe one write; the caller stores it (alone or in a transaction).
+    pub async fn plan_write(
+        &self,
+        ctx: &RequestContext,
+        kind: WriteKind,
+        rt: &str,
+        id: &str,
+        body: Option<Value>,
+        if_match: Option<i64>,
+    ) -> Result<(WritePermit, WriteOp), ApiError> {
+        let action = match kind {
+            WriteKind::Create => Action::Create,
+            WriteKind::Update => Action::Update,
+            WriteKind::Delete => Action::Delete,
+        };
+        let pre = match kind {
+            WriteKind::Create => None,
+            _ => self.pre_image(rt, id).await?,
+        };
+        let prepared = body.map(|b| prepare(rt, id, b, &self.state.classifier));
+        let post = match &prepared {
+            Some(p) => p.facts.clone(),
+            None => pre.clone().unwrap_or_else(|| ResourceFacts::type_level(rt)),
+        };
+        let permit = self
+            .state
+            .gate
+            .permit_write(ctx, action, pre.as_ref(), &post)
+            .map_err(|r| refusal(r, pre.is_some()))?;
+        Ok((
+            permit,
+            WriteOp { kind, resource_type: rt.to_string(), id: id.to_string(), if_match, prepared, condition: None },
+        ))
+    }
+
+    /// Store writes atomically.
+    pub async fn commit(&self, ops: Vec<(WritePermit, WriteOp)>) -> Result<Vec<WriteResult>, ApiError> {
+        Ok(self.state.store.write(ops).await?)
+    }
+
+    /// Parse and run a search.
+    pub async fn search(
+        &self,
+        ctx: &RequestContext,
+        rt: Option<&str>,
+        params: &[(String, String)],
+        handling: Handling,
+    ) -> Result<(Parsed, SearchPage), ApiError> {
+        if let Some(rt) = rt {
+            check_type(rt)?;
+        }
+        let parsed = search::parse_search(rt, params).map_err(|e| ApiError::bad_request(e.0))?;
+        if handling == Handling::Strict && !parsed.unknown.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "Unknown or unsupported search parameter(s): {}",
+                parsed.unknown.iter().map(|s| s.chars().take(64).collect::<String>()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let permit = self.search_permit(ctx, Action::Search, rt)?;
+        let page = self.state.store.search(&permit, &parsed.query).await?;
+        Ok((parsed, page))
+    }
+
+    /// Run an already-parsed query (used by `$everything`).
+    pub async fn search_query(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+        query: &SearchQuery,
+    ) -> Result<SearchPage, ApiError> {
+        let permit = self.search_permit(ctx, action, None)?;
+        Ok(self.state.store.search(&permit, query).await?)
+    }
+
+    pub fn search_permit(&self, ctx: &RequestContext, action: Action, rt: Option<&str>) -> Result<SearchPermit, ApiError> {
+        self.state.gate.permit_search(ctx, action, rt).map_err(|r| refusal(r, false))
+    }
+
+    /// History at instance, type or system level.
+    pub async fn history(&self, ctx: &RequestContext, q: &HistoryQuery) -> Result<SearchPage, ApiError> {
+        if let Some(rt) = &q.resource_type {
+            check_type(rt)?;
+        }
+        let permit = self.search_permit(ctx, Action::History, q.resource_type.as_deref())?;
+        Ok(self.state.store.history(&permit, q).await?)
+    }
+
+    /// Build the condition of a conditional create (`If-None-Exist`).
+    pub fn condition(&self, ctx: &RequestContext, rt: &str, criteria: &str) -> Result<Condition, ApiError> {
+        let params = parse_query_string(criteria);
+        if params.is_empty() {
+            return Err(ApiError::bad_request("If-None-Exist needs search criteria"));
+        }
+        let parsed = search::parse_search(Some(rt), &params).map_err(|e| ApiError::bad_request(e.0))?;
+        if !parsed.unknown.is_empty() {
+            return Err(ApiError::bad_request("If-None-Exist uses unknown search parameters"));
+        }
+        let permit = self.search_permit(ctx, Action::Search, Some(rt))?;
+        let mut sorted = params.clone();
+        sorted.sort();
+        let key = sorted.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+        Ok(Condition { permit, query: parsed.query, key })
+    }
+
+    /// Resolve conditional criteria to the matching resources' ids (for conditional update,
+    /// delete and references). At most `limit + 1` ids are returned.
+    pub async fn matching_ids(
+        &self,
+        ctx: &RequestContext,
+        rt: &str,
+        criteria: &[(String, String)],
+        limit: usize,
+    ) -> Result<Vec<String>, ApiError> {
+        let parsed = search::parse_search(Some(rt), criteria).map_err(|e| ApiError::bad_request(e.0))?;
+        if !parsed.unknown.is_empty() {
+            return Err(ApiError::bad_request("conditional criteria use unknown search parameters"));
+        }
+        let mut q = parsed.query;
+        q.count = limit + 1;
+        q.includes.clear();
+        q.revincludes.clear();
+        let permit = self.search_permit(ctx, Action::Search, Some(rt))?;
+        let page = self.state.store.search(&permit, &q).await?;
+        Ok(page.entries.into_iter().map(|e| e.id).collect())
+    }
+}
+
+/// `404` for an unknown type or id.
+pub fn not_found(rt: &str, id: &str) -> ApiError {
+    let _ = id;
+    ApiError::not_found(format!("{rt} resource not found."))
+}
+
+/// Refuse unknown resource types with 404 (FHIR: the type is not supported here).
+pub fn check_type(rt: &str) -> Result<(), ApiError> {
+    if portico_fhir::resource_types::is_resource_type(rt) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("Unknown resource type '{}'.", rt.chars().take(64).collect::<String>())))
+    }
+}
+
+/// Parse `a=1&b=2` (percent-decoded, `+` as space).
+pub fn parse_query_string(s: &str) -> Vec<(String, String)> {
+    let s = s.split_once('?').map(|(_, q)| q).unwrap_or(s);
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let s = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&s).decode_utf8_lossy().into_owned()
+}

@@ -1,0 +1,148 @@
+//! The SQL backends: connection setup, migrations, and the dispatch that lets one block of
+//! sqlx code run against either driver.
+
+use crate::error::StoreError;
+use crate::migrate::{self, Migration};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Row, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `sqlite://path/to/file.db` or `postgres://user:pass@host/db`.
+    pub url: String,
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// SQLite only: `full` (fsync every commit: survives power loss) or `normal` (survives a
+    /// process crash, may lose the last commits on power loss).
+    pub sqlite_synchronous: String,
+    /// Run migrations on open.
+    pub migrate: bool,
+}
+
+impl StoreConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreConfig { url: url.into(), max_connections: 8, sqlite_synchronous: "full".into(), migrate: true }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Pg(PgPool),
+}
+
+/// The SQL store over either backend.
+#[derive(Clone)]
+pub struct SqlStore {
+    pub(crate) db: Db,
+}
+
+/// Run the same sqlx code against whichever pool the store holds. Inside `$body`, `$pool`
+/// is the concrete pool, so every query is type-checked against both drivers.
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::backend::Db::Sqlite($pool) => $body,
+            $crate::backend::Db::Pg($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+impl SqlStore {
+    /// Connect (creating the SQLite file if needed) and migrate.
+    pub async fn open(cfg: &StoreConfig) -> Result<SqlStore, StoreError> {
+        let url = cfg.url.as_str();
+        let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url).map_err(StoreError::Database)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(cfg.max_connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            Db::Pg(pool)
+        } else if url.starts_with("sqlite:") {
+            let sync = match cfg.sqlite_synchronous.as_str() {
+                "normal" => SqliteSynchronous::Normal,
+                _ => SqliteSynchronous::Full,
+            };
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(StoreError::Database)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(sync)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true)
+                .pragma("cache_size", "-16000")
+                .statement_cache_capacity(256);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(cfg.max_connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            Db::Sqlite(pool)
+        } else {
+            return Err(StoreError::Migration("database URL must start with sqlite:// or postgres://".into()));
+        };
+        let store = SqlStore { db };
+        if cfg.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// Apply pending migrations; refuse to start on an edited one.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let list: &[Migration] = match self.db {
+            Db::Sqlite(_) => migrate::SQLITE,
+            Db::Pg(_) => migrate::POSTGRES,
+        };
+        with_pool!(&self.db, pool => {
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS portico_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at TEXT NOT NULL)",
+            )
+            .execute(pool)
+            .await?;
+            for m in list {
+                let row = sqlx::query("SELECT checksum FROM portico_migrations WHERE version = $1")
+                    .bind(m.version)
+                    .fetch_optional(pool)
+                    .await?;
+                if let Some(row) = row {
+                    let recorded: String = row.try_get("checksum")?;
+                    migrate::check_recorded(m, &recorded)?;
+                    continue;
+                }
+                let mut tx = pool.begin().await?;
+                for stmt in migrate::statements(m.sql) {
+                    sqlx::query(sqlx::AssertSqlSafe(stmt)).execute(&mut *tx).await?;
+                }
+                sqlx::query("INSERT INTO portico_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)")
+                    .bind(m.version)
+                    .bind(m.name)
+                    .bind(migrate::migration_checksum(m.sql))
+                    .bind(crate::write::now_rfc3339().0)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                tracing::info!(version = m.version, name = m.name, "migration applied");
+            }
+            Ok::<(), StoreError>(())
+        })
+    }
+
+    pub(crate) fn is_sqlite(&self) -> bool {
+        matches!(self.db, Db::Sqlite(_))
+    }
+
+    /// Close the pool (flushes SQLite's WAL on the last connection).
+    pub async fn close(&self) {
+        with_pool!(&self.db, pool => pool.close().await)
+    }
+}

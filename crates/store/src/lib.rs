@@ -1,0 +1,160 @@
+//! Storage behind one trait, [`Store`], with an embedded SQLite backend (the default) and a
+//! PostgreSQL backend. Both run the same SQL text where the dialects agree (`$n`
+//! placeholders, `ON CONFLICT`, `RETURNING`), and each has its own migrations.
+//!
+//! The store hands out clinical data only against the gate's proofs: reads return
+//! [`Sealed`] versions that open with a [`portico_policy::Decision`]; searches and
+//! histories need a [`SearchPermit`], whose compartment filter is applied in SQL; writes
+//! need a [`WritePermit`] for the exact resource and pre-image version.
+
+mod backend;
+mod error;
+mod migrate;
+mod prepared;
+mod read;
+pub mod search;
+mod write;
+
+use async_trait::async_trait;
+use portico_policy::{SearchPermit, Sealed, WritePermit};
+
+pub use backend::{SqlStore, StoreConfig};
+pub use error::StoreError;
+pub use prepared::{Prepared, prepare};
+pub use write::Condition;
+pub use search::{HistoryQuery, SearchPage, SearchQuery};
+
+/// One stored version of a resource, as it leaves the store.
+#[derive(Debug, Clone)]
+pub struct StoredVersion {
+    pub resource_type: String,
+    pub id: String,
+    pub version: i64,
+    /// RFC 3339 instant of the write, as in `meta.lastUpdated`.
+    pub last_updated: String,
+    /// Global change sequence number of this write.
+    pub seq: i64,
+    pub deleted: bool,
+    /// The resource JSON as stored (with `meta.versionId`/`meta.lastUpdated`); empty for
+    /// a delete tombstone.
+    pub body: String,
+}
+
+/// Bookkeeping about the current version of a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub version: i64,
+    pub deleted: bool,
+}
+
+/// What a write does.
+#[derive(Debug, Clone)]
+pub enum WriteKind {
+    /// Create with a server-assigned id (already chosen by the caller) or update-as-create.
+    Create,
+    /// Replace the current version (or create when `create_on_update` allowed it).
+    Update,
+    /// Write a tombstone.
+    Delete,
+}
+
+/// A write request the store carries out atomically.
+#[derive(Debug, Clone)]
+pub struct WriteOp {
+    pub kind: WriteKind,
+    pub resource_type: String,
+    pub id: String,
+    /// `If-Match` version the client requires (412 otherwise).
+    pub if_match: Option<i64>,
+    /// The new content (None for deletes).
+    pub prepared: Option<Prepared>,
+    /// Conditional create (`If-None-Exist`): if the criteria match, nothing is written.
+    pub condition: Option<Condition>,
+}
+
+/// The outcome of one write.
+#[derive(Debug, Clone)]
+pub struct WriteResult {
+    pub stored: StoredVersion,
+    /// True when the write created the resource (201), false for an update (200).
+    pub created: bool,
+    /// For deletes of something already deleted or absent: nothing was written.
+    pub noop: bool,
+}
+
+/// Storage for FHIR resources: versions, history, search index, change sequence.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Which backend this is (`sqlite` or `postgres`), for logs and `/readyz`.
+    fn backend_name(&self) -> &'static str;
+
+    /// The current version (possibly a tombstone) of a resource, sealed.
+    async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Sealed<StoredVersion>>, StoreError>;
+
+    /// Version number and deletion state of the current version: bookkeeping only, no
+    /// clinical content, so it needs no decision.
+    async fn head(&self, resource_type: &str, id: &str) -> Result<Option<Head>, StoreError>;
+
+    /// One historical version, sealed.
+    async fn vread(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<Sealed<StoredVersion>>, StoreError>;
+
+    /// Carry out writes atomically: all succeed or none is stored. Each op needs its permit.
+    async fn write(&self, ops: Vec<(WritePermit, WriteOp)>) -> Result<Vec<WriteResult>, StoreError>;
+
+    /// One page of search results, filtered, sorted and paged in SQL.
+    async fn search(&self, permit: &SearchPermit, query: &SearchQuery) -> Result<SearchPage, StoreError>;
+
+    /// One page of history (instance, type or system level), newest first.
+    async fn history(&self, permit: &SearchPermit, query: &HistoryQuery) -> Result<SearchPage, StoreError>;
+
+    /// Check the database answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend_name(&self) -> &'static str {
+        if self.is_sqlite() { "sqlite" } else { "postgres" }
+    }
+
+    async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Sealed<StoredVersion>>, StoreError> {
+        self.read_sealed(resource_type, id, None).await
+    }
+
+    async fn head(&self, resource_type: &str, id: &str) -> Result<Option<Head>, StoreError> {
+        self.read_head(resource_type, id).await
+    }
+
+    async fn vread(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<Sealed<StoredVersion>>, StoreError> {
+        self.read_sealed(resource_type, id, Some(version)).await
+    }
+
+    async fn write(&self, ops: Vec<(WritePermit, WriteOp)>) -> Result<Vec<WriteResult>, StoreError> {
+        self.run_writes(ops).await
+    }
+
+    async fn search(&self, permit: &SearchPermit, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        self.run_search(permit, query).await
+    }
+
+    async fn history(&self, permit: &SearchPermit, query: &HistoryQuery) -> Result<SearchPage, StoreError> {
+        self.run_history(permit, query).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        backend::with_pool!(&self.db, pool => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+}
