@@ -2,12 +2,8 @@
 
 #![forbid(unsafe_code)]
 
-mod cli;
-mod config;
-mod import;
-mod server;
-
 use clap::Parser;
+use portico::cli;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {

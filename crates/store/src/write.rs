@@ -108,6 +108,24 @@ macro_rules! write_ops {
                     results.push(WriteResult { stored, created: false, noop: true });
                     continue;
                 }
+                if let (WriteKind::Update, Some(row), Some(p)) = (&op.kind, prev_row, &op.prepared) {
+                    if live_version.is_some() {
+                        let stored_body: String = row.try_get("body")?;
+                        if crate::write::same_content(&stored_body, &p.body) {
+                            let stored = StoredVersion {
+                                resource_type: op.resource_type.clone(),
+                                id: op.id.clone(),
+                                version: live_version.unwrap_or(0),
+                                last_updated: row.try_get("last_updated")?,
+                                seq: row.try_get("seq")?,
+                                deleted: false,
+                                body: stored_body,
+                            };
+                            results.push(WriteResult { stored, created: false, noop: true });
+                            continue;
+                        }
+                    }
+                }
                 let seq: i64 = sqlx::query($seq).fetch_one(&mut *$tx).await?.try_get("value")?;
                 let version = prev_version.unwrap_or(0) + 1;
                 let (last_updated, lu_ms) = crate::write::now_rfc3339();
@@ -256,19 +274,44 @@ impl SqlStore {
     }
 }
 
-/// Set `id`, `meta.versionId` and `meta.lastUpdated` on the body (client values ignored).
+/// Set `id`, `meta.versionId` and `meta.lastUpdated` on the body (client values ignored),
+/// and put `resourceType`, `id`, `meta` first, as people expect to read them.
 pub(crate) fn stamp(body: &mut Value, id: &str, version: i64, last_updated: &str) {
-    if let Value::Object(obj) = body {
-        obj.insert("id".into(), Value::from(id));
-        let meta = obj.entry("meta").or_insert_with(|| Value::Object(Map::new()));
-        if !meta.is_object() {
-            *meta = Value::Object(Map::new());
+    let Value::Object(obj) = body else { return };
+    let mut meta = match obj.remove("meta") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    meta.insert("versionId".into(), Value::from(version.to_string()));
+    meta.insert("lastUpdated".into(), Value::from(last_updated));
+    let mut out = Map::with_capacity(obj.len() + 2);
+    if let Some(rt) = obj.remove("resourceType") {
+        out.insert("resourceType".into(), rt);
+    }
+    obj.remove("id");
+    out.insert("id".into(), Value::from(id));
+    out.insert("meta".into(), Value::Object(meta));
+    out.append(obj);
+    *obj = out;
+}
+
+/// Whether two bodies are the same resource content, ignoring the server's bookkeeping
+/// (`meta.versionId`, `meta.lastUpdated`): an update that changes nothing is a no-op.
+pub(crate) fn same_content(stored: &str, new: &Value) -> bool {
+    let Ok(mut old) = serde_json::from_str::<Value>(stored) else { return false };
+    let mut new = new.clone();
+    for v in [&mut old, &mut new] {
+        if let Some(Value::Object(m)) = v.get_mut("meta") {
+            m.remove("versionId");
+            m.remove("lastUpdated");
         }
-        if let Value::Object(m) = meta {
-            m.insert("versionId".into(), Value::from(version.to_string()));
-            m.insert("lastUpdated".into(), Value::from(last_updated));
+        if let Value::Object(o) = v {
+            if o.get("meta").is_some_and(|m| m.as_object().is_some_and(|m| m.is_empty())) {
+                o.remove("meta");
+            }
         }
     }
+    old == new
 }
 
 /// Multi-row INSERTs of a resource's index values.
