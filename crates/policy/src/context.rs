@@ -1,5 +1,6 @@
 //! Who is asking, for what, about which resource.
 
+use portico_audit::{Actor, Scope};
 use serde::Serialize;
 
 /// The authenticated party behind a request. Identity (users, apps) plugs in here; for now
@@ -15,19 +16,44 @@ pub enum Principal {
     Anonymous,
 }
 
+impl Principal {
+    /// The principal as the audit trail names it.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Principal::Operator => Actor::new("operator", "operator"),
+            Principal::Patient { patient } => Actor::new("patient", patient),
+            Principal::Anonymous => Actor::new("anonymous", ""),
+        }
+    }
+}
+
 /// Everything the gate needs to know about the request, independent of the resource.
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestContext {
     pub principal: Principal,
     /// HL7 v3 PurposeOfUse code, when the client declared one.
     pub purpose: Option<String>,
-    /// Correlates the decision with operational logs and (later) the audit record.
+    /// Correlates the decision with operational logs and the audit record.
     pub request_id: String,
+    /// The request's audit scope: the gate writes every decision into it before the caller
+    /// sees the decision (see `portico_audit::scope`).
+    #[serde(skip)]
+    pub scope: Scope,
 }
 
 impl RequestContext {
+    /// A context with a fresh audit scope.
     pub fn new(principal: Principal, request_id: impl Into<String>) -> Self {
-        RequestContext { principal, purpose: None, request_id: request_id.into() }
+        let request_id = request_id.into();
+        let scope = Scope::new(&request_id);
+        Self::with_scope(principal, scope)
+    }
+
+    /// A context whose decisions go into an existing scope (made by the HTTP layer, which
+    /// writes the scope's records before the response leaves).
+    pub fn with_scope(principal: Principal, scope: Scope) -> Self {
+        scope.set_actor(principal.actor(), None, None, None);
+        RequestContext { principal, purpose: None, request_id: scope.request_id(), scope }
     }
 }
 

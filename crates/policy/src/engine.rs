@@ -37,6 +37,11 @@ impl Verdict {
 
 /// Decide one action on one resource (or a type, for searches).
 pub fn evaluate(ctx: &RequestContext, action: Action, facts: &ResourceFacts) -> Verdict {
+    // The audit trail is written by the server only, never through the API — not even by
+    // the operator.
+    if action.is_write() && facts.resource_type == "AuditEvent" {
+        return Verdict::deny("audit-append-only", "The audit trail cannot be changed through the API.");
+    }
     match &ctx.principal {
         Principal::Anonymous => Verdict::deny("no-principal", "Nobody is signed in, so nothing can be shown."),
         Principal::Operator => Verdict::permit(
@@ -97,6 +102,19 @@ mod tests {
         let v = evaluate(&ctx, Action::Delete, &facts(&["p1"]));
         assert!(v.is_permit());
         assert_eq!(v.compartments, None);
+    }
+
+    #[test]
+    fn nobody_writes_audit_events() {
+        let mut f = facts(&["p1"]);
+        f.resource_type = "AuditEvent".into();
+        for p in [Principal::Operator, Principal::Patient { patient: "p1".into() }] {
+            let ctx = RequestContext::new(p, "r");
+            for a in [Action::Create, Action::Update, Action::Patch, Action::Delete] {
+                assert_eq!(evaluate(&ctx, a, &f).rule, "audit-append-only");
+            }
+            assert!(evaluate(&ctx, Action::Read, &f).is_permit());
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::context::{Action, RequestContext, ResourceFacts};
 use crate::engine::{self, Verdict};
+use portico_audit::{DecisionNote, Interaction};
 use std::sync::Arc;
 
 /// Where every decision goes before the caller sees it. A sink that cannot record must say
@@ -42,6 +43,39 @@ impl AuditSink for TracingSink {
             "decision"
         );
         Ok(())
+    }
+}
+
+/// The audit trail's view of one decision.
+fn note(action: Action, facts: &ResourceFacts, verdict: &Verdict) -> DecisionNote {
+    let interaction = match action {
+        Action::Read => Interaction::Read,
+        Action::VRead => Interaction::VRead,
+        Action::Search if facts.resource_type == "*" => Interaction::SearchSystem,
+        Action::Search => Interaction::SearchType,
+        Action::History if facts.id.is_some() => Interaction::HistoryInstance,
+        Action::History if facts.resource_type == "*" => Interaction::HistorySystem,
+        Action::History => Interaction::HistoryType,
+        Action::Everything => Interaction::Everything,
+        Action::Create => Interaction::Create,
+        Action::Update => Interaction::Update,
+        Action::Patch => Interaction::Patch,
+        Action::Delete => Interaction::Delete,
+    };
+    let reference = facts.id.as_ref().map(|id| match facts.version {
+        Some(v) => format!("{}/{id}/_history/{v}", facts.resource_type),
+        None => format!("{}/{id}", facts.resource_type),
+    });
+    DecisionNote {
+        interaction,
+        resource_type: facts.resource_type.clone(),
+        reference,
+        patients: facts.compartments.clone(),
+        category: facts.category.clone(),
+        rule: verdict.rule.to_string(),
+        permit: verdict.is_permit(),
+        reason: verdict.reason.clone(),
+        confined_to: if verdict.is_permit() { verdict.compartments.clone().unwrap_or_default() } else { Vec::new() },
     }
 }
 
@@ -140,6 +174,9 @@ impl Gate {
 
     fn judge(&self, ctx: &RequestContext, action: Action, facts: &ResourceFacts) -> Result<Verdict, Refusal> {
         let verdict = engine::evaluate(ctx, action, facts);
+        // Into the request's audit scope first: no decision reaches the caller unrecorded.
+        ctx.scope.set_actor(ctx.principal.actor(), None, None, ctx.purpose.clone());
+        ctx.scope.note(note(action, facts, &verdict));
         self.sink
             .record(ctx, action, facts, &verdict)
             .map_err(|f| Refusal { verdict: None, audit_failure: Some(f.0) })?;
@@ -192,5 +229,41 @@ impl Gate {
             id: post.id.clone(),
             pre_version: pre.and_then(|p| p.version),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Principal, TracingSink};
+    use portico_audit::Outcome;
+
+    #[test]
+    fn every_decision_lands_in_the_request_scope() {
+        let gate = Gate::new(Arc::new(TracingSink));
+        let ctx = RequestContext::new(Principal::Patient { patient: "p1".into() }, "req-9");
+        let facts = ResourceFacts {
+            resource_type: "Observation".into(),
+            id: Some("o1".into()),
+            version: Some(3),
+            compartments: vec!["p2".into()],
+            category: "labs".into(),
+            labels: vec![],
+        };
+        let d = gate.decide(&ctx, Action::Read, &facts).unwrap();
+        assert!(!d.is_permit());
+        let recs = ctx.scope.finish(404, 1);
+        assert_eq!(recs.len(), 1);
+        let r = &recs[0];
+        assert_eq!(r.request_id, "req-9");
+        assert_eq!(r.actor.key(), "patient/p1");
+        assert_eq!(r.outcome, Outcome::Denied);
+        assert_eq!(r.rules, vec!["outside-compartment"]);
+        assert_eq!(r.entities[0].reference, "Observation/o1/_history/3");
+        assert_eq!(r.patients, vec!["p2"]);
+        gate.permit_search(&ctx, Action::Search, Some("Observation")).unwrap();
+        let s = &ctx.scope.finish(200, 2)[0];
+        assert_eq!(s.interaction, Interaction::SearchType);
+        assert_eq!(s.patients, vec!["p1"], "a confined search concerns the patient it is confined to");
     }
 }

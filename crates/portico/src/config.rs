@@ -26,6 +26,38 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Operator rule file for categories and sensitivity labels (empty: built-in rules).
     pub classification_file: String,
+    /// The audit trail (`[audit]` in the file).
+    pub audit: AuditConfig,
+}
+
+/// Audit trail settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The Ed25519 audit key (PKCS#8 PEM); empty: `audit-key.pem` in the data dir, made on
+    /// first start with mode 0600. Every process writing to one database must use the same key.
+    pub key_file: String,
+    /// Where the newest signed head is also kept, outside the data dir (another disk or
+    /// machine); empty: no witness. `audit verify` uses it to catch truncation and rollback.
+    pub witness_file: String,
+    /// Seconds between signed heads (0: only at shutdown).
+    pub head_interval_secs: u64,
+    /// Records older than this many days are pruned behind a signed checkpoint (0: keep all).
+    pub retention_days: u64,
+    /// `batched` (group commit, default) or `direct` (one transaction per request).
+    pub append: String,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            key_file: String::new(),
+            witness_file: String::new(),
+            head_interval_secs: 60,
+            retention_days: 0,
+            append: "batched".into(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -40,6 +72,7 @@ impl Default for Config {
             create_on_update: true,
             max_body_bytes: 16 * 1024 * 1024,
             classification_file: String::new(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -54,6 +87,7 @@ impl std::fmt::Debug for Config {
             .field("sqlite_synchronous", &self.sqlite_synchronous)
             .field("max_connections", &self.max_connections)
             .field("create_on_update", &self.create_on_update)
+            .field("audit", &self.audit)
             .finish_non_exhaustive()
     }
 }
@@ -112,6 +146,22 @@ impl Config {
         if let Some(v) = env("PORTICO_CLASSIFICATION_FILE") {
             cfg.classification_file = v;
         }
+        if let Some(v) = env("PORTICO_AUDIT_KEY_FILE") {
+            cfg.audit.key_file = v;
+        }
+        if let Some(v) = env("PORTICO_AUDIT_WITNESS_FILE") {
+            cfg.audit.witness_file = v;
+        }
+        if let Some(v) = env("PORTICO_AUDIT_HEAD_INTERVAL_SECS") {
+            cfg.audit.head_interval_secs =
+                v.parse().map_err(|_| anyhow::anyhow!("PORTICO_AUDIT_HEAD_INTERVAL_SECS must be a number"))?;
+        }
+        if let Some(v) = env("PORTICO_AUDIT_RETENTION_DAYS") {
+            cfg.audit.retention_days = v.parse().map_err(|_| anyhow::anyhow!("PORTICO_AUDIT_RETENTION_DAYS must be a number"))?;
+        }
+        if let Some(v) = env("PORTICO_AUDIT_APPEND") {
+            cfg.audit.append = v;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -123,6 +173,9 @@ impl Config {
         if !matches!(self.sqlite_synchronous.as_str(), "full" | "normal") {
             anyhow::bail!("sqlite_synchronous must be 'full' or 'normal'");
         }
+        if crate::audit::AppendMode::parse(&self.audit.append).is_none() {
+            anyhow::bail!("audit.append must be 'batched' or 'direct'");
+        }
         if !self.admin_token.is_empty() && self.admin_token.len() < 16 {
             anyhow::bail!("PORTICO_ADMIN_TOKEN must be at least 16 characters");
         }
@@ -132,6 +185,11 @@ impl Config {
             anyhow::bail!("PORTICO_DATABASE_URL must start with sqlite: or postgres://");
         }
         Ok(())
+    }
+
+    /// The audit key file, defaulting to `audit-key.pem` in the data dir.
+    pub fn audit_key_path(&self) -> PathBuf {
+        if self.audit.key_file.is_empty() { self.data_dir.join("audit-key.pem") } else { PathBuf::from(&self.audit.key_file) }
     }
 
     /// The database URL, defaulting to a SQLite file in the data dir.
@@ -168,6 +226,7 @@ mod tests {
         assert!(Config::load_from(None, |k| (k == "PORTICO_LISTEN").then(|| "nope".to_string())).is_err());
         assert!(Config::load_from(None, |k| (k == "PORTICO_ADMIN_TOKEN").then(|| "short".to_string())).is_err());
         assert!(Config::load_from(None, |k| (k == "PORTICO_DATABASE_URL").then(|| "mysql://x".to_string())).is_err());
+        assert!(Config::load_from(None, |k| (k == "PORTICO_AUDIT_APPEND").then(|| "later".to_string())).is_err());
     }
 
     #[test]

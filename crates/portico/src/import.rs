@@ -4,6 +4,7 @@
 //! nothing (an update with identical content is a no-op).
 
 use crate::server::AppState;
+use crate::server::error::ApiError;
 use crate::server::fhir::transaction::apply_bundle;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -75,17 +76,24 @@ async fn import_file(state: &AppState, path: &Path) -> anyhow::Result<usize> {
     if path.extension().and_then(|e| e.to_str()) == Some("ndjson") {
         let mut count = 0;
         let mut batch = Vec::with_capacity(BATCH);
+        // The line number of each resource in the batch, to name it in errors.
+        let mut lines = Vec::with_capacity(BATCH);
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
             let v: Value = serde_json::from_str(line).with_context(|| format!("line {} is not JSON", i + 1))?;
+            if v.get("resourceType").and_then(Value::as_str).is_none() {
+                bail!("line {} is not a FHIR resource (no resourceType)", i + 1);
+            }
             batch.push(v);
+            lines.push(i + 1);
             if batch.len() == BATCH {
-                count += import_resources(state, std::mem::take(&mut batch)).await?;
+                count += write_resources(state, std::mem::take(&mut batch)).await.map_err(|e| describe(e, &lines))?;
+                lines.clear();
             }
         }
-        count += import_resources(state, batch).await?;
+        count += write_resources(state, batch).await.map_err(|e| describe(e, &lines))?;
         return Ok(count);
     }
     let v: Value = serde_json::from_str(&text)?;
@@ -99,7 +107,7 @@ pub async fn import_value(state: &AppState, v: Value) -> anyhow::Result<usize> {
         match v.get("type").and_then(Value::as_str) {
             Some("transaction") | Some("batch") => {
                 let n = v.get("entry").and_then(Value::as_array).map_or(0, Vec::len);
-                apply_bundle(state, &operator(), &v).await.map_err(|e| anyhow::anyhow!("{}", e.diagnostics))?;
+                apply_bundle(state, &operator(), &v).await.map_err(|e| describe(e, &[]))?;
                 return Ok(n);
             }
             _ => {
@@ -117,6 +125,10 @@ pub async fn import_value(state: &AppState, v: Value) -> anyhow::Result<usize> {
 
 /// Write resources in one transaction: PUT when they carry an id, POST otherwise.
 async fn import_resources(state: &AppState, resources: Vec<Value>) -> anyhow::Result<usize> {
+    write_resources(state, resources).await.map_err(|e| describe(e, &[]))
+}
+
+async fn write_resources(state: &AppState, resources: Vec<Value>) -> Result<usize, ApiError> {
     if resources.is_empty() {
         return Ok(0);
     }
@@ -132,8 +144,30 @@ async fn import_resources(state: &AppState, resources: Vec<Value>) -> anyhow::Re
         })
         .collect();
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
-    apply_bundle(state, &operator(), &bundle).await.map_err(|e| anyhow::anyhow!("{}", e.diagnostics))?;
+    apply_bundle(state, &operator(), &bundle).await?;
     Ok(n)
+}
+
+/// An import failure as one message: the entry is named by its NDJSON line when `lines`
+/// knows it (`lines[k]` is the line of `Bundle.entry[k]`), and the validator's findings
+/// are listed under it.
+fn describe(e: ApiError, lines: &[usize]) -> anyhow::Error {
+    let mut msg = e.diagnostics.clone();
+    let entry_line = msg
+        .strip_prefix("Bundle.entry[")
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(k, tail)| Some((*lines.get(k.parse::<usize>().ok()?)?, tail.to_string())));
+    if let Some((line, tail)) = entry_line {
+        msg = format!("line {line}{tail}");
+    }
+    for issue in &e.issues {
+        let text = issue.get("diagnostics").and_then(Value::as_str).unwrap_or("");
+        match issue.pointer("/expression/0").and_then(Value::as_str) {
+            Some(at) => msg.push_str(&format!("\n  {at}: {text}")),
+            None => msg.push_str(&format!("\n  {text}")),
+        }
+    }
+    anyhow::anyhow!(msg)
 }
 
 /// Imports run as the operator, through the gate like every other write.

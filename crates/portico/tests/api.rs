@@ -3,6 +3,27 @@
 
 mod common;
 
+#[path = "api/concurrency.rs"]
+mod concurrency;
+#[path = "api/corpus.rs"]
+mod corpus;
+#[path = "api/durability.rs"]
+mod durability;
+#[path = "api/import.rs"]
+mod import;
+#[path = "api/crud.rs"]
+mod crud;
+#[path = "api/search.rs"]
+mod search;
+#[path = "api/history.rs"]
+mod history;
+#[path = "api/bundles.rs"]
+mod bundles;
+#[path = "api/errors.rs"]
+mod errors;
+#[path = "api/capability.rs"]
+mod capability;
+
 mod api_smoke {
     use super::common::*;
     use axum::http::StatusCode;

@@ -78,7 +78,7 @@ impl SqlStore {
                 .synchronous(sync)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true)
-                .pragma("cache_size", "-16000")
+                .pragma("cache_size", "-8000")
                 .statement_cache_capacity(256);
             let pool = SqlitePoolOptions::new()
                 .max_connections(cfg.max_connections)

@@ -10,6 +10,10 @@ pub enum StoreError {
     /// the gate's decision and the write); the caller may decide again and retry.
     #[error("the resource changed while the request was being decided")]
     StalePermit,
+    /// A conditional create's criteria matched when the caller required them not to (see
+    /// `Condition::abort_on_match`); nothing was written and the caller may plan again.
+    #[error("the conditional criteria now match a resource")]
+    ConditionMatched,
     /// A conditional operation's criteria matched more than one resource.
     #[error("the criteria match more than one resource")]
     MultipleMatches,
@@ -27,6 +31,10 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migration(String),
+    /// The audit chain cannot be extended or read (a malformed head row or record): the
+    /// request must fail closed.
+    #[error("audit trail unavailable: {0}")]
+    AuditChain(String),
 }
 
 impl StoreError {

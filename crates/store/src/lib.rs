@@ -7,6 +7,7 @@
 //! histories need a [`SearchPermit`], whose compartment filter is applied in SQL; writes
 //! need a [`WritePermit`] for the exact resource and pre-image version.
 
+mod audit;
 mod backend;
 mod error;
 mod migrate;
@@ -16,8 +17,10 @@ pub mod search;
 mod write;
 
 use async_trait::async_trait;
+use portico_audit::{AuditRecord, Chainer, SignedHead};
 use portico_policy::{SearchPermit, Sealed, WritePermit};
 
+pub use audit::{AuditEntry, AuditPage, AuditQuery, ScanItem, WriteAudit, audit_facts};
 pub use backend::{SqlStore, StoreConfig};
 pub use error::StoreError;
 pub use prepared::{Prepared, prepare};
@@ -38,6 +41,10 @@ pub struct StoredVersion {
     /// The resource JSON as stored (with `meta.versionId`/`meta.lastUpdated`); empty for
     /// a delete tombstone.
     pub body: String,
+    /// Patients whose compartment holds this version (what the audit trail records).
+    pub compartments: Vec<String>,
+    /// Its data category.
+    pub category: String,
 }
 
 /// Bookkeeping about the current version of a resource.
@@ -103,8 +110,9 @@ pub trait Store: Send + Sync {
         version: i64,
     ) -> Result<Option<Sealed<StoredVersion>>, StoreError>;
 
-    /// Carry out writes atomically: all succeed or none is stored. Each op needs its permit.
-    async fn write(&self, ops: Vec<(WritePermit, WriteOp)>) -> Result<Vec<WriteResult>, StoreError>;
+    /// Carry out writes atomically: all succeed or none is stored. Each op needs its permit,
+    /// and the audit records of the request's writes are appended in the same transaction.
+    async fn write(&self, ops: Vec<(WritePermit, WriteOp)>, audit: &WriteAudit<'_>) -> Result<Vec<WriteResult>, StoreError>;
 
     /// One page of search results, filtered, sorted and paged in SQL.
     async fn search(&self, permit: &SearchPermit, query: &SearchQuery) -> Result<SearchPage, StoreError>;
@@ -114,6 +122,35 @@ pub trait Store: Send + Sync {
 
     /// Check the database answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Append audit records on their own (reads, searches, denials, failures), durably and
+    /// in chain order; returns the new head's number.
+    async fn audit_append(&self, chainer: &Chainer, records: &[AuditRecord]) -> Result<i64, StoreError>;
+
+    /// One AuditEvent, sealed by the patients it concerns.
+    async fn audit_read(&self, seq: i64) -> Result<Option<Sealed<AuditEntry>>, StoreError>;
+
+    /// Records the permit admits, newest first (confinement applied in SQL).
+    async fn audit_search(&self, permit: &SearchPermit, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+
+    /// The chain's head: last record number and its hash.
+    async fn audit_head(&self) -> Result<(i64, portico_audit::Hash), StoreError>;
+
+    /// Keep a signed head or checkpoint.
+    async fn audit_put_head(&self, head: &SignedHead) -> Result<(), StoreError>;
+
+    /// The newest signed head.
+    async fn audit_latest_head(&self) -> Result<Option<SignedHead>, StoreError>;
+
+    /// The newest record made before `before_ms`, with its hash (where pruning may stop).
+    async fn audit_prune_point(&self, before_ms: i64) -> Result<Option<(i64, portico_audit::Hash)>, StoreError>;
+
+    /// Delete the records a signed checkpoint covers, keeping the checkpoint.
+    async fn audit_prune(&self, checkpoint: &SignedHead) -> Result<u64, StoreError>;
+
+    /// Read the whole log in one consistent snapshot (for `audit verify`): the chain state,
+    /// then rows in order, `batch` at a time, until `on` returns false.
+    async fn audit_scan(&self, batch: usize, on: &mut (dyn FnMut(ScanItem) -> bool + Send)) -> Result<(), StoreError>;
 }
 
 #[async_trait]
@@ -139,8 +176,8 @@ impl Store for SqlStore {
         self.read_sealed(resource_type, id, Some(version)).await
     }
 
-    async fn write(&self, ops: Vec<(WritePermit, WriteOp)>) -> Result<Vec<WriteResult>, StoreError> {
-        self.run_writes(ops).await
+    async fn write(&self, ops: Vec<(WritePermit, WriteOp)>, audit: &WriteAudit<'_>) -> Result<Vec<WriteResult>, StoreError> {
+        self.run_writes(ops, audit).await
     }
 
     async fn search(&self, permit: &SearchPermit, query: &SearchQuery) -> Result<SearchPage, StoreError> {
@@ -156,5 +193,41 @@ impl Store for SqlStore {
             sqlx::query("SELECT 1").execute(pool).await?;
         });
         Ok(())
+    }
+
+    async fn audit_append(&self, chainer: &Chainer, records: &[AuditRecord]) -> Result<i64, StoreError> {
+        self.run_audit_append(chainer, records).await
+    }
+
+    async fn audit_read(&self, seq: i64) -> Result<Option<Sealed<AuditEntry>>, StoreError> {
+        self.run_audit_read(seq).await
+    }
+
+    async fn audit_search(&self, permit: &SearchPermit, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        self.run_audit_search(permit, query).await
+    }
+
+    async fn audit_head(&self) -> Result<(i64, portico_audit::Hash), StoreError> {
+        self.run_audit_head().await
+    }
+
+    async fn audit_put_head(&self, head: &SignedHead) -> Result<(), StoreError> {
+        self.run_audit_put_head(head).await
+    }
+
+    async fn audit_latest_head(&self) -> Result<Option<SignedHead>, StoreError> {
+        self.run_audit_latest_head().await
+    }
+
+    async fn audit_prune_point(&self, before_ms: i64) -> Result<Option<(i64, portico_audit::Hash)>, StoreError> {
+        self.run_audit_prune_point(before_ms).await
+    }
+
+    async fn audit_prune(&self, checkpoint: &SignedHead) -> Result<u64, StoreError> {
+        self.run_audit_prune(checkpoint).await
+    }
+
+    async fn audit_scan(&self, batch: usize, on: &mut (dyn FnMut(ScanItem) -> bool + Send)) -> Result<(), StoreError> {
+        self.run_audit_scan(batch, on).await
     }
 }

@@ -11,11 +11,15 @@ pub(crate) struct Migration {
     pub sql: &'static str,
 }
 
-pub(crate) const SQLITE: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite_0001_init.sql") }];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite_0001_init.sql") },
+    Migration { version: 2, name: "audit", sql: include_str!("migrations/sqlite_0002_audit.sql") },
+];
 
-pub(crate) const POSTGRES: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("migrations/postgres_0001_init.sql") }];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("migrations/postgres_0001_init.sql") },
+    Migration { version: 2, name: "audit", sql: include_str!("migrations/postgres_0002_audit.sql") },
+];
 
 /// Split a migration file into statements (our migrations hold no `;` inside literals).
 pub(crate) fn statements(sql: &str) -> impl Iterator<Item = String> + '_ {
@@ -80,5 +84,9 @@ mod tests {
         let sqlite: Vec<_> = shape(SQLITE[0].sql).into_iter().filter(|s| !s.starts_with("counters")).collect();
         assert_eq!(sqlite, shape(POSTGRES[0].sql));
         assert!(sqlite.len() >= 10);
+        for (a, b) in SQLITE.iter().zip(POSTGRES).skip(1) {
+            assert_eq!(shape(a.sql), shape(b.sql), "migration {} ({})", a.version, a.name);
+            assert!(!shape(a.sql).is_empty());
+        }
     }
 }

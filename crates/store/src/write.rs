@@ -4,17 +4,19 @@
 
 use crate::backend::{Db, SqlStore};
 use crate::error::StoreError;
+mod plan;
+
+pub(crate) use plan::{Current, Planned, Step, plan, select_current, statements};
 use crate::search::exec::{query_of, row_to_version};
-use crate::search::sql::{self, Bind, Sql};
+use crate::search::sql;
 use crate::search::SearchQuery;
 use crate::{StoredVersion, WriteKind, WriteOp, WriteResult};
-use portico_fhir::IndexValue;
 use portico_policy::{SearchPermit, WritePermit};
 use serde_json::{Map, Value};
 use sqlx::Row;
 
 /// Index rows per multi-row INSERT (well under both engines' bind-parameter limits).
-const ROWS_PER_INSERT: usize = 400;
+pub(crate) const ROWS_PER_INSERT: usize = 200;
 /// Attempts for a write that hit a transient conflict.
 const ATTEMPTS: usize = 4;
 
@@ -32,15 +34,45 @@ pub struct Condition {
     pub query: SearchQuery,
     /// Canonical form of the criteria, used to serialise creators with the same criteria.
     pub key: String,
+    /// When the criteria match, fail the whole write with [`StoreError::ConditionMatched`]
+    /// instead of answering the match: a transaction that already pointed references at the
+    /// new id must be planned again, not committed half-right.
+    pub abort_on_match: bool,
 }
 
-/// The ops, in one open transaction `$tx`; `$lock` is appended to the current-row select,
-/// `$seq` yields the next change sequence number in column `value`.
+/// The ops, in one open transaction `$tx`. `$lock` is appended to the current-rows select;
+/// `$seq` takes the number of sequence numbers wanted (`$1`) and yields them (SQLite: the
+/// last of the reserved range, one row; PostgreSQL: one row per number) in column `value`.
+///
+/// Statements are batched: one select of every target's current row, one sequence
+/// reservation, then multi-row inserts — a few statements per transaction rather than a
+/// dozen per resource, because each statement costs a round trip to the driver.
 macro_rules! write_ops {
-    ($tx:ident, $ops:expr, $lock:expr, $seq:expr) => {
+    ($tx:ident, $ops:expr, $lock:expr, $seq:expr, $seq_is_range:expr) => {
         async {
-            let mut results: Vec<WriteResult> = Vec::with_capacity($ops.len());
-            for (permit, op) in $ops.iter() {
+            let ops = $ops;
+            let mut results: Vec<Option<WriteResult>> = vec![None; ops.len()];
+            // 1. Current rows of every target, in chunks.
+            let mut current: std::collections::HashMap<(String, String), Current> = std::collections::HashMap::new();
+            for chunk in ops.chunks(crate::write::ROWS_PER_INSERT) {
+                let sql = crate::write::select_current(chunk.iter().map(|(_, op)| op), $lock);
+                for row in query_of!(sql).fetch_all(&mut *$tx).await? {
+                    let c = Current {
+                        version: row.try_get("version_id")?,
+                        deleted: row.try_get::<i64, _>("deleted")? != 0,
+                        last_updated: row.try_get("last_updated")?,
+                        seq: row.try_get("seq")?,
+                        body: row.try_get("body")?,
+                        compartments: row.try_get("compartments")?,
+                        category: row.try_get("category")?,
+                        labels: row.try_get("labels")?,
+                    };
+                    current.insert((row.try_get("res_type")?, row.try_get("id")?), c);
+                }
+            }
+            // 2. Decide each op against what is stored; collect the rows to write.
+            let mut plans: Vec<crate::write::Planned> = Vec::with_capacity(ops.len());
+            for (i, (permit, op)) in ops.iter().enumerate() {
                 // Conditional create: serialise creators with the same criteria, then look.
                 if let (WriteKind::Create, Some(cond)) = (&op.kind, &op.condition) {
                     sqlx::query("INSERT INTO conditional_locks (res_type, criteria, n) VALUES ($1, $2, 1) ON CONFLICT (res_type, criteria) DO UPDATE SET n = conditional_locks.n + 1")
@@ -58,198 +90,69 @@ macro_rules! write_ops {
                         return Err(StoreError::MultipleMatches);
                     }
                     if let Some(row) = found.first() {
-                        results.push(WriteResult { stored: row_to_version!(row)?, created: false, noop: true });
+                        if cond.abort_on_match {
+                            return Err(StoreError::ConditionMatched);
+                        }
+                        results[i] = Some(WriteResult { stored: row_to_version!(row)?, created: false, noop: true });
                         continue;
                     }
                 }
-                let current = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT version_id, deleted, last_updated, seq, body FROM resources WHERE res_type = $1 AND id = $2{}",
-                    $lock
-                )))
-                .bind(op.resource_type.clone())
-                .bind(op.id.clone())
-                .fetch_optional(&mut *$tx)
-                .await?;
-                let (prev_version, live_version, prev_row) = match &current {
-                    Some(row) => {
-                        let v: i64 = row.try_get("version_id")?;
-                        let deleted: i64 = row.try_get("deleted")?;
-                        (Some(v), if deleted == 0 { Some(v) } else { None }, Some(row))
-                    }
-                    None => (None, None, None),
-                };
-                if let Some(m) = op.if_match {
-                    if live_version != Some(m) {
-                        return Err(StoreError::VersionConflict { current: live_version });
+                let key = (op.resource_type.clone(), op.id.clone());
+                match crate::write::plan(permit, op, current.get(&key))? {
+                    crate::write::Step::Done(r) => results[i] = Some(r),
+                    crate::write::Step::Write(mut p) => {
+                        p.index = i;
+                        plans.push(p);
                     }
                 }
-                if !permit.covers(&op.resource_type, &op.id, live_version) {
-                    return Err(StoreError::StalePermit);
-                }
-                if matches!(op.kind, WriteKind::Create) && live_version.is_some() {
-                    return Err(StoreError::Conflict);
-                }
-                if matches!(op.kind, WriteKind::Delete) && live_version.is_none() {
-                    let stored = StoredVersion {
-                        resource_type: op.resource_type.clone(),
-                        id: op.id.clone(),
-                        version: prev_version.unwrap_or(0),
-                        last_updated: match prev_row {
-                            Some(r) => r.try_get("last_updated")?,
-                            None => String::new(),
-                        },
-                        seq: match prev_row {
-                            Some(r) => r.try_get("seq")?,
-                            None => 0,
-                        },
-                        deleted: true,
-                        body: String::new(),
-                    };
-                    results.push(WriteResult { stored, created: false, noop: true });
-                    continue;
-                }
-                if let (WriteKind::Update, Some(row), Some(p)) = (&op.kind, prev_row, &op.prepared) {
-                    if live_version.is_some() {
-                        let stored_body: String = row.try_get("body")?;
-                        if crate::write::same_content(&stored_body, &p.body) {
-                            let stored = StoredVersion {
-                                resource_type: op.resource_type.clone(),
-                                id: op.id.clone(),
-                                version: live_version.unwrap_or(0),
-                                last_updated: row.try_get("last_updated")?,
-                                seq: row.try_get("seq")?,
-                                deleted: false,
-                                body: stored_body,
-                            };
-                            results.push(WriteResult { stored, created: false, noop: true });
-                            continue;
-                        }
-                    }
-                }
-                let seq: i64 = sqlx::query($seq).fetch_one(&mut *$tx).await?.try_get("value")?;
-                let version = prev_version.unwrap_or(0) + 1;
-                let (last_updated, lu_ms) = crate::write::now_rfc3339();
-                let (body, facts, index) = match &op.prepared {
-                    Some(p) => {
-                        let mut b = p.body.clone();
-                        crate::write::stamp(&mut b, &op.id, version, &last_updated);
-                        (b.to_string(), Some(&p.facts), p.index.as_slice())
-                    }
-                    None => (String::new(), None, &[][..]),
-                };
-                let deleted = matches!(op.kind, WriteKind::Delete);
-                // A tombstone keeps the compartments of what it deletes, so the gate can
-                // still decide who may learn of the deletion.
-                let (compartments, category, labels) = match facts {
-                    Some(f) => (f.compartments.clone(), f.category.clone(), f.labels.join(" ")),
-                    None => {
-                        let comps: Vec<String> = sqlx::query("SELECT patient FROM idx_compartment WHERE res_type = $1 AND id = $2")
-                            .bind(op.resource_type.clone())
-                            .bind(op.id.clone())
-                            .fetch_all(&mut *$tx)
-                            .await?
-                            .iter()
-                            .map(|r| r.try_get::<String, _>("patient"))
-                            .collect::<Result<_, _>>()?;
-                        let (cat, lab): (String, String) = match prev_row {
-                            Some(_) => {
-                                let r = sqlx::query("SELECT category, labels FROM resources WHERE res_type = $1 AND id = $2")
-                                    .bind(op.resource_type.clone())
-                                    .bind(op.id.clone())
-                                    .fetch_one(&mut *$tx)
-                                    .await?;
-                                (r.try_get("category")?, r.try_get("labels")?)
-                            }
-                            None => (String::new(), String::new()),
-                        };
-                        (comps, cat, lab)
-                    }
-                };
-                let compartment = compartments.first().cloned().unwrap_or_default();
-                let comps_text = compartments.join(" ");
-                let del_flag: i64 = if deleted { 1 } else { 0 };
-                sqlx::query(
-                    "INSERT INTO resources (res_type, id, version_id, last_updated, lu_ms, seq, compartment, compartments, category, labels, deleted, body) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                     ON CONFLICT (res_type, id) DO UPDATE SET version_id = excluded.version_id, last_updated = excluded.last_updated, \
-                     lu_ms = excluded.lu_ms, seq = excluded.seq, compartment = excluded.compartment, compartments = excluded.compartments, \
-                     category = excluded.category, labels = excluded.labels, deleted = excluded.deleted, body = excluded.body",
-                )
-                .bind(op.resource_type.clone())
-                .bind(op.id.clone())
-                .bind(version)
-                .bind(last_updated.clone())
-                .bind(lu_ms)
-                .bind(seq)
-                .bind(compartment.clone())
-                .bind(comps_text.clone())
-                .bind(category.clone())
-                .bind(labels.clone())
-                .bind(del_flag)
-                .bind(body.clone())
-                .execute(&mut *$tx)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO resource_versions (res_type, id, version_id, last_updated, lu_ms, seq, compartment, compartments, category, labels, deleted, body) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(op.resource_type.clone())
-                .bind(op.id.clone())
-                .bind(version)
-                .bind(last_updated.clone())
-                .bind(lu_ms)
-                .bind(seq)
-                .bind(compartment.clone())
-                .bind(comps_text)
-                .bind(category)
-                .bind(labels)
-                .bind(del_flag)
-                .bind(body.clone())
-                .execute(&mut *$tx)
-                .await?;
-                if prev_version.is_some() {
-                    for table in crate::write::INDEX_TABLES {
-                        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE res_type = $1 AND id = $2")))
-                            .bind(op.resource_type.clone())
-                            .bind(op.id.clone())
-                            .execute(&mut *$tx)
-                            .await?;
-                    }
-                }
-                if !deleted {
-                    for ins in crate::write::index_inserts(&op.resource_type, &op.id, &compartment, &compartments, index) {
-                        query_of!(ins).execute(&mut *$tx).await?;
-                    }
-                }
-                results.push(WriteResult {
-                    stored: StoredVersion {
-                        resource_type: op.resource_type.clone(),
-                        id: op.id.clone(),
-                        version,
-                        last_updated,
-                        seq,
-                        deleted,
-                        body,
-                    },
-                    created: live_version.is_none() && !deleted,
-                    noop: false,
-                });
             }
-            Ok::<Vec<WriteResult>, StoreError>(results)
+            if !plans.is_empty() {
+                // 3. Change sequence numbers for every write.
+                let n = plans.len() as i64;
+                let rows = sqlx::query($seq).bind(n).fetch_all(&mut *$tx).await?;
+                let mut seqs: Vec<i64> = rows.iter().map(|r| r.try_get::<i64, _>("value")).collect::<Result<_, _>>()?;
+                if $seq_is_range {
+                    let last = seqs.first().copied().unwrap_or(0);
+                    seqs = ((last - n + 1)..=last).collect();
+                }
+                seqs.sort_unstable();
+                let (last_updated, lu_ms) = crate::write::now_rfc3339();
+                for (p, seq) in plans.iter_mut().zip(seqs) {
+                    p.finish(seq, &last_updated, lu_ms);
+                }
+                // 4. Rows: current versions, history, old index rows out, new index rows in.
+                for stmt in crate::write::statements(&plans) {
+                    query_of!(stmt).execute(&mut *$tx).await?;
+                }
+                for p in plans {
+                    let i = p.index;
+                    results[i] = Some(p.into_result());
+                }
+            }
+            Ok::<Vec<WriteResult>, StoreError>(results.into_iter().flatten().collect())
         }
         .await
     };
 }
 
 impl SqlStore {
-    pub(crate) async fn run_writes(&self, ops: Vec<(WritePermit, WriteOp)>) -> Result<Vec<WriteResult>, StoreError> {
+    pub(crate) async fn run_writes(
+        &self,
+        ops: Vec<(WritePermit, WriteOp)>,
+        audit: &crate::WriteAudit<'_>,
+    ) -> Result<Vec<WriteResult>, StoreError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let r = match &self.db {
                 Db::Sqlite(pool) => {
                     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                    let out = write_ops!(tx, &ops, "", "UPDATE counters SET value = value + 1 WHERE name = 'change_seq' RETURNING value");
+                    let out = write_ops!(tx, &ops, "", "UPDATE counters SET value = value + $1 WHERE name = 'change_seq' RETURNING value", true);
+                    // The request's audit records, in the same transaction as the write.
+                    let out = match out {
+                        Ok(v) => crate::audit::append_audit!(tx, audit.chainer, &(audit.records)(&v), "").map(|_| v),
+                        Err(e) => Err(e),
+                    };
                     match out {
                         Ok(v) => tx.commit().await.map(|_| v).map_err(StoreError::from),
                         Err(e) => Err(e),
@@ -257,7 +160,12 @@ impl SqlStore {
                 }
                 Db::Pg(pool) => {
                     let mut tx = pool.begin().await?;
-                    let out = write_ops!(tx, &ops, " FOR UPDATE", "SELECT nextval('change_seq') AS value");
+                    let out = write_ops!(tx, &ops, " FOR UPDATE", "SELECT nextval('change_seq') AS value FROM generate_series(1, $1)", false);
+                    // The head row is locked last, so writers hold it only for the commit.
+                    let out = match out {
+                        Ok(v) => crate::audit::append_audit!(tx, audit.chainer, &(audit.records)(&v), " FOR UPDATE").map(|_| v),
+                        Err(e) => Err(e),
+                    };
                     match out {
                         Ok(v) => tx.commit().await.map(|_| v).map_err(StoreError::from),
                         Err(e) => Err(e),
@@ -312,81 +220,6 @@ pub(crate) fn same_content(stored: &str, new: &Value) -> bool {
         }
     }
     old == new
-}
-
-/// Multi-row INSERTs of a resource's index values.
-pub(crate) fn index_inserts(rt: &str, id: &str, compartment: &str, compartments: &[String], index: &[IndexValue]) -> Vec<Sql> {
-    let mut out = Vec::new();
-    let mut by_table: Vec<(&'static str, &'static str, Vec<&IndexValue>)> = vec![
-        ("idx_token", "(res_type, id, param, system, code, text, compartment)", vec![]),
-        ("idx_string", "(res_type, id, param, norm, exact, compartment)", vec![]),
-        ("idx_date", "(res_type, id, param, lo, hi, compartment)", vec![]),
-        ("idx_reference", "(res_type, id, param, ref_type, ref_id, url, compartment)", vec![]),
-        ("idx_number", "(res_type, id, param, value, compartment)", vec![]),
-        ("idx_quantity", "(res_type, id, param, value, system, code, compartment)", vec![]),
-        ("idx_uri", "(res_type, id, param, value, compartment)", vec![]),
-    ];
-    for v in index {
-        let slot = match v {
-            IndexValue::Token { .. } => 0,
-            IndexValue::Str { .. } => 1,
-            IndexValue::Date { .. } => 2,
-            IndexValue::Reference { .. } => 3,
-            IndexValue::Number { .. } => 4,
-            IndexValue::Quantity { .. } => 5,
-            IndexValue::Uri { .. } => 6,
-        };
-        by_table[slot].2.push(v);
-    }
-    for (table, cols, values) in by_table {
-        for chunk in values.chunks(ROWS_PER_INSERT) {
-            let mut s = Sql::default();
-            s.push("INSERT INTO ").push(table).push(" ").push(cols).push(" VALUES ");
-            for (i, v) in chunk.iter().enumerate() {
-                if i > 0 {
-                    s.push(", ");
-                }
-                s.push("(").text(rt).push(", ").text(id).push(", ").text(v.param()).push(", ");
-                match v {
-                    IndexValue::Token { system, code, text, .. } => {
-                        s.opt_text(system.as_deref()).push(", ").text(code).push(", ").opt_text(text.as_deref());
-                    }
-                    IndexValue::Str { norm, exact, .. } => {
-                        s.text(norm).push(", ").text(exact);
-                    }
-                    IndexValue::Date { low, high, .. } => {
-                        s.int(*low).push(", ").int(*high);
-                    }
-                    IndexValue::Reference { target_type, target_id, url, .. } => {
-                        s.opt_text(target_type.as_deref()).push(", ").opt_text(target_id.as_deref()).push(", ").text(url);
-                    }
-                    IndexValue::Number { value, .. } => {
-                        s.float(*value);
-                    }
-                    IndexValue::Quantity { value, system, code, .. } => {
-                        s.float(*value).push(", ").opt_text(system.as_deref()).push(", ").opt_text(code.as_deref());
-                    }
-                    IndexValue::Uri { value, .. } => {
-                        s.text(value);
-                    }
-                }
-                s.push(", ").text(compartment).push(")");
-            }
-            out.push(s);
-        }
-    }
-    for chunk in compartments.chunks(ROWS_PER_INSERT) {
-        let mut s = Sql::default();
-        s.push("INSERT INTO idx_compartment (res_type, id, patient, compartment) VALUES ");
-        for (i, p) in chunk.iter().enumerate() {
-            if i > 0 {
-                s.push(", ");
-            }
-            s.push("(").text(rt).push(", ").text(id).push(", ").text(p).push(", ").text(compartment).push(")");
-        }
-        out.push(s);
-    }
-    out
 }
 
 pub(crate) const INDEX_TABLES: &[&str] = &[

@@ -98,8 +98,16 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
             .with_context(|| format!("cannot read classification file {}", config.classification_file))?;
         Classifier::from_json(&text).map_err(|e| anyhow::anyhow!("invalid classification file: {e}"))?
     };
+    let store: Arc<dyn portico_store::Store> = Arc::new(store);
+    let key_path = config.audit_key_path();
+    let (key, made) = crate::audit::keyfile::load_or_create(&key_path)?;
+    if made {
+        tracing::info!(key_id = %key.public().key_id(), "audit key created");
+    }
+    let audit = crate::audit::AuditTrail::start(store.clone(), key, &config.audit);
     Ok(AppState {
-        store: Arc::new(store),
+        store,
+        audit,
         gate: Gate::new(Arc::new(TracingSink)),
         classifier: Arc::new(classifier),
         config: Arc::new(config.clone()),

@@ -24,7 +24,13 @@ impl FromRequestParts<AppState> for Ctx {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let request_id = uuid::Uuid::new_v4().to_string();
+        // The audit layer made the request's scope; without it (a handler called outside the
+        // router) a fresh one still collects every decision.
+        let scope = parts
+            .extensions
+            .get::<portico_audit::Scope>()
+            .cloned()
+            .unwrap_or_else(|| portico_audit::Scope::new(&uuid::Uuid::new_v4().to_string()));
         let expected = state.config.admin_token.as_bytes();
         if expected.is_empty() {
             return Err(ApiError::unauthorized(
@@ -40,7 +46,7 @@ impl FromRequestParts<AppState> for Ctx {
         match presented {
             None => Err(ApiError::unauthorized("Authorization: Bearer <token> is required.")),
             Some(t) if constant_time_eq(t.as_bytes(), expected) => {
-                Ok(Ctx(RequestContext::new(Principal::Operator, request_id)))
+                Ok(Ctx(RequestContext::with_scope(Principal::Operator, scope)))
             }
             Some(_) => Err(ApiError::unauthorized("The bearer token is not valid.")),
         }

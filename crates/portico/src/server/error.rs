@@ -63,7 +63,7 @@ impl From<StoreError> for ApiError {
                 "conflict",
                 "The resource has changed: If-Match does not name the current version.",
             ),
-            StoreError::StalePermit | StoreError::Conflict => ApiError::new(
+            StoreError::StalePermit | StoreError::Conflict | StoreError::ConditionMatched => ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",
                 "A concurrent change to this resource conflicted with the request; retry.",
@@ -81,6 +81,11 @@ impl From<StoreError> for ApiError {
             StoreError::Database(e) => {
                 tracing::error!(error = %e, "storage failure");
                 ApiError::internal()
+            }
+            StoreError::AuditChain(m) => {
+                // Fail closed: nothing is answered that could not be recorded.
+                tracing::error!(error = %m, "audit trail unavailable; request refused");
+                ApiError::unavailable()
             }
             StoreError::Migration(m) => {
                 tracing::error!(error = %m, "migration failure");

@@ -2,10 +2,12 @@
 //! Handlers never touch the store directly; they go through [`fhir::service::Fhir`], which
 //! asks the gate first.
 
+pub mod audit_layer;
 pub mod auth;
 pub mod error;
 pub mod fhir;
 pub mod ops;
+pub mod portal;
 
 use crate::config::Config;
 use axum::Router;
@@ -25,6 +27,8 @@ pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// The audit trail: every interaction's record is durable before its response leaves.
+    pub audit: Arc<crate::audit::AuditTrail>,
     pub gate: Gate,
     pub classifier: Arc<Classifier>,
     pub config: Arc<Config>,
@@ -35,9 +39,12 @@ pub fn router(state: AppState) -> Router {
     let fhir = fhir::routes(state.clone());
     Router::new()
         .nest("/fhir", fhir)
+        .nest("/api/portal", portal::routes())
         .merge(ops::routes())
         .fallback(ops::not_found)
-        .with_state(state)
+        .with_state(state.clone())
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(60)))
         .layer(CatchPanicLayer::custom(ops::panic_response))
+        // Outermost: a request that panicked or timed out is still audited.
+        .layer(axum::middleware::from_fn_with_state(state, audit_layer::audit_layer))
 }

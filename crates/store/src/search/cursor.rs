@@ -31,7 +31,7 @@ impl Cursor {
         let arr = v.as_array()?;
         let [keys, seq] = arr.as_slice() else { return None };
         let keys = keys.as_array()?.clone();
-        if keys.iter().any(|k| !(k.is_string() || k.is_number())) {
+        if keys.iter().any(|k| !(k.is_string() || k.is_number()) || k.as_str().is_some_and(|s| s.contains('\0'))) {
             return None;
         }
         Some(Cursor { keys, seq: seq.as_i64()? })

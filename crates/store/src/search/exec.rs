@@ -1,6 +1,6 @@
 //! Run compiled search and history SQL on either backend.
 
-use super::sql::{self, Bind, COLUMNS, Sql};
+use super::sql::{self, COLUMNS, Sql};
 use super::{Cursor, HistoryQuery, Include, SearchPage, SearchQuery, MAX_INCLUDED};
 use crate::StoredVersion;
 use crate::backend::{SqlStore, with_pool};
@@ -15,10 +15,10 @@ macro_rules! query_of {
         let mut q = sqlx::query(sqlx::AssertSqlSafe($sql.text.clone()));
         for b in &$sql.binds {
             q = match b {
-                Bind::Text(s) => q.bind(s.clone()),
-                Bind::Int(i) => q.bind(*i),
-                Bind::Float(f) => q.bind(*f),
-                Bind::NullText => q.bind(None::<String>),
+                $crate::search::sql::Bind::Text(s) => q.bind(s.clone()),
+                $crate::search::sql::Bind::Int(i) => q.bind(*i),
+                $crate::search::sql::Bind::Float(f) => q.bind(*f),
+                $crate::search::sql::Bind::NullText => q.bind(None::<String>),
             };
         }
         q
@@ -38,6 +38,8 @@ macro_rules! row_to_version {
             seq: row.try_get("seq")?,
             deleted: row.try_get::<i64, _>("deleted")? != 0,
             body: row.try_get("body")?,
+            compartments: row.try_get::<String, _>("compartments")?.split_whitespace().map(str::to_string).collect(),
+            category: row.try_get("category")?,
         })
     }};
 }

@@ -46,6 +46,10 @@ pub fn parse_search(resource_type: Option<&str>, params: &[(String, String)]) ->
     }
     let type_for_params = resource_type.unwrap_or("Resource");
     for (raw_name, value) in params {
+        // No stored text holds U+0000 (PostgreSQL cannot even compare with it).
+        if raw_name.contains('\0') || value.contains('\0') {
+            return err("search parameters may not contain the character U+0000");
+        }
         let (name, modifier) = match raw_name.split_once(':') {
             Some((n, m)) => (n, Some(m)),
             None => (raw_name.as_str(), None),

@@ -51,7 +51,8 @@ impl Sql {
 }
 
 /// Columns every result query selects, in this order (see `exec::row_to_version`).
-pub(crate) const COLUMNS: &str = "r.res_type, r.id, r.version_id, r.last_updated, r.seq, r.deleted, r.body";
+pub(crate) const COLUMNS: &str =
+    "r.res_type, r.id, r.version_id, r.last_updated, r.seq, r.deleted, r.body, r.compartments, r.category";
 
 fn index_table(kind: ParamType) -> Option<&'static str> {
     Some(match kind {
@@ -87,16 +88,47 @@ pub(crate) fn where_clause(sql: &mut Sql, permit: &SearchPermit, q: &SearchQuery
     }
     compartment_filter(sql, permit.compartments());
     if let Some(p) = &q.in_compartment {
-        sql.push(" AND EXISTS (SELECT 1 FROM idx_compartment c WHERE c.res_type = r.res_type AND c.id = r.id AND c.patient = ")
+        // Uncorrelated, so the patient's membership list drives the lookup.
+        sql.push(" AND (r.res_type, r.id) IN (SELECT c.res_type, c.id FROM idx_compartment c WHERE c.patient = ")
             .text(p)
             .push(")");
     }
     if let Some(since) = q.since_ms {
         sql.push(" AND r.lu_ms >= ").int(since);
     }
-    for f in &q.filters {
-        filter(sql, f);
+    // With one resource type the index subqueries name it, so they are not correlated
+    // with the outer row: each is evaluated once (and can drive the lookup) instead of once
+    // per candidate resource, which made unselective filters quadratic.
+    let only_type = match q.resource_types.as_slice() {
+        [one] => Some(one.as_str()),
+        _ => None,
+    };
+    // Most selective first: SQLite drives the lookup from the first usable `IN` list.
+    let mut filters: Vec<&Filter> = q.filters.iter().collect();
+    filters.sort_by_key(|f| selectivity_rank(f));
+    for f in filters {
+        filter(sql, f, only_type);
     }
+}
+
+/// Rough selectivity of a filter (lower: fewer matches expected).
+fn selectivity_rank(f: &Filter) -> u8 {
+    if f.negate || f.missing.is_some() {
+        return 9;
+    }
+    match &f.target {
+        Target::Id => 0,
+        Target::Index { kind: ParamType::Reference, .. } => 1,
+        Target::Index { kind: ParamType::String | ParamType::Uri, .. } => 2,
+        Target::Index { kind: ParamType::Token, .. } => 3,
+        _ => 4,
+    }
+}
+
+/// Whether the query has a filter selective enough to drive the lookup, so the sort
+/// should not (see `page_query`).
+fn has_selective_filter(q: &SearchQuery) -> bool {
+    q.in_compartment.is_some() || q.filters.iter().any(|f| selectivity_rank(f) <= 2)
 }
 
 /// The gate's confinement: only rows in one of the permitted patient compartments.
@@ -106,7 +138,7 @@ pub(crate) fn compartment_filter(sql: &mut Sql, compartments: Option<&[String]>)
         sql.push(" AND 1 = 0");
         return;
     }
-    sql.push(" AND EXISTS (SELECT 1 FROM idx_compartment c WHERE c.res_type = r.res_type AND c.id = r.id AND c.patient IN (");
+    sql.push(" AND (r.res_type, r.id) IN (SELECT c.res_type, c.id FROM idx_compartment c WHERE c.patient IN (");
     for (i, p) in allowed.iter().enumerate() {
         if i > 0 {
             sql.push(", ");
@@ -116,7 +148,15 @@ pub(crate) fn compartment_filter(sql: &mut Sql, compartments: Option<&[String]>)
     sql.push("))");
 }
 
-fn filter(sql: &mut Sql, f: &Filter) {
+fn filter(sql: &mut Sql, f: &Filter, only_type: Option<&str>) {
+    // `:missing` on a column every resource has: nothing is missing it. (Without this the
+    // alternatives are empty and the SQL below would be `IN ()` / `AND ()`.)
+    if let (Target::Id | Target::LastUpdated, Some(missing)) = (&f.target, f.missing) {
+        if missing {
+            sql.push(" AND 1 = 0");
+        }
+        return;
+    }
     match &f.target {
         Target::Id => {
             sql.push(if f.negate { " AND r.id NOT IN (" } else { " AND r.id IN (" });
@@ -151,7 +191,12 @@ fn filter(sql: &mut Sql, f: &Filter) {
                 None => !f.negate,
             };
             sql.push(if present { " AND r.id IN (SELECT x.id FROM " } else { " AND r.id NOT IN (SELECT x.id FROM " });
-            sql.push(table).push(" x WHERE x.res_type = r.res_type AND x.param = ").text(param);
+            sql.push(table).push(" x WHERE ");
+            match only_type {
+                Some(t) => sql.push("x.res_type = ").text(t),
+                None => sql.push("x.res_type = r.res_type"),
+            };
+            sql.push(" AND x.param = ").text(param);
             if f.missing.is_none() && !f.alternatives.is_empty() {
                 sql.push(" AND (");
                 for (i, c) in f.alternatives.iter().enumerate() {
@@ -348,12 +393,15 @@ pub(crate) fn page_query(permit: &SearchPermit, q: &SearchQuery) -> Sql {
         if let Some(c) = &q.cursor {
             sql.push(" AND r.seq > ").int(c.seq);
         }
-        sql.push(" ORDER BY r.seq LIMIT ").int(q.count as i64 + 1);
+        // `+r.seq` keeps SQLite from walking the whole type in sequence order when a
+        // selective filter (a patient, an id) can drive the lookup; PostgreSQL ignores it.
+        let order = if has_selective_filter(q) { " ORDER BY +r.seq LIMIT " } else { " ORDER BY r.seq LIMIT " };
+        sql.push(order).int(q.count as i64 + 1);
         return sql;
     }
     // Sorted: compute each key (with a null flag so missing values sort last either way)
     // in an inner query, page on the outer one.
-    sql.push("SELECT res_type, id, version_id, last_updated, seq, deleted, body");
+    sql.push("SELECT res_type, id, version_id, last_updated, seq, deleted, body, compartments, category");
     let keys: Vec<_> = q.sort.iter().filter_map(|k| sort_expr(k).map(|e| (k, e))).collect();
     for i in 0..keys.len() {
         sql.push(&format!(", f{i}, k{i}"));
@@ -369,7 +417,9 @@ pub(crate) fn page_query(permit: &SearchPermit, q: &SearchQuery) -> Sql {
             }
             None => expr.clone(),
         };
-        sql.push(&format!(", CASE WHEN {e} IS NULL THEN 1 ELSE 0 END AS f{i}, COALESCE({e}, {zero}) AS k{i}"));
+        // The flag is cast so both drivers return a 64-bit integer (PostgreSQL's CASE of
+        // literals is int4, which the executor cannot read as i64).
+        sql.push(&format!(", CAST(CASE WHEN {e} IS NULL THEN 1 ELSE 0 END AS BIGINT) AS f{i}, COALESCE({e}, {zero}) AS k{i}"));
     }
     sql.push(" FROM resources r");
     where_clause(&mut sql, permit, q);

@@ -44,6 +44,7 @@ pub async fn instance_history(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     check_type(&rt)?;
+    super::service::check_id_exists(&rt, &id)?;
     if state.store.head(&rt, &id).await?.is_none() {
         return Err(super::service::not_found(&rt, &id));
     }
@@ -98,6 +99,7 @@ pub async fn everything(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let fhir = Fhir::new(state);
+    ctx.scope.begin(portico_audit::Interaction::Everything, Some("Patient"));
     // The patient must exist and be visible to the caller (404 otherwise, like a read).
     fhir.read(ctx, "Patient", &id).await?;
     let params = parse_query_string(q.as_deref().unwrap_or(""));

@@ -3,7 +3,7 @@
 
 use super::body::{RawBody, parse_json};
 use super::headers::{self, Return, if_match, prefer, require_json, resource_response};
-use super::service::{Fhir, check_type, new_id, parse_query_string};
+use super::service::{Fhir, WRITE_ATTEMPTS, check_type, new_id, parse_query_string, replan_backoff};
 use super::urls;
 use crate::server::AppState;
 use crate::server::auth::Ctx;
@@ -12,7 +12,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portico_policy::RequestContext;
-use portico_store::{StoredVersion, WriteKind};
+use portico_store::{Condition, StoreError, StoredVersion, WriteKind};
 use serde_json::Value;
 
 pub async fn get_read(
@@ -86,11 +86,8 @@ pub async fn post_create(
     let fhir = Fhir::new(&state);
     let id = new_id();
     let body = fhir.validated_body(&rt, &id, body, p.handling)?;
-    let (permit, mut op) = fhir.plan_write(&ctx, WriteKind::Create, &rt, &id, Some(body), None).await?;
-    if let Some(criteria) = if_none_exist {
-        op.condition = Some(fhir.condition(&ctx, &rt, &criteria)?);
-    }
-    let result = fhir.commit(vec![(permit, op)]).await?.pop().ok_or_else(ApiError::internal)?;
+    let condition = if_none_exist.map(|criteria| fhir.condition(&ctx, &rt, &criteria)).transpose()?;
+    let result = fhir.write_one(&ctx, WriteKind::Create, &rt, &id, Some(body), None, condition).await?;
     let status = if result.noop { StatusCode::OK } else { StatusCode::CREATED };
     Ok(resource_response(status, &result.stored, &urls::base_url(&headers), p.ret))
 }
@@ -116,6 +113,21 @@ async fn update(
     body: Value,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
+    update_or_create(state, ctx, rt, id, body, headers, None).await?.ok_or_else(|| StoreError::ConditionMatched.into())
+}
+
+/// An update; with `only_if_none` (a conditional update that matched nothing) a create
+/// under the criteria's lock instead, answering `None` when they match by the time of
+/// writing (nothing was written).
+async fn update_or_create(
+    state: &AppState,
+    ctx: &RequestContext,
+    rt: &str,
+    id: &str,
+    body: Value,
+    headers: &HeaderMap,
+    only_if_none: Option<Condition>,
+) -> Result<Option<Response>, ApiError> {
     if !portico_fhir::extract::is_fhir_id(id) {
         return Err(ApiError::bad_request("The id in the URL is not a valid FHIR id."));
     }
@@ -134,10 +146,12 @@ async fn update(
         }
     }
     let body = fhir.validated_body(rt, id, body, p.handling)?;
-    let (permit, op) = fhir.plan_write(ctx, WriteKind::Update, rt, id, Some(body), im).await?;
-    let result = fhir.commit(vec![(permit, op)]).await?.pop().ok_or_else(ApiError::internal)?;
+    let kind = if only_if_none.is_some() { WriteKind::Create } else { WriteKind::Update };
+    let Some(result) = fhir.try_write_one(ctx, kind, rt, id, Some(body), im, only_if_none).await? else {
+        return Ok(None);
+    };
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(resource_response(status, &result.stored, &urls::base_url(headers), p.ret))
+    Ok(Some(resource_response(status, &result.stored, &urls::base_url(headers), p.ret)))
 }
 
 /// `PUT /fhir/{type}?criteria`: update the one match, create when none, 412 when several.
@@ -156,13 +170,32 @@ pub async fn put_conditional(
         return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "not-supported", "PUT needs an id or search criteria."));
     }
     let body = parse_json(&body)?;
-    let ids = Fhir::new(&state).matching_ids(&ctx, &rt, &criteria, 1).await?;
-    let id = match ids.as_slice() {
-        [] => body.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or_else(new_id),
-        [one] => one.clone(),
-        _ => return Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "multiple-matches", "The criteria match more than one resource.")),
-    };
-    update(&state, &ctx, &rt, &id, body, &headers).await
+    let fhir = Fhir::new(&state);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let ids = fhir.matching_ids(&ctx, &rt, &criteria, 1).await?;
+        let (id, only_if_none) = match ids.as_slice() {
+            [] => match body.get("id").and_then(Value::as_str) {
+                Some(id) => (id.to_string(), None),
+                // A new resource is created under the criteria's lock, so that concurrent
+                // conditional updates make one resource, not one each.
+                None => {
+                    let mut cond = fhir.condition(&ctx, &rt, q.as_deref().unwrap_or(""))?;
+                    cond.abort_on_match = true;
+                    (new_id(), Some(cond))
+                }
+            },
+            [one] => (one.clone(), None),
+            _ => return Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "multiple-matches", "The criteria match more than one resource.")),
+        };
+        match update_or_create(&state, &ctx, &rt, &id, body.clone(), &headers, only_if_none).await? {
+            Some(response) => return Ok(response),
+            // Another request created a match meanwhile: look again (and update it).
+            None if attempt < WRITE_ATTEMPTS => replan_backoff(attempt).await,
+            None => return Err(StoreError::ConditionMatched.into()),
+        }
+    }
 }
 
 pub async fn patch_resource(
@@ -178,8 +211,9 @@ pub async fn patch_resource(
         return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not-supported", "PATCH takes application/json-patch+json."));
     }
     let fhir = Fhir::new(&state);
+    ctx.scope.begin(portico_audit::Interaction::Patch, Some(&rt));
     let current = fhir.read(&ctx, &rt, &id).await?;
-    let patch_json: Value = serde_json::from_slice(&body).map_err(|_| ApiError::bad_request("The patch is not valid JSON."))?;
+    let patch_json = super::body::parse_json_patch(&body)?;
     let patch: json_patch::Patch = serde_json::from_value(patch_json).map_err(|e| ApiError::bad_request(format!("Invalid JSON Patch: {e}")))?;
     let mut doc: Value = serde_json::from_str(&current.body).map_err(|_| ApiError::internal())?;
     json_patch::patch(&mut doc, &patch).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "processing", format!("The patch cannot be applied: {e}")))?;
@@ -191,8 +225,7 @@ pub async fn patch_resource(
     // makes it fail (412) rather than be lost.
     let im = if_match(&headers)?.or(Some(current.version));
     let body = fhir.validated_body(&rt, &id, doc, p.handling)?;
-    let (permit, op) = fhir.plan_write(&ctx, WriteKind::Update, &rt, &id, Some(body), im).await?;
-    let result = fhir.commit(vec![(permit, op)]).await?.pop().ok_or_else(ApiError::internal)?;
+    let result = fhir.write_one(&ctx, WriteKind::Update, &rt, &id, Some(body), im, None).await?;
     Ok(resource_response(StatusCode::OK, &result.stored, &urls::base_url(&headers), p.ret))
 }
 
@@ -205,8 +238,7 @@ pub async fn delete_resource(
     check_type(&rt)?;
     let im = if_match(&headers)?;
     let fhir = Fhir::new(&state);
-    let (permit, op) = fhir.plan_write(&ctx, WriteKind::Delete, &rt, &id, None, im).await?;
-    let result = fhir.commit(vec![(permit, op)]).await?.pop().ok_or_else(ApiError::internal)?;
+    let result = fhir.write_one(&ctx, WriteKind::Delete, &rt, &id, None, im, None).await?;
     let mut r = StatusCode::NO_CONTENT.into_response();
     if !result.noop {
         if let Ok(v) = format!("W/\"{}\"", result.stored.version).parse() {
@@ -233,8 +265,7 @@ pub async fn delete_conditional(
     match ids.as_slice() {
         [] => Ok(StatusCode::NO_CONTENT.into_response()),
         [id] => {
-            let (permit, op) = fhir.plan_write(&ctx, WriteKind::Delete, &rt, id, None, None).await?;
-            fhir.commit(vec![(permit, op)]).await?;
+            fhir.write_one(&ctx, WriteKind::Delete, &rt, id, None, None, None).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         _ => Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "multiple-matches", "The criteria match more than one resource.")),

@@ -1,5 +1,6 @@
 //! FHIR R4 REST under `/fhir`.
 
+pub mod audit_event;
 pub mod body;
 pub mod bundle;
 pub mod capability;
@@ -9,6 +10,7 @@ pub mod instance;
 pub mod search;
 pub mod service;
 pub mod shape;
+pub mod trail;
 pub mod transaction;
 pub mod urls;
 
@@ -23,6 +25,13 @@ pub fn routes(_state: AppState) -> Router<AppState> {
         .route("/metadata", get(capability::get_metadata))
         .route("/", post(transaction::post_bundle))
         .route("/_history", get(history::get_system_history))
+        // The audit trail: read-only (other methods answer 405), served from the audit log.
+        .route("/AuditEvent", get(audit_event::get_search))
+        .route("/AuditEvent/_search", post(audit_event::post_search))
+        .route("/AuditEvent/_history", get(audit_event::get_history))
+        .route("/AuditEvent/{id}", get(audit_event::get_read))
+        .route("/AuditEvent/{id}/{op}", get(audit_event::get_instance_op))
+        .route("/AuditEvent/{id}/_history/{vid}", get(audit_event::get_vread))
         .route("/{rt}", get(search::get_search).post(instance::post_create).put(instance::put_conditional).delete(instance::delete_conditional))
         .route("/{rt}/_search", post(search::post_search))
         .route("/{rt}/_history", get(history::get_type_history))

@@ -7,15 +7,21 @@ use axum::http::StatusCode;
 use portico_fhir::validate::{self, Severity};
 use portico_policy::{Action, Refusal, RequestContext, ResourceFacts, SearchPermit, WritePermit};
 use portico_store::search::{self, Parsed};
+use portico_audit::{Interaction, Slot};
 use portico_store::{
-    Condition, HistoryQuery, SearchPage, SearchQuery, StoredVersion, WriteKind, WriteOp, WriteResult, prepare,
+    Condition, HistoryQuery, SearchPage, SearchQuery, StoreError, StoredVersion, WriteAudit, WriteKind, WriteOp,
+    WriteResult, prepare,
 };
+use super::trail;
 use serde_json::Value;
 
-/// How strictly to treat unknown content (`Prefer: handling=`).
+/// How strictly to treat unknown content (`Prefer: handling=`). Without a preference, a
+/// resource body is validated strictly (an unknown element is a 400) while a search is
+/// lenient (an unknown parameter is ignored with a warning).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Handling {
     #[default]
+    Unspecified,
     Lenient,
     Strict,
 }
@@ -36,6 +42,22 @@ pub fn refusal(r: Refusal, hide_existence: bool) -> ApiError {
     if hide_existence { ApiError::not_found("Resource not found.") } else { ApiError::forbidden(reason) }
 }
 
+/// How often a write is decided again when the store finds its permit stale.
+pub const WRITE_ATTEMPTS: usize = 32;
+
+/// Whether a failed write should be decided again and retried: the resource changed between
+/// the gate's decision and the store, or a conditional create's criteria now match.
+pub fn must_replan(e: &StoreError) -> bool {
+    matches!(e, StoreError::StalePermit | StoreError::ConditionMatched)
+}
+
+/// A short, jittered pause before deciding a contended write again.
+pub async fn replan_backoff(attempt: usize) {
+    let spread = 2 * attempt.min(10) as u128 + 1;
+    let ms = 1 + (uuid::Uuid::new_v4().as_u128() % spread) as u64;
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
 /// A new server-assigned logical id.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -49,7 +71,9 @@ impl<'a> Fhir<'a> {
     /// The current version, if the caller may see it. Hidden and absent look the same (404);
     /// a visible tombstone is 410.
     pub async fn read(&self, ctx: &RequestContext, rt: &str, id: &str) -> Result<StoredVersion, ApiError> {
+        trail::begin(ctx, Interaction::Read, rt, format!("{rt}/{id}"));
         check_type(rt)?;
+        check_id_exists(rt, id)?;
         let sealed = self.state.store.read(rt, id).await?.ok_or_else(|| not_found(rt, id))?;
         let decision = self.state.gate.decide(ctx, Action::Read, sealed.facts()).map_err(|r| refusal(r, true))?;
         let v = sealed.open(&decision).map_err(|_| not_found(rt, id))?;
@@ -61,7 +85,9 @@ impl<'a> Fhir<'a> {
 
     /// One version, if the caller may see it.
     pub async fn vread(&self, ctx: &RequestContext, rt: &str, id: &str, vid: i64) -> Result<StoredVersion, ApiError> {
+        trail::begin(ctx, Interaction::VRead, rt, format!("{rt}/{id}/_history/{vid}"));
         check_type(rt)?;
+        check_id_exists(rt, id)?;
         let sealed = self.state.store.vread(rt, id, vid).await?.ok_or_else(|| not_found(rt, id))?;
         let decision = self.state.gate.decide(ctx, Action::VRead, sealed.facts()).map_err(|r| refusal(r, true))?;
         let v = sealed.open(&decision).map_err(|_| not_found(rt, id))?;
@@ -95,11 +121,14 @@ impl<'a> Fhir<'a> {
         if let Value::Object(o) = &mut body {
             o.insert("id".into(), Value::from(id));
         }
+        if contains_nul(&body) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "value", "Strings may not contain the character U+0000."));
+        }
         let issues = validate::validate_resource(&body);
         let errors: Vec<_> = issues
             .iter()
             .filter(|i| i.severity == Severity::Error)
-            .filter(|i| handling == Handling::Strict || !validate::is_unknown_element(i))
+            .filter(|i| handling != Handling::Lenient || !validate::is_unknown_element(i))
             .collect();
         if !errors.is_empty() {
             let list = errors
@@ -138,6 +167,10 @@ impl<'a> Fhir<'a> {
             WriteKind::Update => Action::Update,
             WriteKind::Delete => Action::Delete,
         };
+        trail::begin(ctx, trail::write_interaction(&kind), rt, format!("{rt}/{id}"));
+        if !portico_fhir::extract::is_fhir_id(id) {
+            return Err(ApiError::bad_request("The id is not a valid FHIR id."));
+        }
         let pre = match kind {
             WriteKind::Create => None,
             _ => self.pre_image(rt, id).await?,
@@ -158,9 +191,73 @@ impl<'a> Fhir<'a> {
         ))
     }
 
-    /// Store writes atomically.
-    pub async fn commit(&self, ops: Vec<(WritePermit, WriteOp)>) -> Result<Vec<WriteResult>, ApiError> {
-        Ok(self.state.store.write(ops).await?)
+    /// Store writes atomically, each op described by the current audit interaction.
+    pub async fn commit(&self, ctx: &RequestContext, ops: Vec<(WritePermit, WriteOp)>) -> Result<Vec<WriteResult>, ApiError> {
+        let slot = ctx.scope.ensure(Interaction::Update, None);
+        let slots = vec![slot; ops.len()];
+        Ok(self.store_writes(ctx, ops, &slots).await?)
+    }
+
+    /// The one way writes reach the store: with the audit records of their interactions
+    /// (`slots`, one per op), appended in the same database transaction.
+    pub async fn store_writes(
+        &self,
+        ctx: &RequestContext,
+        ops: Vec<(WritePermit, WriteOp)>,
+        slots: &[Slot],
+    ) -> Result<Vec<WriteResult>, StoreError> {
+        let build = trail::write_records(ctx.scope.pending(slots));
+        let audit = WriteAudit { chainer: self.state.audit.chainer(), records: &build };
+        let results = self.state.store.write(ops, &audit).await?;
+        ctx.scope.mark_written(slots);
+        Ok(results)
+    }
+
+    /// Decide and store one write. When a concurrent write changed the resource between the
+    /// gate's decision and the store (a stale permit), decide again on the new pre-image and
+    /// retry: a blind update under contention succeeds instead of answering 409.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn write_one(
+        &self,
+        ctx: &RequestContext,
+        kind: WriteKind,
+        rt: &str,
+        id: &str,
+        body: Option<Value>,
+        if_match: Option<i64>,
+        condition: Option<Condition>,
+    ) -> Result<WriteResult, ApiError> {
+        self.try_write_one(ctx, kind, rt, id, body, if_match, condition)
+            .await?
+            .ok_or_else(|| StoreError::ConditionMatched.into())
+    }
+
+    /// [`Fhir::write_one`], except that a condition with `abort_on_match` that matches by the
+    /// time of writing answers `None` (nothing was written) for the caller to look again.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn try_write_one(
+        &self,
+        ctx: &RequestContext,
+        kind: WriteKind,
+        rt: &str,
+        id: &str,
+        body: Option<Value>,
+        if_match: Option<i64>,
+        condition: Option<Condition>,
+    ) -> Result<Option<WriteResult>, ApiError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (permit, mut op) = self.plan_write(ctx, kind.clone(), rt, id, body.clone(), if_match).await?;
+            op.condition = condition.clone();
+            let slot = ctx.scope.ensure(trail::write_interaction(&kind), Some(rt));
+            match self.store_writes(ctx, vec![(permit, op)], &[slot]).await {
+                Ok(mut results) => return results.pop().map(Some).ok_or_else(ApiError::internal),
+                Err(StoreError::ConditionMatched) => return Ok(None),
+                Err(StoreError::StalePermit) if attempt < WRITE_ATTEMPTS => replan_backoff(attempt).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Parse and run a search.
@@ -171,6 +268,8 @@ impl<'a> Fhir<'a> {
         params: &[(String, String)],
         handling: Handling,
     ) -> Result<(Parsed, SearchPage), ApiError> {
+        let interaction = if rt.is_some() { Interaction::SearchType } else { Interaction::SearchSystem };
+        trail::search(ctx, interaction, rt, params);
         if let Some(rt) = rt {
             check_type(rt)?;
         }
@@ -183,6 +282,7 @@ impl<'a> Fhir<'a> {
         }
         let permit = self.search_permit(ctx, Action::Search, rt)?;
         let page = self.state.store.search(&permit, &parsed.query).await?;
+        trail::returned(ctx, &page);
         Ok((parsed, page))
     }
 
@@ -194,7 +294,9 @@ impl<'a> Fhir<'a> {
         query: &SearchQuery,
     ) -> Result<SearchPage, ApiError> {
         let permit = self.search_permit(ctx, action, None)?;
-        Ok(self.state.store.search(&permit, query).await?)
+        let page = self.state.store.search(&permit, query).await?;
+        trail::returned(ctx, &page);
+        Ok(page)
     }
 
     pub fn search_permit(&self, ctx: &RequestContext, action: Action, rt: Option<&str>) -> Result<SearchPermit, ApiError> {
@@ -203,11 +305,14 @@ impl<'a> Fhir<'a> {
 
     /// History at instance, type or system level.
     pub async fn history(&self, ctx: &RequestContext, q: &HistoryQuery) -> Result<SearchPage, ApiError> {
+        trail::history(ctx, q);
         if let Some(rt) = &q.resource_type {
             check_type(rt)?;
         }
         let permit = self.search_permit(ctx, Action::History, q.resource_type.as_deref())?;
-        Ok(self.state.store.history(&permit, q).await?)
+        let page = self.state.store.history(&permit, q).await?;
+        trail::returned(ctx, &page);
+        Ok(page)
     }
 
     /// Build the condition of a conditional create (`If-None-Exist`).
@@ -224,7 +329,7 @@ impl<'a> Fhir<'a> {
         let mut sorted = params.clone();
         sorted.sort();
         let key = sorted.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
-        Ok(Condition { permit, query: parsed.query, key })
+        Ok(Condition { permit, query: parsed.query, key, abort_on_match: false })
     }
 
     /// Resolve conditional criteria to the matching resources' ids (for conditional update,
@@ -254,6 +359,23 @@ impl<'a> Fhir<'a> {
 pub fn not_found(rt: &str, id: &str) -> ApiError {
     let _ = id;
     ApiError::not_found(format!("{rt} resource not found."))
+}
+
+/// A malformed id names nothing: 404 before the store is asked (PostgreSQL cannot even
+/// compare text holding U+0000).
+pub fn check_id_exists(rt: &str, id: &str) -> Result<(), ApiError> {
+    if portico_fhir::extract::is_fhir_id(id) { Ok(()) } else { Err(not_found(rt, id)) }
+}
+
+/// Whether any string or key in `v` holds U+0000 (FHIR strings should hold no control
+/// characters but whitespace; PostgreSQL cannot store NUL in text, so it is refused).
+fn contains_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(contains_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
 }
 
 /// Refuse unknown resource types with 404 (FHIR: the type is not supported here).

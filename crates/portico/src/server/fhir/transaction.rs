@@ -4,7 +4,9 @@
 use super::body::{RawBody, parse_json};
 use super::bundle::now;
 use super::headers::{Return, fhir_json, prefer, require_json};
-use super::service::{Fhir, Handling, check_type, new_id, parse_query_string};
+use super::service::{
+    Fhir, Handling, WRITE_ATTEMPTS, check_type, must_replan, new_id, parse_query_string, replan_backoff,
+};
 use super::urls;
 use crate::server::AppState;
 use crate::server::auth::Ctx;
@@ -12,8 +14,9 @@ use crate::server::error::ApiError;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use portico_audit::{Interaction, Slot};
 use portico_policy::{RequestContext, WritePermit};
-use portico_store::{WriteKind, WriteOp, WriteResult};
+use portico_store::{Condition, StoreError, WriteKind, WriteOp, WriteResult};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 
@@ -29,6 +32,7 @@ enum Method {
 }
 
 /// One entry, parsed.
+#[derive(Clone)]
 struct Entry {
     method: Method,
     rt: String,
@@ -72,18 +76,36 @@ pub async fn post_bundle(
         "batch" => {
             let mut out = Vec::with_capacity(raw_entries.len());
             for (i, e) in raw_entries.iter().enumerate() {
+                let mark = ctx.scope.mark();
                 let r = match parse_entry(i, e) {
                     Ok(entry) => transaction(&state, &ctx, vec![entry], p.handling, p.ret == Return::Representation).await,
                     Err(e) => Err(e),
                 };
                 match r {
                     Ok(mut v) => out.push(v.pop().unwrap_or(json!({}))),
-                    Err(e) => out.push(json!({"response": {"status": status_line(e.status), "outcome": e.outcome()}})),
+                    Err(e) => {
+                        // The entry's audit record tells its own failure, not the batch's 200.
+                        ctx.scope.fail_since(mark, e.status.as_u16());
+                        out.push(json!({"response": {"status": status_line(e.status), "outcome": e.outcome()}}))
+                    }
                 }
             }
             Ok(fhir_json(StatusCode::OK, response_bundle("batch-response", out, &base)))
         }
         _ => Err(ApiError::bad_request("Bundle.type must be 'transaction' or 'batch'.")),
+    }
+}
+
+impl Entry {
+    /// The interaction this entry is, for its audit record.
+    fn interaction(&self) -> Interaction {
+        match (self.method, &self.id) {
+            (Method::Get, Some(_)) => Interaction::Read,
+            (Method::Get, None) => Interaction::SearchType,
+            (Method::Post, _) => Interaction::Create,
+            (Method::Put, _) => Interaction::Update,
+            (Method::Delete, _) => Interaction::Delete,
+        }
     }
 }
 
@@ -153,25 +175,62 @@ pub async fn apply_bundle(state: &AppState, ctx: &RequestContext, bundle: &Value
     transaction(state, ctx, entries, Handling::Lenient, false).await
 }
 
-/// Plan every entry at the gate, store them in one transaction, answer per entry.
+/// Plan every entry at the gate, store them in one transaction, answer per entry. When the
+/// store finds the plan outdated (a concurrent write changed a resource after the gate
+/// decided, or an `ifNoneExist` now matches), nothing was written: plan it all again.
 async fn transaction(
+    state: &AppState,
+    ctx: &RequestContext,
+    entries: Vec<Entry>,
+    handling: Handling,
+    representation: bool,
+) -> Result<Vec<Value>, ApiError> {
+    // One audit interaction per entry, kept across attempts: only the outcome is recorded.
+    let slots: Vec<Slot> = entries.iter().map(|e| ctx.scope.begin(e.interaction(), Some(&e.rt))).collect();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match transaction_once(state, ctx, entries.clone(), handling, representation, &slots).await? {
+            Ok(out) => return Ok(out),
+            Err(e) if attempt < WRITE_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "transaction planned again");
+                replan_backoff(attempt).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// One attempt at a transaction; the inner error is a store outcome that calls for planning
+/// again.
+async fn transaction_once(
     state: &AppState,
     ctx: &RequestContext,
     mut entries: Vec<Entry>,
     handling: Handling,
     representation: bool,
-) -> Result<Vec<Value>, ApiError> {
+    slots: &[Slot],
+) -> Result<Result<Vec<Value>, StoreError>, ApiError> {
     let fhir = Fhir::new(state);
     // 1. Decide each write's target id; existing matches of conditional creates are kept.
+    // A create whose criteria match nothing yet carries them to the store, which checks
+    // again under its lock (concurrent conditional creates make exactly one resource).
     let mut ids: HashMap<String, String> = HashMap::new();
     let mut existing: HashMap<usize, portico_store::StoredVersion> = HashMap::new();
+    let mut conditions: HashMap<usize, Condition> = HashMap::new();
     for (i, e) in entries.iter_mut().enumerate() {
+        ctx.scope.enter(slots[i]);
         match e.method {
             Method::Post => {
                 if let Some(crit) = &e.if_none_exist {
                     let found = fhir.matching_ids(ctx, &e.rt, &parse_query_string(crit), 1).await?;
                     match found.as_slice() {
-                        [] => e.id = Some(new_id()),
+                        [] => {
+                            let mut cond = fhir.condition(ctx, &e.rt, crit)?;
+                            cond.abort_on_match = true;
+                            conditions.insert(i, cond);
+                            e.id = Some(new_id());
+                        }
                         [one] => {
                             existing.insert(i, fhir.read(ctx, &e.rt, one).await?);
                             e.id = Some(one.clone());
@@ -188,7 +247,17 @@ async fn transaction(
                 }
                 let found = fhir.matching_ids(ctx, &e.rt, &e.criteria, 1).await?;
                 e.id = match found.as_slice() {
-                    [] if e.method == Method::Put => Some(e.resource.as_ref().and_then(|r| r.get("id")).and_then(Value::as_str).map(str::to_string).unwrap_or_else(new_id)),
+                    [] if e.method == Method::Put => match e.resource.as_ref().and_then(|r| r.get("id")).and_then(Value::as_str) {
+                        Some(id) => Some(id.to_string()),
+                        // A new resource: created under the criteria's lock, like a
+                        // conditional create.
+                        None => {
+                            let mut cond = fhir.condition(ctx, &e.rt, e.raw_query.as_deref().unwrap_or(""))?;
+                            cond.abort_on_match = true;
+                            conditions.insert(i, cond);
+                            Some(new_id())
+                        }
+                    },
                     [] => None,
                     [one] => Some(one.clone()),
                     _ => return Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "multiple-matches", format!("Bundle.entry[{i}]: the criteria match more than one resource."))),
@@ -200,7 +269,11 @@ async fn transaction(
             ids.insert(full.clone(), format!("{}/{id}", e.rt));
         }
     }
-    // 2. Resolve urn:uuid and conditional references.
+    // 2. Resolve urn:uuid and conditional references (their lookups are audited with the
+    // first entry).
+    if let Some(first) = slots.first() {
+        ctx.scope.enter(*first);
+    }
     let mut conditional: HashMap<String, String> = HashMap::new();
     for e in entries.iter() {
         if let Some(r) = &e.resource {
@@ -221,7 +294,9 @@ async fn transaction(
     let mut seen = HashSet::new();
     let mut ops: Vec<(WritePermit, WriteOp)> = Vec::new();
     let mut op_of_entry: Vec<Option<usize>> = Vec::with_capacity(entries.len());
+    let mut op_slots: Vec<Slot> = Vec::new();
     for (i, e) in entries.iter_mut().enumerate() {
+        ctx.scope.enter(slots[i]);
         if existing.contains_key(&i) || e.method == Method::Get || (e.method == Method::Delete && e.id.is_none()) {
             op_of_entry.push(None);
             continue;
@@ -248,19 +323,31 @@ async fn transaction(
                     err.diagnostics = format!("Bundle.entry[{i}]: {}", err.diagnostics);
                     err
                 })?;
-                (if e.method == Method::Post { WriteKind::Create } else { WriteKind::Update }, Some(body))
+                let create = e.method == Method::Post || conditions.contains_key(&i);
+                (if create { WriteKind::Create } else { WriteKind::Update }, Some(body))
             }
             _ => (WriteKind::Delete, None),
         };
-        let planned = fhir.plan_write(ctx, kind, &e.rt, &id, body, e.if_match).await?;
+        let mut planned = fhir.plan_write(ctx, kind, &e.rt, &id, body, e.if_match).await?;
+        planned.1.condition = conditions.remove(&i);
         op_of_entry.push(Some(ops.len()));
+        op_slots.push(slots[i]);
         ops.push(planned);
     }
     // 4. Store all of it, atomically.
-    let results: Vec<WriteResult> = if ops.is_empty() { Vec::new() } else { fhir.commit(ops).await? };
+    let results: Vec<WriteResult> = if ops.is_empty() {
+        Vec::new()
+    } else {
+        match fhir.store_writes(ctx, ops, &op_slots).await {
+            Ok(r) => r,
+            Err(e) if must_replan(&e) => return Ok(Err(e)),
+            Err(e) => return Err(e.into()),
+        }
+    };
     // 5. Answer in entry order; GETs read after the writes.
     let mut out = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
+        ctx.scope.enter(slots[i]);
         if let Some(v) = existing.get(&i) {
             out.push(entry_response("200 OK", v, representation));
             continue;
@@ -294,7 +381,7 @@ async fn transaction(
             }
         }
     }
-    Ok(out)
+    Ok(Ok(out))
 }
 
 fn entry_response(status: &str, v: &portico_store::StoredVersion, with_resource: bool) -> Value {
@@ -315,7 +402,9 @@ fn collect_conditional_refs(v: &Value, out: &mut HashMap<String, String>) {
     match v {
         Value::Object(o) => {
             if let Some(Value::String(r)) = o.get("reference") {
-                if r.contains('?') && !r.contains("://") {
+                // `Type?criteria`; the criteria may hold URLs (`identifier=http://…|x`), the
+                // part before `?` may not (an absolute or `urn:` reference is not conditional).
+                if r.split_once('?').is_some_and(|(path, _)| !path.is_empty() && !path.contains(['/', ':'])) {
                     out.insert(r.clone(), String::new());
                 }
             }

@@ -1,0 +1,354 @@
+//! Verification of a stored log: stream the rows in `seq` order through a [`Verifier`] and it
+//! names the first bad record, or reports what it checked.
+//!
+//! | tampering | caught by | named record |
+//! |---|---|---|
+//! | a record edited | its hash | that record |
+//! | a record deleted | the gap in `seq` (and the next hash) | the missing one |
+//! | records swapped, moved or inserted | the `seq` inside the hashed text, the hashes | the first one out of place |
+//! | a record rewritten and every later hash recomputed | its MAC (needs the key) | that record |
+//! | the same, by someone holding the key | the signed heads / the witness | the first record after the last head that still matches |
+//! | index columns edited (to hide a record from a patient's view) | comparison with the record | that record |
+//! | the newest records cut off (truncation) | the head row, the signed heads, the witness | the first missing record |
+//! | an old backup restored (rollback) | the witness outside the data directory | the first missing record |
+
+use crate::canonical;
+use crate::chain::{self, GENESIS, Hash, MacKey};
+use crate::head::{HeadKind, SignedHead};
+use crate::keys::PublicKey;
+use std::collections::BTreeMap;
+
+/// One stored row, as the store reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRow {
+    pub seq: i64,
+    /// Index columns, which must agree with the record.
+    pub ts: i64,
+    pub interaction: String,
+    pub action: String,
+    pub outcome: String,
+    pub actor: String,
+    /// The client id (`""` when none).
+    pub client: String,
+    /// The canonical record text.
+    pub record: String,
+    /// Hex of the chain hash and of the MAC.
+    pub hash: String,
+    pub mac: String,
+    /// Rows of the patient index for this record, sorted.
+    pub subjects: Vec<(String, String)>,
+}
+
+/// What the store says about the chain as a whole, read in the same snapshot as the rows.
+#[derive(Debug, Clone, Default)]
+pub struct ChainState {
+    /// The head row: the last record's number and hash.
+    pub head_seq: i64,
+    pub head_hash: String,
+    /// The newest checkpoint, if the log was pruned.
+    pub checkpoint: Option<SignedHead>,
+    /// Signed heads kept in the database.
+    pub heads: Vec<SignedHead>,
+}
+
+/// What to trust.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// Keys whose head signatures are accepted.
+    pub keys: Vec<PublicKey>,
+    /// The record MAC key; without it MACs are not checked.
+    pub mac: Option<MacKey>,
+}
+
+/// What is wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    /// A record that should be there is not (deleted, or pruned without a checkpoint).
+    Missing,
+    /// A row that does not belong where it is (inserted, or duplicated).
+    Unexpected,
+    /// The record's content does not match its hash (edited).
+    Edited,
+    /// The record's own number is not its place in the log (swapped or moved).
+    Moved,
+    /// Content and hash were rewritten: the record's MAC does not match.
+    Forged,
+    /// The stored text is not a canonical record.
+    NotCanonical,
+    /// The index columns (time, action, actor, patients) disagree with the record.
+    IndexMismatch,
+    /// The chain no longer reaches a signed head (rewritten by someone with the key, or forked).
+    Diverged { head_seq: i64 },
+    /// Records after this one were cut off.
+    Truncated { expected_last: i64 },
+    /// The database is behind the witness: an older copy was restored.
+    RolledBack { witness_seq: i64 },
+    /// A signed head or checkpoint whose signature does not verify with a trusted key.
+    BadSignature { head_seq: i64 },
+}
+
+/// The first bad record and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The first record that cannot be trusted.
+    pub seq: i64,
+    pub problem: Problem,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "first bad record: #{} — {}", self.seq, self.detail)
+    }
+}
+
+impl std::error::Error for Finding {}
+
+/// A log that verified.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Report {
+    /// Records checked.
+    pub records: u64,
+    /// First and last record number checked (0, 0 when the log is empty).
+    pub first_seq: i64,
+    pub last_seq: i64,
+    /// Signed heads matched (database and witness).
+    pub heads_checked: u64,
+    /// The checkpoint the chain started from, if pruned.
+    pub checkpoint_seq: Option<i64>,
+    /// The witness head that matched, if a witness was given.
+    pub witness_seq: Option<i64>,
+    /// Whether record MACs were checked.
+    pub macs_checked: bool,
+}
+
+/// Streaming verifier: [`Verifier::new`], [`Verifier::push`] every row in `seq` order,
+/// [`Verifier::finish`].
+pub struct Verifier {
+    trust: Trust,
+    state: ChainState,
+    witness: Option<SignedHead>,
+    /// Signed positions to compare against, by seq (database heads and the witness).
+    marks: BTreeMap<i64, (Hash, &'static str)>,
+    expected: i64,
+    prev: Hash,
+    /// The last position known good: a checkpoint, a matched head, or the start.
+    last_good_mark: i64,
+    report: Report,
+}
+
+fn bad(seq: i64, problem: Problem, detail: impl Into<String>) -> Finding {
+    Finding { seq, problem, detail: detail.into() }
+}
+
+impl Verifier {
+    /// Check the checkpoint and head signatures and prepare to read rows.
+    pub fn new(trust: Trust, state: ChainState, witness: Option<SignedHead>) -> Result<Verifier, Finding> {
+        let (start, prev) = match &state.checkpoint {
+            Some(cp) => {
+                if cp.kind != HeadKind::Checkpoint || !cp.verify(&trust.keys) {
+                    return Err(bad(
+                        cp.seq + 1,
+                        Problem::BadSignature { head_seq: cp.seq },
+                        format!("the checkpoint at #{} is not signed by a trusted key", cp.seq),
+                    ));
+                }
+                (cp.seq + 1, cp.hash)
+            }
+            None => (1, GENESIS),
+        };
+        let mut marks = BTreeMap::new();
+        for h in &state.heads {
+            if h.seq < start {
+                continue;
+            }
+            if !h.verify(&trust.keys) {
+                return Err(bad(
+                    h.seq,
+                    Problem::BadSignature { head_seq: h.seq },
+                    format!("the head signed for #{} does not verify with a trusted key (forged or altered)", h.seq),
+                ));
+            }
+            marks.insert(h.seq, (h.hash, "signed head"));
+        }
+        if let Some(w) = &witness {
+            if !w.verify(&trust.keys) {
+                return Err(bad(
+                    w.seq,
+                    Problem::BadSignature { head_seq: w.seq },
+                    format!("the witness head for #{} does not verify with a trusted key", w.seq),
+                ));
+            }
+            if w.seq >= start {
+                marks.insert(w.seq, (w.hash, "witness head"));
+            } else if w.seq == start - 1 && w.hash != prev {
+                return Err(bad(
+                    start,
+                    Problem::Diverged { head_seq: w.seq },
+                    format!("the checkpoint at #{} does not match the witness head", w.seq),
+                ));
+            }
+        }
+        let report = Report {
+            checkpoint_seq: state.checkpoint.as_ref().map(|c| c.seq),
+            macs_checked: trust.mac.is_some(),
+            // A witness at the checkpoint itself was compared above.
+            witness_seq: witness.as_ref().map(|w| w.seq).filter(|s| *s == start - 1 && start > 1),
+            ..Report::default()
+        };
+        Ok(Verifier { trust, state, witness, marks, expected: start, prev, last_good_mark: start - 1, report })
+    }
+
+    /// The first record number the log should hold.
+    pub fn first_expected(&self) -> i64 {
+        self.expected
+    }
+
+    /// Check the next row.
+    pub fn push(&mut self, row: &StoredRow) -> Result<(), Finding> {
+        let seq = self.expected;
+        if row.seq > seq {
+            let detail = if self.report.records == 0 && self.state.checkpoint.is_none() && seq == 1 {
+                format!("records #1 to #{} are missing (deleted, or pruned without a checkpoint)", row.seq - 1)
+            } else if row.seq == seq + 1 {
+                format!("record #{seq} is missing (deleted)")
+            } else {
+                format!("records #{seq} to #{} are missing (deleted)", row.seq - 1)
+            };
+            return Err(bad(seq, Problem::Missing, detail));
+        }
+        if row.seq < seq {
+            return Err(bad(row.seq, Problem::Unexpected, format!("an extra row numbered #{} (inserted or duplicated)", row.seq)));
+        }
+        if row.seq > self.state.head_seq {
+            return Err(bad(
+                seq,
+                Problem::Unexpected,
+                format!("record #{seq} lies beyond the log's head (#{}): inserted", self.state.head_seq),
+            ));
+        }
+        let stored = chain::from_hex(&row.hash)
+            .ok_or_else(|| bad(seq, Problem::Edited, format!("record #{seq}'s stored hash is malformed")))?;
+        let computed = chain::link_hash(&self.prev, row.record.as_bytes());
+        if computed != stored {
+            // Distinguish a record that was moved here from one that was edited.
+            let moved = canonical::decode_lenient(&row.record).ok().map(|(s, _)| s).filter(|s| *s != seq);
+            return Err(match moved {
+                Some(other) => bad(seq, Problem::Moved, format!("the row at #{seq} holds record #{other} (records swapped or moved)")),
+                None => bad(seq, Problem::Edited, format!("record #{seq} does not match its hash (edited)")),
+            });
+        }
+        if let Some(key) = &self.trust.mac {
+            let mut mac = [0u8; 32];
+            let mac_ok = chain::decode_lower_hex(&row.mac, &mut mac).is_some() && key.check(&stored, &mac);
+            if !mac_ok {
+                return Err(bad(
+                    seq,
+                    Problem::Forged,
+                    format!("record #{seq} was rewritten and re-hashed: its authentication code does not match"),
+                ));
+            }
+        }
+        let (own_seq, record) = canonical::decode(&row.record)
+            .map_err(|e| bad(seq, Problem::NotCanonical, format!("record #{seq} is not a canonical record ({})", e.0)))?;
+        if own_seq != seq {
+            return Err(bad(seq, Problem::Moved, format!("the row at #{seq} holds record #{own_seq} (moved)")));
+        }
+        let index_ok = row.ts == record.time_ms
+            && row.interaction == record.interaction.code()
+            && row.action == record.interaction.action()
+            && row.outcome == record.outcome.code()
+            && row.actor == record.actor.key()
+            && row.client == record.client.as_deref().unwrap_or("")
+            && row.subjects == record.subjects();
+        if !index_ok {
+            return Err(bad(
+                seq,
+                Problem::IndexMismatch,
+                format!("record #{seq}'s index entries (time, action, actor, app or patients) do not match the record"),
+            ));
+        }
+        if let Some((want, what)) = self.marks.get(&seq) {
+            if *want != computed {
+                let from = self.last_good_mark + 1;
+                return Err(bad(
+                    from,
+                    Problem::Diverged { head_seq: seq },
+                    format!("the chain does not reach the {what} signed for #{seq}: records #{from} to #{seq} were rewritten"),
+                ));
+            }
+            self.report.heads_checked += 1;
+            self.last_good_mark = seq;
+            if self.witness.as_ref().is_some_and(|w| w.seq == seq) {
+                self.report.witness_seq = Some(seq);
+            }
+        }
+        if self.report.records == 0 {
+            self.report.first_seq = seq;
+        }
+        self.report.records += 1;
+        self.report.last_seq = seq;
+        self.prev = computed;
+        self.expected += 1;
+        Ok(())
+    }
+
+    /// Check that nothing is missing at the end.
+    pub fn finish(mut self) -> Result<Report, Finding> {
+        let last = self.expected - 1;
+        let next = self.expected;
+        if let Some(w) = &self.witness {
+            if w.seq > last && w.seq > self.state.head_seq {
+                return Err(bad(
+                    next,
+                    Problem::RolledBack { witness_seq: w.seq },
+                    format!(
+                        "the log ends at #{last} but the witness head says #{} existed: an older copy of the log was restored or it was truncated",
+                        w.seq
+                    ),
+                ));
+            }
+        }
+        if self.state.head_seq > last {
+            return Err(bad(
+                next,
+                Problem::Truncated { expected_last: self.state.head_seq },
+                format!("the log ends at #{last} but its head says #{}: records were cut off", self.state.head_seq),
+            ));
+        }
+        if let Some(h) = self.marks.keys().next_back().copied().filter(|s| *s > last) {
+            return Err(bad(
+                next,
+                Problem::Truncated { expected_last: h },
+                format!("the log ends at #{last} but a head was signed for #{h}: records were cut off"),
+            ));
+        }
+        let head_hash = chain::from_hex(&self.state.head_hash);
+        if self.state.head_seq == last && head_hash != Some(self.prev) {
+            return Err(bad(
+                last.max(1),
+                Problem::Edited,
+                format!("the log's head row does not match record #{last}"),
+            ));
+        }
+        if self.report.records == 0 {
+            self.report.first_seq = 0;
+            self.report.last_seq = last.max(0);
+        }
+        Ok(self.report)
+    }
+}
+
+/// Verify a whole log held in memory (tests, small logs).
+pub fn verify(
+    trust: Trust,
+    state: ChainState,
+    witness: Option<SignedHead>,
+    rows: impl IntoIterator<Item = StoredRow>,
+) -> Result<Report, Finding> {
+    let mut v = Verifier::new(trust, state, witness)?;
+    for r in rows {
+        v.push(&r)?;
+    }
+    v.finish()
+}

@@ -1,0 +1,29 @@
+//! The audit layer: every request gets an audit scope (its id, where it came from); the gate
+//! writes each decision into it; before the response leaves, every record not already
+//! written with a write's own transaction is made durable. If that fails the client gets a
+//! 503 instead of the response — nothing is disclosed that could not be recorded.
+
+use super::AppState;
+use super::error::ApiError;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use portico_audit::Scope;
+use std::net::SocketAddr;
+
+pub async fn audit_layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let scope = Scope::new(&request_id);
+    let source = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    scope.set_origin(source, None);
+    req.extensions_mut().insert(scope.clone());
+    let mut resp = next.run(req).await;
+    if state.audit.finish(&scope, resp.status().as_u16()).await.is_err() {
+        resp = ApiError::unavailable().into_response();
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}

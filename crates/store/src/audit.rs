@@ -1,0 +1,567 @@
+//! The audit log's storage: appends under the chain's head row (inside a clinical write's
+//! own transaction, or on their own), the gated AuditEvent view, signed heads, pruning to
+//! a signed checkpoint, and the consistent scan `audit verify` reads.
+//!
+//! One chain per database. Every append reads and updates the single `audit_head` row in
+//! its transaction: SQLite serialises writers (`BEGIN IMMEDIATE`), PostgreSQL locks the row
+//! (`SELECT … FOR UPDATE`), so appends from any number of processes take turns and the
+//! chain cannot fork; `audit_log.seq` being the primary key makes a fork impossible even if
+//! the lock were lost.
+
+use crate::WriteResult;
+use crate::backend::{Db, SqlStore, with_pool};
+use crate::error::StoreError;
+use crate::search::exec::query_of;
+use crate::search::sql::Sql;
+use portico_audit::canonical;
+use portico_audit::chain::{self, Hash};
+use portico_audit::{AuditRecord, ChainState, Chainer, SignedHead, StoredRow};
+use portico_policy::{ResourceFacts, SearchPermit, Sealed};
+use sqlx::Row;
+
+/// Rows per multi-row INSERT into the audit tables (10 and 3 bind values per row).
+pub(crate) const LOG_ROWS_PER_INSERT: usize = 100;
+const SUBJECT_ROWS_PER_INSERT: usize = 300;
+/// Attempts for an append that hit a transient conflict.
+const ATTEMPTS: usize = 4;
+
+/// Audit records that belong to a clinical write: built from the write's results inside
+/// its transaction and appended before it commits, so the write and its records are
+/// stored together or not at all.
+pub struct WriteAudit<'a> {
+    pub chainer: &'a Chainer,
+    pub records: &'a (dyn Fn(&[WriteResult]) -> Vec<AuditRecord> + Sync),
+}
+
+/// A query over the audit log (the AuditEvent search and the patient's access log).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Records concerning this patient.
+    pub patient: Option<String>,
+    /// … with data of this category.
+    pub category: Option<String>,
+    /// `ts >= since_ms` and `ts < until_ms`.
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Interaction codes (any of).
+    pub interactions: Vec<String>,
+    /// AuditEvent.action codes (any of).
+    pub actions: Vec<String>,
+    /// Outcome codes (any of).
+    pub outcomes: Vec<String>,
+    /// Actor keys `kind/id` (any of).
+    pub actors: Vec<String>,
+    /// Client application ids (any of).
+    pub clients: Vec<String>,
+    /// Only records numbered below this (paging: newest first).
+    pub before_seq: Option<i64>,
+    pub count: usize,
+    /// Count all matches.
+    pub total: bool,
+}
+
+/// One stored record.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub record: AuditRecord,
+}
+
+/// One page of records, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    /// `before_seq` of the next page, if there is one.
+    pub next: Option<i64>,
+    pub total: Option<i64>,
+}
+
+/// What a consistent scan of the log hands out: first the chain's state, then rows in
+/// `seq` order, in batches.
+pub enum ScanItem {
+    State(ChainState),
+    Rows(Vec<StoredRow>),
+}
+
+/// Append `$records` in the open transaction `$tx` after the head row, which the select
+/// locks (`$lock` is appended to it). Yields the new head's number.
+macro_rules! append_audit {
+    ($tx:ident, $chainer:expr, $records:expr, $lock:expr) => {
+        async {
+            let records: &[portico_audit::AuditRecord] = $records;
+            let chainer: &portico_audit::Chainer = $chainer;
+            let head = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT seq, hash FROM audit_head WHERE id = 1{}", $lock)))
+                .fetch_one(&mut *$tx)
+                .await?;
+            let mut seq: i64 = head.try_get("seq")?;
+            if records.is_empty() {
+                return Ok::<i64, StoreError>(seq);
+            }
+            let hash: String = head.try_get("hash")?;
+            let mut prev = portico_audit::chain::from_hex(&hash)
+                .ok_or_else(|| StoreError::AuditChain("the audit head row holds a malformed hash".into()))?;
+            let mut links = Vec::with_capacity(records.len());
+            for r in records {
+                seq += 1;
+                let link = chainer.link(&prev, seq, r);
+                prev = link.hash;
+                links.push(link);
+            }
+            for (chunk, recs) in links.chunks(crate::audit::LOG_ROWS_PER_INSERT).zip(records.chunks(crate::audit::LOG_ROWS_PER_INSERT)) {
+                let sql = crate::audit::log_insert(chunk, recs);
+                query_of!(sql).execute(&mut *$tx).await?;
+            }
+            for sql in crate::audit::subject_inserts(&links, records) {
+                query_of!(sql).execute(&mut *$tx).await?;
+            }
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(seq)
+                .bind(portico_audit::chain::to_hex(&prev))
+                .execute(&mut *$tx)
+                .await?;
+            Ok(seq)
+        }
+        .await
+    };
+}
+pub(crate) use append_audit;
+
+/// The multi-row INSERT of links into `audit_log`.
+pub(crate) fn log_insert(links: &[chain::Link], records: &[AuditRecord]) -> Sql {
+    let mut s = Sql::default();
+    s.push("INSERT INTO audit_log (seq, ts, interaction, action, outcome, actor, client, record, hash, mac) VALUES ");
+    for (i, (l, r)) in links.iter().zip(records).enumerate() {
+        if i > 0 {
+            s.push(", ");
+        }
+        s.push("(").int(l.seq).push(", ").int(r.time_ms).push(", ").text(r.interaction.code());
+        s.push(", ").text(r.interaction.action()).push(", ").text(r.outcome.code()).push(", ").text(&r.actor.key());
+        s.push(", ").text(r.client.as_deref().unwrap_or(""));
+        s.push(", ").text(&l.canonical).push(", ").text(&chain::to_hex(&l.hash)).push(", ").text(&chain::to_hex(&l.mac));
+        s.push(")");
+    }
+    s
+}
+
+/// Multi-row INSERTs of the patient index rows of `records`.
+pub(crate) fn subject_inserts(links: &[chain::Link], records: &[AuditRecord]) -> Vec<Sql> {
+    let rows: Vec<(i64, String, String)> = links
+        .iter()
+        .zip(records)
+        .flat_map(|(l, r)| r.subjects().into_iter().map(move |(p, c)| (l.seq, p, c)))
+        .collect();
+    rows.chunks(SUBJECT_ROWS_PER_INSERT)
+        .map(|chunk| {
+            let mut s = Sql::default();
+            s.push("INSERT INTO audit_subjects (seq, patient, category) VALUES ");
+            for (i, (seq, p, c)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    s.push(", ");
+                }
+                s.push("(").int(*seq).push(", ").text(p).push(", ").text(c).push(")");
+            }
+            s
+        })
+        .collect()
+}
+
+/// The `WHERE` conditions of an audit query, confined by the permit.
+fn audit_where(sql: &mut Sql, permit: &SearchPermit, q: &AuditQuery) {
+    sql.push(" WHERE 1 = 1");
+    if let Some(allowed) = permit.compartments() {
+        if allowed.is_empty() {
+            sql.push(" AND 1 = 0");
+        } else {
+            sql.push(" AND a.seq IN (SELECT s.seq FROM audit_subjects s WHERE s.patient IN (");
+            for (i, p) in allowed.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.text(p);
+            }
+            sql.push("))");
+        }
+    }
+    match (&q.patient, &q.category) {
+        (Some(p), Some(c)) => {
+            sql.push(" AND a.seq IN (SELECT s.seq FROM audit_subjects s WHERE s.patient = ").text(p);
+            sql.push(" AND s.category = ").text(c).push(")");
+        }
+        (Some(p), None) => {
+            sql.push(" AND a.seq IN (SELECT s.seq FROM audit_subjects s WHERE s.patient = ").text(p).push(")");
+        }
+        (None, Some(c)) => {
+            sql.push(" AND a.seq IN (SELECT s.seq FROM audit_subjects s WHERE s.category = ").text(c).push(")");
+        }
+        (None, None) => {}
+    }
+    if let Some(t) = q.since_ms {
+        sql.push(" AND a.ts >= ").int(t);
+    }
+    if let Some(t) = q.until_ms {
+        sql.push(" AND a.ts < ").int(t);
+    }
+    for (col, values) in [("interaction", &q.interactions), ("action", &q.actions), ("outcome", &q.outcomes), ("actor", &q.actors), ("client", &q.clients)] {
+        if values.is_empty() {
+            continue;
+        }
+        sql.push(" AND a.").push(col).push(" IN (");
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.text(v);
+        }
+        sql.push(")");
+    }
+}
+
+fn decode(seq: i64, text: &str) -> Result<AuditRecord, StoreError> {
+    canonical::decode_lenient(text)
+        .map(|(_, r)| r)
+        .map_err(|_| StoreError::AuditChain(format!("audit record #{seq} is unreadable")))
+}
+
+/// Rows of a scan batch: log rows merged with their subject rows.
+macro_rules! scan_batch {
+    ($conn:expr, $after:expr, $limit:expr) => {
+        async {
+            let rows = sqlx::query(
+                "SELECT seq, ts, interaction, action, outcome, actor, client, record, hash, mac FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind($after)
+            .bind($limit)
+            .fetch_all(&mut *$conn)
+            .await?;
+            let mut out: Vec<StoredRow> = Vec::with_capacity(rows.len());
+            for r in &rows {
+                out.push(StoredRow {
+                    seq: r.try_get("seq")?,
+                    ts: r.try_get("ts")?,
+                    interaction: r.try_get("interaction")?,
+                    action: r.try_get("action")?,
+                    outcome: r.try_get("outcome")?,
+                    actor: r.try_get("actor")?,
+                    client: r.try_get("client")?,
+                    record: r.try_get("record")?,
+                    hash: r.try_get("hash")?,
+                    mac: r.try_get("mac")?,
+                    subjects: Vec::new(),
+                });
+            }
+            if let (Some(first), Some(last)) = (out.first().map(|r| r.seq), out.last().map(|r| r.seq)) {
+                let subjects = sqlx::query(
+                    "SELECT seq, patient, category FROM audit_subjects WHERE seq >= $1 AND seq <= $2 ORDER BY seq, patient, category",
+                )
+                .bind(first)
+                .bind(last)
+                .fetch_all(&mut *$conn)
+                .await?;
+                let mut i = 0;
+                for s in &subjects {
+                    let seq: i64 = s.try_get("seq")?;
+                    while i < out.len() && out[i].seq < seq {
+                        i += 1;
+                    }
+                    if i < out.len() && out[i].seq == seq {
+                        out[i].subjects.push((s.try_get("patient")?, s.try_get("category")?));
+                    }
+                }
+            }
+            Ok::<Vec<StoredRow>, StoreError>(out)
+        }
+        .await
+    };
+}
+
+/// A stored head row as a [`SignedHead`]. A malformed one is kept with a signature that
+/// cannot verify: `verify` then names it, instead of the store refusing to read the log.
+macro_rules! head_of {
+    ($r:expr) => {{
+        let r = $r;
+        let kind: String = r.try_get("kind")?;
+        let seq: i64 = r.try_get("seq")?;
+        let hash: String = r.try_get("hash")?;
+        let signed_ms: i64 = r.try_get("signed_ms")?;
+        let key_id: String = r.try_get("key_id")?;
+        let signature: String = r.try_get("signature")?;
+        SignedHead::from_parts(&kind, seq, &hash, signed_ms, &key_id, &signature).unwrap_or(SignedHead {
+            kind: portico_audit::HeadKind::from_code(&kind).unwrap_or(portico_audit::HeadKind::Head),
+            seq,
+            hash: [0; 32],
+            signed_ms,
+            key_id,
+            signature: [0; 64],
+        })
+    }};
+}
+
+/// The chain's state: head row, newest checkpoint, heads after it.
+macro_rules! chain_state {
+    ($conn:expr) => {
+        async {
+            let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *$conn).await?;
+            let mut state = ChainState { head_seq: head.try_get("seq")?, head_hash: head.try_get("hash")?, ..ChainState::default() };
+            let cp = sqlx::query(
+                "SELECT kind, seq, hash, signed_ms, key_id, signature FROM audit_heads WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1",
+            )
+            .fetch_optional(&mut *$conn)
+            .await?;
+            if let Some(r) = cp {
+                state.checkpoint = Some(head_of!(&r));
+            }
+            let after = state.checkpoint.as_ref().map_or(0, |c| c.seq);
+            let heads = sqlx::query(
+                "SELECT kind, seq, hash, signed_ms, key_id, signature FROM audit_heads WHERE kind = 'head' AND seq > $1 ORDER BY seq",
+            )
+            .bind(after)
+            .fetch_all(&mut *$conn)
+            .await?;
+            for r in &heads {
+                state.heads.push(head_of!(r));
+            }
+            Ok::<ChainState, StoreError>(state)
+        }
+        .await
+    };
+}
+
+impl SqlStore {
+    /// Append records on their own (reads, searches, denials), durably, in chain order.
+    pub(crate) async fn run_audit_append(&self, chainer: &Chainer, records: &[AuditRecord]) -> Result<i64, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = match &self.db {
+                Db::Sqlite(pool) => {
+                    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                    match append_audit!(tx, chainer, records, "") {
+                        Ok(seq) => tx.commit().await.map(|_| seq).map_err(StoreError::from),
+                        Err(e) => Err(e),
+                    }
+                }
+                Db::Pg(pool) => {
+                    let mut tx = pool.begin().await?;
+                    match append_audit!(tx, chainer, records, " FOR UPDATE") {
+                        Ok(seq) => tx.commit().await.map(|_| seq).map_err(StoreError::from),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match r {
+                Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The head row: last record number and its hash.
+    pub(crate) async fn run_audit_head(&self) -> Result<(i64, Hash), StoreError> {
+        with_pool!(&self.db, pool => {
+            let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(pool).await?;
+            let hash: String = r.try_get("hash")?;
+            let hash = chain::from_hex(&hash).ok_or_else(|| StoreError::AuditChain("the audit head row holds a malformed hash".into()))?;
+            Ok((r.try_get("seq")?, hash))
+        })
+    }
+
+    /// Keep a signed head or checkpoint (idempotent).
+    pub(crate) async fn run_audit_put_head(&self, h: &SignedHead) -> Result<(), StoreError> {
+        with_pool!(&self.db, pool => {
+            sqlx::query(
+                "INSERT INTO audit_heads (kind, seq, hash, signed_ms, key_id, signature) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (kind, seq) DO NOTHING",
+            )
+            .bind(h.kind.code())
+            .bind(h.seq)
+            .bind(chain::to_hex(&h.hash))
+            .bind(h.signed_ms)
+            .bind(h.key_id.clone())
+            .bind(h.signature_hex())
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The newest signed head of kind `head`.
+    pub(crate) async fn run_audit_latest_head(&self) -> Result<Option<SignedHead>, StoreError> {
+        with_pool!(&self.db, pool => {
+            let r = sqlx::query(
+                "SELECT kind, seq, hash, signed_ms, key_id, signature FROM audit_heads WHERE kind = 'head' ORDER BY seq DESC LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await?;
+            Ok(match r {
+                Some(r) => Some(head_of!(&r)),
+                None => None,
+            })
+        })
+    }
+
+    /// Read the whole log in one consistent snapshot, handing the chain state and then rows
+    /// in `seq` order to `on`, `batch` rows at a time, until it returns false.
+    pub(crate) async fn run_audit_scan(
+        &self,
+        batch: usize,
+        on: &mut (dyn FnMut(ScanItem) -> bool + Send),
+    ) -> Result<(), StoreError> {
+        let limit = batch.max(1) as i64;
+        with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            if !self.is_sqlite() {
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+            }
+            let state = chain_state!(tx)?;
+            // From the start even after pruning: rows a checkpoint should have removed are
+            // reported by verify as out of place.
+            let mut after = 0i64;
+            if !on(ScanItem::State(state)) {
+                return Ok(());
+            }
+            loop {
+                let rows = scan_batch!(tx, after, limit)?;
+                let Some(last) = rows.last().map(|r| r.seq) else { break };
+                let n = rows.len();
+                after = last;
+                if !on(ScanItem::Rows(rows)) || (n as i64) < limit {
+                    break;
+                }
+            }
+            tx.rollback().await?;
+            Ok(())
+        })
+    }
+
+    /// The newest record made before `before_ms`, with its hash (where pruning may stop).
+    pub(crate) async fn run_audit_prune_point(&self, before_ms: i64) -> Result<Option<(i64, Hash)>, StoreError> {
+        with_pool!(&self.db, pool => {
+            let r = sqlx::query("SELECT seq, hash FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log WHERE ts < $1)")
+                .bind(before_ms)
+                .fetch_optional(pool)
+                .await?;
+            match r {
+                None => Ok(None),
+                Some(r) => {
+                    let hash: String = r.try_get("hash")?;
+                    let hash = chain::from_hex(&hash).ok_or_else(|| StoreError::AuditChain("malformed stored hash".into()))?;
+                    Ok(Some((r.try_get("seq")?, hash)))
+                }
+            }
+        })
+    }
+
+    /// Delete records up to the checkpoint's number and keep the checkpoint, atomically.
+    /// Refuses a checkpoint that does not match the stored record it names.
+    pub(crate) async fn run_audit_prune(&self, cp: &SignedHead) -> Result<u64, StoreError> {
+        macro_rules! prune {
+            ($tx:ident) => {
+                async {
+                    let r = sqlx::query("SELECT hash FROM audit_log WHERE seq = $1").bind(cp.seq).fetch_optional(&mut *$tx).await?;
+                    let stored: Option<String> = r.map(|r| r.try_get("hash")).transpose()?;
+                    if stored.as_deref() != Some(chain::to_hex(&cp.hash).as_str()) {
+                        return Err(StoreError::AuditChain(format!("checkpoint #{} does not match the stored record", cp.seq)));
+                    }
+                    sqlx::query("DELETE FROM audit_subjects WHERE seq <= $1").bind(cp.seq).execute(&mut *$tx).await?;
+                    let n = sqlx::query("DELETE FROM audit_log WHERE seq <= $1").bind(cp.seq).execute(&mut *$tx).await?.rows_affected();
+                    sqlx::query("DELETE FROM audit_heads WHERE kind = 'head' AND seq < $1").bind(cp.seq).execute(&mut *$tx).await?;
+                    sqlx::query(
+                        "INSERT INTO audit_heads (kind, seq, hash, signed_ms, key_id, signature) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (kind, seq) DO NOTHING",
+                    )
+                    .bind(cp.kind.code())
+                    .bind(cp.seq)
+                    .bind(chain::to_hex(&cp.hash))
+                    .bind(cp.signed_ms)
+                    .bind(cp.key_id.clone())
+                    .bind(cp.signature_hex())
+                    .execute(&mut *$tx)
+                    .await?;
+                    Ok::<u64, StoreError>(n)
+                }
+                .await
+            };
+        }
+        match &self.db {
+            Db::Sqlite(pool) => {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let n = prune!(tx)?;
+                tx.commit().await?;
+                Ok(n)
+            }
+            Db::Pg(pool) => {
+                let mut tx = pool.begin().await?;
+                let n = prune!(tx)?;
+                tx.commit().await?;
+                Ok(n)
+            }
+        }
+    }
+
+    /// One page of records the permit admits, newest first.
+    pub(crate) async fn run_audit_search(&self, permit: &SearchPermit, q: &AuditQuery) -> Result<AuditPage, StoreError> {
+        if permit.resource_type() != Some("AuditEvent") {
+            return Err(StoreError::BadQuery("the audit log is searched as AuditEvent".into()));
+        }
+        let mut page = AuditPage::default();
+        if q.total {
+            let mut count = Sql::default();
+            count.push("SELECT COUNT(*) AS n FROM audit_log a");
+            audit_where(&mut count, permit, q);
+            page.total = Some(with_pool!(&self.db, pool => {
+                query_of!(count).fetch_one(pool).await?.try_get::<i64, _>("n")?
+            }));
+        }
+        let mut sql = Sql::default();
+        sql.push("SELECT a.seq, a.record FROM audit_log a");
+        audit_where(&mut sql, permit, q);
+        if let Some(b) = q.before_seq {
+            sql.push(" AND a.seq < ").int(b);
+        }
+        sql.push(" ORDER BY a.seq DESC LIMIT ").int(q.count as i64 + 1);
+        let rows: Vec<(i64, String)> = with_pool!(&self.db, pool => {
+            query_of!(sql)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("seq")?, r.try_get("record")?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        let more = rows.len() > q.count;
+        for (seq, text) in rows.into_iter().take(q.count) {
+            page.entries.push(AuditEntry { seq, record: decode(seq, &text)? });
+        }
+        if more {
+            page.next = page.entries.last().map(|e| e.seq);
+        }
+        Ok(page)
+    }
+
+    /// One record, sealed: its facts are the patients it concerns.
+    pub(crate) async fn run_audit_read(&self, seq: i64) -> Result<Option<Sealed<AuditEntry>>, StoreError> {
+        let row: Option<String> = with_pool!(&self.db, pool => {
+            sqlx::query("SELECT record FROM audit_log WHERE seq = $1")
+                .bind(seq)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| r.try_get("record"))
+                .transpose()?
+        });
+        let Some(text) = row else { return Ok(None) };
+        let record = decode(seq, &text)?;
+        let facts = audit_facts(seq, &record);
+        Ok(Some(Sealed::new(facts, AuditEntry { seq, record })))
+    }
+}
+
+/// What the gate sees of a record: an AuditEvent in the compartments of its patients.
+pub fn audit_facts(seq: i64, record: &AuditRecord) -> ResourceFacts {
+    ResourceFacts {
+        resource_type: "AuditEvent".into(),
+        id: Some(seq.to_string()),
+        version: Some(1),
+        compartments: record.patients.clone(),
+        category: "administrative".into(),
+        labels: Vec::new(),
+    }
+}
