@@ -9,6 +9,7 @@
 
 use crate::record::{Actor, AuditRecord, Entity, EntityRole, Interaction, Outcome};
 use serde::Deserialize;
+use std::borrow::Cow;
 
 /// Version of the encoding, written first in every record.
 pub const VERSION: i64 = 1;
@@ -126,6 +127,71 @@ pub fn decode_lenient(text: &str) -> Result<(i64, AuditRecord), DecodeError> {
     Ok((w.seq, record))
 }
 
+/// The parts of a stored record its index entries repeat, read without copying (for
+/// `verify`, which checks millions of them).
+#[derive(Deserialize)]
+pub struct IndexView<'a> {
+    pub v: i64,
+    pub seq: i64,
+    pub t: i64,
+    #[serde(borrow)]
+    pub i: Cow<'a, str>,
+    #[serde(borrow)]
+    pub o: Cow<'a, str>,
+    #[serde(borrow)]
+    pub actor: ActorView<'a>,
+    #[serde(borrow, default)]
+    pub client: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub ent: Vec<EntityView<'a>>,
+    #[serde(borrow, default)]
+    pub pat: Vec<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+pub struct ActorView<'a> {
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+pub struct EntityView<'a> {
+    #[serde(borrow, default)]
+    pub cat: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub pat: Vec<Cow<'a, str>>,
+}
+
+impl<'a> IndexView<'a> {
+    pub fn parse(text: &'a str) -> Result<IndexView<'a>, DecodeError> {
+        let v: IndexView<'a> = serde_json::from_str(text).map_err(|e| DecodeError(e.to_string()))?;
+        if v.v != VERSION {
+            return Err(DecodeError(format!("unknown encoding version {}", v.v)));
+        }
+        Ok(v)
+    }
+
+    /// [`AuditRecord::subjects`] of the record, borrowed.
+    pub fn subjects(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = Vec::new();
+        for e in &self.ent {
+            for p in &e.pat {
+                out.push((p, &e.cat));
+            }
+        }
+        for p in &self.pat {
+            if !out.iter().any(|(q, _)| q == p) {
+                out.push((p, ""));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire {
@@ -188,6 +254,15 @@ impl Writer {
 
     fn str(&mut self, s: &str) {
         self.0.push('"');
+        // Fast path: most strings (ids, codes) need no escape at all. A byte that may start
+        // something to escape: `"`, `\`, a C0 control or DEL, and the lead bytes of U+0080–
+        // U+009F (0xC2) and U+2028/U+2029 (0xE2).
+        let b = s.as_bytes();
+        if !b.iter().any(|&x| x < 0x20 || x == b'"' || x == b'\\' || x == 0x7f || x == 0xc2 || x == 0xe2) {
+            self.0.push_str(s);
+            self.0.push('"');
+            return;
+        }
         let mut start = 0;
         for (i, c) in s.char_indices() {
             let esc: Option<&str> = match c {
@@ -278,6 +353,16 @@ pub(crate) mod tests {
         assert!(!text.contains('\n') && !text.contains('\r'));
         assert!(text.contains("x\\u000d\\u000ay"));
         assert_eq!(decode(&text), Ok((7, r)));
+    }
+
+    #[test]
+    fn the_index_view_agrees_with_the_record() {
+        let r = sample();
+        let text = encode(3, &r);
+        let v = IndexView::parse(&text).unwrap();
+        assert_eq!((v.seq, v.t, v.i.as_ref(), v.o.as_ref()), (3, r.time_ms, "search-type", "success"));
+        let owned: Vec<(String, String)> = v.subjects().into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        assert_eq!(owned, r.subjects());
     }
 
     #[test]

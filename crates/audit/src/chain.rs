@@ -110,6 +110,17 @@ pub fn to_hex(h: &[u8]) -> String {
     hex::encode(h)
 }
 
+/// Lower-case hex of 32 bytes, without allocating (the stored form of hashes and MACs).
+pub fn hex32(h: &[u8; 32]) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, b) in h.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
+    }
+    out
+}
+
 /// Parse 64 lower-case hex digits (the only stored form) into a hash.
 pub fn from_hex(s: &str) -> Option<Hash> {
     let mut out = [0u8; 32];
@@ -166,5 +177,6 @@ mod tests {
         assert_eq!(from_hex(&to_hex(&a.hash)), Some(a.hash));
         assert_eq!(from_hex("zz"), None);
         assert_eq!(from_hex(&to_hex(&a.hash).to_uppercase()), None);
+        assert_eq!(hex32(&a.hash).as_slice(), to_hex(&a.hash).as_bytes());
     }
 }

@@ -3,6 +3,8 @@
 
 mod common;
 
+#[path = "api/audit.rs"]
+mod audit;
 #[path = "api/concurrency.rs"]
 mod concurrency;
 #[path = "api/corpus.rs"]

@@ -48,7 +48,7 @@ pub struct Condition {
 /// reservation, then multi-row inserts — a few statements per transaction rather than a
 /// dozen per resource, because each statement costs a round trip to the driver.
 macro_rules! write_ops {
-    ($tx:ident, $ops:expr, $lock:expr, $seq:expr, $seq_is_range:expr) => {
+    ($tx:ident, $ops:expr, $lock:expr, $seq:expr, $seq_is_range:expr, $anonymous:expr) => {
         async {
             let ops = $ops;
             let mut results: Vec<Option<WriteResult>> = vec![None; ops.len()];
@@ -56,7 +56,7 @@ macro_rules! write_ops {
             let mut current: std::collections::HashMap<(String, String), Current> = std::collections::HashMap::new();
             for chunk in ops.chunks(crate::write::ROWS_PER_INSERT) {
                 let sql = crate::write::select_current(chunk.iter().map(|(_, op)| op), $lock);
-                for row in query_of!(sql).fetch_all(&mut *$tx).await? {
+                for row in query_of!(sql, $anonymous).fetch_all(&mut *$tx).await? {
                     let c = Current {
                         version: row.try_get("version_id")?,
                         deleted: row.try_get::<i64, _>("deleted")? != 0,
@@ -122,7 +122,7 @@ macro_rules! write_ops {
                 }
                 // 4. Rows: current versions, history, old index rows out, new index rows in.
                 for stmt in crate::write::statements(&plans) {
-                    query_of!(stmt).execute(&mut *$tx).await?;
+                    query_of!(stmt, $anonymous).execute(&mut *$tx).await?;
                 }
                 for p in plans {
                     let i = p.index;
@@ -147,7 +147,7 @@ impl SqlStore {
             let r = match &self.db {
                 Db::Sqlite(pool) => {
                     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                    let out = write_ops!(tx, &ops, "", "UPDATE counters SET value = value + $1 WHERE name = 'change_seq' RETURNING value", true);
+                    let out = write_ops!(tx, &ops, "", "UPDATE counters SET value = value + $1 WHERE name = 'change_seq' RETURNING value", true, true);
                     // The request's audit records, in the same transaction as the write.
                     let out = match out {
                         Ok(v) => crate::audit::append_audit!(tx, audit.chainer, &(audit.records)(&v), "").map(|_| v),
@@ -160,7 +160,7 @@ impl SqlStore {
                 }
                 Db::Pg(pool) => {
                     let mut tx = pool.begin().await?;
-                    let out = write_ops!(tx, &ops, " FOR UPDATE", "SELECT nextval('change_seq') AS value FROM generate_series(1, $1)", false);
+                    let out = write_ops!(tx, &ops, " FOR UPDATE", "SELECT nextval('change_seq') AS value FROM generate_series(1, $1)", false, false);
                     // The head row is locked last, so writers hold it only for the commit.
                     let out = match out {
                         Ok(v) => crate::audit::append_audit!(tx, audit.chainer, &(audit.records)(&v), " FOR UPDATE").map(|_| v),

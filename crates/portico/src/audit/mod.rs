@@ -210,3 +210,88 @@ pub fn spawn_head_signer(trail: Arc<AuditTrail>, interval: std::time::Duration) 
         }
     });
 }
+
+/// Why a stored log did not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The log was tampered with (or is damaged): the first bad record.
+    #[error("{0}")]
+    Tampered(portico_audit::Finding),
+    #[error("cannot read the audit log: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Verify the stored log against `trust` and an optional witness head, reading it in one
+/// consistent snapshot; `progress(done, total)` is called as rows are checked.
+pub async fn verify_store(
+    store: &dyn Store,
+    trust: portico_audit::Trust,
+    witness: Option<SignedHead>,
+    progress: &mut (dyn FnMut(u64, u64) + Send),
+) -> Result<portico_audit::Report, VerifyError> {
+    use portico_audit::Verifier;
+    use portico_store::ScanItem;
+    let mut trust = Some(trust);
+    let mut witness = Some(witness);
+    let mut verifier: Option<Verifier> = None;
+    let mut finding: Option<portico_audit::Finding> = None;
+    let mut done = 0u64;
+    let mut total = 0u64;
+    let mut on = |item: ScanItem| -> bool {
+        match item {
+            ScanItem::State(state) => {
+                total = (state.head_seq - state.checkpoint.as_ref().map_or(0, |c| c.seq)).max(0) as u64;
+                match Verifier::new(trust.take().unwrap_or_default(), state, witness.take().flatten()) {
+                    Ok(v) => {
+                        verifier = Some(v);
+                        true
+                    }
+                    Err(f) => {
+                        finding = Some(f);
+                        false
+                    }
+                }
+            }
+            ScanItem::Rows(rows) => {
+                let Some(v) = verifier.as_mut() else { return false };
+                for r in &rows {
+                    if let Err(f) = v.push(r) {
+                        finding = Some(f);
+                        return false;
+                    }
+                }
+                done += rows.len() as u64;
+                progress(done, total);
+                true
+            }
+        }
+    };
+    store.audit_scan(SCAN_BATCH, &mut on).await?;
+    if let Some(f) = finding {
+        return Err(VerifyError::Tampered(f));
+    }
+    let v = verifier.ok_or_else(|| StoreError::AuditChain("the audit log could not be read".into()))?;
+    v.finish().map_err(VerifyError::Tampered)
+}
+
+/// Rows read per query by `verify_store`.
+const SCAN_BATCH: usize = 10_000;
+
+/// Prune once a day when a retention is configured.
+pub fn spawn_retention(trail: Arc<AuditTrail>, days: u64) {
+    if days == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
+        loop {
+            tick.tick().await;
+            let before = now_ms() - (days as i64) * 24 * 3600 * 1000;
+            match trail.prune_before(before).await {
+                Ok((n, Some(cp))) => tracing::info!(records = n, checkpoint = cp.seq, "audit records pruned"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "audit pruning failed"),
+            }
+        }
+    });
+}

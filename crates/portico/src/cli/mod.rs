@@ -1,5 +1,6 @@
-//! Role subcommands: `serve`, `demo`, `import`, `migrate`.
+//! Role subcommands: `serve`, `demo`, `import`, `migrate`, `audit`.
 
+mod audit;
 mod demo;
 
 use crate::config::Config;
@@ -42,6 +43,11 @@ enum Command {
     },
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// The audit trail: verify, public key, sign head, prune.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
 }
 
 /// Operational logs go to stderr; `RUST_LOG` sets the filter (default `info`).
@@ -74,6 +80,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("database schema is up to date");
             Ok(())
         }
+        Command::Audit { command } => audit::run(config, command).await,
     }
 }
 
@@ -125,8 +132,18 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         println!("note: PORTICO_ADMIN_TOKEN is not set, so the FHIR API answers 401 to every request");
     }
     let app = server::router(state.clone());
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    crate::audit::spawn_head_signer(state.audit.clone(), std::time::Duration::from_secs(state.config.audit.head_interval_secs));
+    crate::audit::spawn_retention(state.audit.clone(), state.config.audit.retention_days);
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("shutting down");
+    // Every answered request's records are committed; sign where the chain ends.
+    match state.audit.sign_head().await {
+        Ok(Some(h)) => tracing::info!(seq = h.seq, "audit head signed"),
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "cannot sign the audit head at shutdown"),
+    }
     Ok(())
 }
 

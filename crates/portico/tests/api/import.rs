@@ -61,8 +61,9 @@ fn decimal_quantity() -> serde_json::Value {
     serde_json::from_str(r#"{"value": 60.50, "unit": "/min"}"#).expect("json")
 }
 
-/// An input folder: `patients.ndjson` (300 Patients with ids) and `visit.json` (a
-/// transaction Bundle of a Patient and three Observations, PUT with ids).
+/// An input folder: `patients.ndjson` (300 Patients with ids), `visit.json` (a transaction
+/// Bundle of a Patient and three Observations, PUT with ids) and `practitioners.json` (a
+/// collection Bundle).
 fn write_inputs(dir: &Path) -> usize {
     let mut nd = String::new();
     for i in 0..PATIENTS {
@@ -87,7 +88,13 @@ fn write_inputs(dir: &Path) -> usize {
         obs(1), obs(2), obs(3)
     ]});
     std::fs::write(dir.join("visit.json"), serde_json::to_string_pretty(&bundle).expect("json")).expect("write bundle");
-    PATIENTS + 4
+    // A collection Bundle: its resources are imported one by one (PUT, they have ids).
+    let collection = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "http://example.org/fhir/Practitioner/imp-dr-1", "resource": {"resourceType": "Practitioner", "id": "imp-dr-1", "name": [{"family": "One"}]}},
+        {"fullUrl": "http://example.org/fhir/Practitioner/imp-dr-2", "resource": {"resourceType": "Practitioner", "id": "imp-dr-2", "name": [{"family": "Two"}]}}
+    ]});
+    std::fs::write(dir.join("practitioners.json"), collection.to_string()).expect("write collection");
+    PATIENTS + 6
 }
 
 async fn versions_of(app: &TestApp, rt: &str) -> Vec<(String, String)> {
@@ -124,6 +131,9 @@ async fn import_twice(backend: Backend) {
     let obs = versions_of(&app, "Observation").await;
     assert_eq!(obs.len(), 3, "{backend:?}");
     assert!(obs.iter().all(|(_, v)| v == "1"), "{backend:?}: {obs:?}");
+    let drs = versions_of(&app, "Practitioner").await;
+    assert_eq!(drs.len(), 2, "{backend:?}");
+    assert!(drs.iter().all(|(_, v)| v == "1"), "{backend:?}: {drs:?}");
     // Content, searches and history are as imported.
     let r = app.get("/fhir/Patient/imp-0042").await;
     assert_eq!(r.json["name"][0]["given"][0], "Zoë");

@@ -11,8 +11,11 @@ use sqlx::Row;
 
 /// Bind every value of `$sql` onto a fresh query for the pool's driver.
 macro_rules! query_of {
-    ($sql:expr) => {{
-        let mut q = sqlx::query(sqlx::AssertSqlSafe($sql.text.clone()));
+    ($sql:expr) => {
+        query_of!($sql, false)
+    };
+    ($sql:expr, $anonymous:expr) => {{
+        let mut q = sqlx::query(sqlx::AssertSqlSafe($sql.text_for($anonymous)));
         for b in &$sql.binds {
             q = match b {
                 $crate::search::sql::Bind::Text(s) => q.bind(s.clone()),
@@ -73,9 +76,10 @@ impl SqlStore {
             return Ok(page);
         }
         let page_sql = sql::page_query(permit, q);
+        let anonymous = self.is_sqlite();
         let key_count = q.sort.len();
         let (mut rows, mut keys): (Vec<StoredVersion>, Vec<Vec<Value>>) = with_pool!(&self.db, pool => {
-            let raw = query_of!(page_sql).fetch_all(pool).await?;
+            let raw = query_of!(page_sql, anonymous).fetch_all(pool).await?;
             let mut rows = Vec::with_capacity(raw.len());
             let mut keys = Vec::with_capacity(raw.len());
             for r in raw {
@@ -129,8 +133,9 @@ impl SqlStore {
     }
 
     pub(crate) async fn fetch_versions(&self, sql: &Sql) -> Result<Vec<StoredVersion>, StoreError> {
+        let anonymous = self.is_sqlite();
         with_pool!(&self.db, pool => {
-            let raw = query_of!(sql).fetch_all(pool).await?;
+            let raw = query_of!(sql, anonymous).fetch_all(pool).await?;
             raw.iter().map(|r| row_to_version!(r)).collect::<Result<Vec<_>, _>>().map_err(StoreError::from)
         })
     }

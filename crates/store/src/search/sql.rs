@@ -21,9 +21,33 @@ pub(crate) enum Bind {
 pub(crate) struct Sql {
     pub text: String,
     pub binds: Vec<Bind>,
+    /// A placeholder was written more than once (so `?` cannot stand in for `$n`).
+    pub reused: bool,
 }
 
 impl Sql {
+    /// The text with `$n` placeholders, or — for SQLite, when every value is bound exactly
+    /// once in order — with anonymous `?` placeholders. SQLite resolves named parameters by
+    /// a linear search per parameter while parsing, which is quadratic for the multi-row
+    /// statements of the write path; `?` is not.
+    pub fn text_for(&self, anonymous: bool) -> String {
+        if !anonymous || self.reused {
+            return self.text.clone();
+        }
+        let mut out = String::with_capacity(self.text.len());
+        let mut chars = self.text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '$' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+                while chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+                    chars.next();
+                }
+                out.push('?');
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
     pub fn push(&mut self, s: &str) -> &mut Self {
         self.text.push_str(s);
         self
@@ -413,6 +437,7 @@ pub(crate) fn page_query(permit: &SearchPermit, q: &SearchQuery) -> Sql {
         let e = match param {
             Some(p) => {
                 sql.binds.push(Bind::Text(p.clone()));
+                sql.reused = true;
                 format!("{expr}${})", sql.binds.len())
             }
             None => expr.clone(),

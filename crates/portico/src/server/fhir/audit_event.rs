@@ -25,6 +25,34 @@ use serde_json::{Value, json};
 /// Name of this server in the records it renders.
 pub const SERVER_NAME: &str = "portico";
 
+/// The CapabilityStatement entry of AuditEvent: read-only, with the parameters above.
+pub fn capability() -> Value {
+    let params: Vec<Value> = [
+        ("patient", "reference", "Records about this patient"),
+        ("date", "date", "When the interaction happened (prefixes ge, gt, le, lt, eq)"),
+        ("subtype", "token", "The RESTful interaction (read, vread, search-type, create, update, patch, delete, history-*, operation)"),
+        ("action", "token", "C, R, U, D or E"),
+        ("outcome", "token", "0 success, 4 refused or failed, 8 server failure"),
+        ("agent", "reference", "Who acted: operator or Patient/{id}"),
+        ("type", "token", "Always rest"),
+        ("_count", "number", "Page size; capped"),
+        ("_total", "special", "accurate"),
+        ("_summary", "special", "count"),
+    ]
+    .iter()
+    .map(|(n, t, d)| json!({"name": n, "type": t, "documentation": d}))
+    .collect();
+    json!({
+        "type": "AuditEvent",
+        "documentation": "The audit trail, append-only: written by the server for every interaction, never through the API.",
+        "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "search-type"}],
+        "versioning": "no-version",
+        "readHistory": false,
+        "updateCreate": false,
+        "searchParam": params,
+    })
+}
+
 /// The view a principal gets of records.
 fn view_for(ctx: &RequestContext) -> Option<Vec<String>> {
     match &ctx.principal {
@@ -174,7 +202,7 @@ fn parse(params: &[(String, String)]) -> Result<(AuditQuery, Vec<String>), ApiEr
     for (k, v) in params {
         let list = || v.split(',').map(str::trim).filter(|s| !s.is_empty());
         match k.as_str() {
-            "patient" | "entity" | "patient:Patient" => {
+            "patient" | "patient:Patient" => {
                 if q.patient.is_some() {
                     return Err(ApiError::bad_request("AuditEvent search takes one patient."));
                 }

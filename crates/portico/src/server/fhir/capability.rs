@@ -45,6 +45,9 @@ fn build() -> Value {
     let resources: Vec<Value> = portico_fhir::resource_types::all()
         .iter()
         .map(|rt| {
+            if *rt == "AuditEvent" {
+                return super::audit_event::capability();
+            }
             let mut params: Vec<Value> = search_params::params_for(rt)
                 .into_iter()
                 .filter(|p| !matches!(p.kind, ParamType::Composite | ParamType::Special))

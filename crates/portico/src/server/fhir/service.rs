@@ -100,9 +100,11 @@ impl<'a> Fhir<'a> {
     /// Facts of the live version stored now, for a write's pre-image decision (None when
     /// absent or deleted: a tombstone has nothing left to protect).
     async fn pre_image(&self, rt: &str, id: &str) -> Result<Option<ResourceFacts>, ApiError> {
-        let Some(sealed) = self.state.store.read(rt, id).await? else { return Ok(None) };
-        let live = self.state.store.head(rt, id).await?.is_some_and(|h| !h.deleted);
-        Ok(live.then(|| sealed.facts().clone()))
+        // The bookkeeping row first: a create-by-PUT (every import) needs no second query.
+        if !self.state.store.head(rt, id).await?.is_some_and(|h| !h.deleted) {
+            return Ok(None);
+        }
+        Ok(self.state.store.read(rt, id).await?.map(|sealed| sealed.facts().clone()))
     }
 
     /// Validate a body for `rt` and return it ready to prepare; `id` is set on it.

@@ -172,7 +172,11 @@ pub async fn apply_bundle(state: &AppState, ctx: &RequestContext, bundle: &Value
         Some(Value::Array(a)) => a.iter().enumerate().map(|(i, e)| parse_entry(i, e)).collect::<Result<Vec<_>, _>>()?,
         _ => Vec::new(),
     };
-    transaction(state, ctx, entries, Handling::Lenient, false).await
+    let out = transaction(state, ctx, entries, Handling::Lenient, false).await;
+    // No HTTP layer around the importer: write the request's remaining audit records here.
+    let status = out.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
+    state.audit.finish(&ctx.scope, status).await.map_err(|_| ApiError::unavailable())?;
+    out
 }
 
 /// Plan every entry at the gate, store them in one transaction, answer per entry. When the
