@@ -98,7 +98,8 @@ pub fn decode_lenient(text: &str) -> Result<(i64, AuditRecord), DecodeError> {
         .map(|e| {
             Ok(Entity {
                 reference: e.r#ref,
-                role: EntityRole::from_code(&e.role).ok_or_else(|| DecodeError(format!("unknown role {:?}", e.role)))?,
+                role: EntityRole::from_code(&e.role)
+                    .ok_or_else(|| DecodeError(format!("unknown role {:?}", e.role)))?,
                 category: e.cat,
                 patients: e.pat,
             })
@@ -361,7 +362,8 @@ pub(crate) mod tests {
         let text = encode(3, &r);
         let v = IndexView::parse(&text).unwrap();
         assert_eq!((v.seq, v.t, v.i.as_ref(), v.o.as_ref()), (3, r.time_ms, "search-type", "success"));
-        let owned: Vec<(String, String)> = v.subjects().into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let owned: Vec<(String, String)> =
+            v.subjects().into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         assert_eq!(owned, r.subjects());
     }
 
@@ -379,7 +381,8 @@ pub(crate) mod tests {
     }
 
     fn arb_text() -> impl Strategy<Value = String> {
-        proptest::string::string_regex("[a-zA-Z0-9 \"\\\\\u{0}-\u{1f}\u{7f}-\u{9f}\u{e9}\u{2028}\u{1f600}/|=&-]{0,12}").unwrap()
+        proptest::string::string_regex("[a-zA-Z0-9 \"\\\\\u{0}-\u{1f}\u{7f}-\u{9f}\u{e9}\u{2028}\u{1f600}/|=&-]{0,12}")
+            .unwrap()
     }
 
     proptest! {

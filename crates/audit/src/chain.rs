@@ -145,10 +145,7 @@ mod tests {
     fn hmac_matches_rfc_4231() {
         // Test case 1.
         let k = MacKey::new(&[0x0b; 20]);
-        assert_eq!(
-            hex::encode(k.mac(b"Hi There")),
-            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
-        );
+        assert_eq!(hex::encode(k.mac(b"Hi There")), "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
         // Test case 2.
         let k = MacKey::new(b"Jefe");
         assert_eq!(

@@ -200,7 +200,8 @@ pub fn audit_event(seq: i64, r: &AuditRecord, server: Server<'_>, view: View<'_>
         ev["outcomeDesc"] = json!(d);
     }
     if let Some(pou) = &r.purpose {
-        ev["purposeOfEvent"] = json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": pou}]}]);
+        ev["purposeOfEvent"] =
+            json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": pou}]}]);
     }
     ev
 }
@@ -223,8 +224,18 @@ mod tests {
         r.resource_type = Some("Observation".into());
         r.query = Some("patient=a&code=x".into());
         r.entities = vec![
-            Entity { reference: "Observation/o1/_history/1".into(), role: EntityRole::Match, category: "labs".into(), patients: vec!["a".into()] },
-            Entity { reference: "Observation/o2/_history/1".into(), role: EntityRole::Match, category: "labs".into(), patients: vec!["b".into()] },
+            Entity {
+                reference: "Observation/o1/_history/1".into(),
+                role: EntityRole::Match,
+                category: "labs".into(),
+                patients: vec!["a".into()],
+            },
+            Entity {
+                reference: "Observation/o2/_history/1".into(),
+                role: EntityRole::Match,
+                category: "labs".into(),
+                patients: vec!["b".into()],
+            },
         ];
         r.rules = vec!["operator".into()];
         if outcome == Outcome::Denied {
@@ -239,7 +250,8 @@ mod tests {
         for i in Interaction::ALL {
             for o in [Outcome::Success, Outcome::Denied, Outcome::Failed] {
                 let ev = audit_event(7, &record(i, o), SERVER, View::Full);
-                let errors: Vec<_> = validate_resource(&ev).into_iter().filter(|x| x.severity == Severity::Error).collect();
+                let errors: Vec<_> =
+                    validate_resource(&ev).into_iter().filter(|x| x.severity == Severity::Error).collect();
                 assert!(errors.is_empty(), "{i:?} {o:?}: {errors:?}\n{ev:#}");
                 assert_eq!(ev["action"], i.action());
             }
@@ -254,7 +266,8 @@ mod tests {
         assert_eq!(ev["subtype"][0]["code"], "search-type");
         assert_eq!(ev["outcome"], "0");
         assert_eq!(ev["agent"][1]["network"]["address"], "10.0.0.1");
-        let roles: Vec<&str> = ev["entity"].as_array().unwrap().iter().filter_map(|e| e["role"]["code"].as_str()).collect();
+        let roles: Vec<&str> =
+            ev["entity"].as_array().unwrap().iter().filter_map(|e| e["role"]["code"].as_str()).collect();
         assert_eq!(roles, vec!["4", "4", "1", "1", "24"]);
         let denied = audit_event(8, &record(Interaction::Read, Outcome::Denied), SERVER, View::Full);
         assert_eq!(denied["outcome"], "4");

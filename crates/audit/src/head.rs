@@ -108,7 +108,14 @@ impl SignedHead {
     }
 
     /// Rebuild from stored columns.
-    pub fn from_parts(kind: &str, seq: i64, hash: &str, signed_ms: i64, key_id: &str, signature: &str) -> Option<SignedHead> {
+    pub fn from_parts(
+        kind: &str,
+        seq: i64,
+        hash: &str,
+        signed_ms: i64,
+        key_id: &str,
+        signature: &str,
+    ) -> Option<SignedHead> {
         let mut sig = [0u8; 64];
         hex::decode_to_slice(signature, &mut sig).ok()?;
         Some(SignedHead {

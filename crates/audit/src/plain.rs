@@ -9,9 +9,7 @@ use std::collections::BTreeMap;
 pub fn instant(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let f = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     t.format(&f).unwrap_or_default()
 }
 
@@ -111,10 +109,13 @@ pub fn describe(r: &AuditRecord, patient: &str) -> AccessEntry {
     };
     let returned = mine.iter().filter(|e| e.role != EntityRole::Target).count();
     let (did, tried) = match r.interaction {
-        Interaction::Read | Interaction::VRead => (format!("looked at your {}", thing(false)), format!("look at your {}", thing(false))),
-        Interaction::HistoryInstance => {
-            (format!("looked at the change history of your {}", thing(false)), format!("look at the history of your {}", thing(false)))
+        Interaction::Read | Interaction::VRead => {
+            (format!("looked at your {}", thing(false)), format!("look at your {}", thing(false)))
         }
+        Interaction::HistoryInstance => (
+            format!("looked at the change history of your {}", thing(false)),
+            format!("look at the history of your {}", thing(false)),
+        ),
         Interaction::SearchType | Interaction::SearchSystem | Interaction::HistoryType | Interaction::HistorySystem => {
             let seen = if returned == 0 {
                 "; nothing of yours was shown".to_string()
@@ -127,7 +128,9 @@ pub fn describe(r: &AuditRecord, patient: &str) -> AccessEntry {
             let seen = if returned == 0 { String::new() } else { format!(" ({})", counted(&by_category)) };
             (format!("downloaded your whole record{seen}"), "download your whole record".to_string())
         }
-        Interaction::Create => (format!("added {} to your record", thing(true)), format!("add {} to your record", thing(true))),
+        Interaction::Create => {
+            (format!("added {} to your record", thing(true)), format!("add {} to your record", thing(true)))
+        }
         Interaction::Update | Interaction::Patch => {
             (format!("changed your {}", thing(false)), format!("change your {}", thing(false)))
         }
@@ -159,7 +162,8 @@ mod tests {
 
     #[test]
     fn tells_a_search_in_counts_and_hides_other_patients() {
-        let mut r = AuditRecord::new(1_777_777_777_000, "r", Interaction::SearchType, Actor::new("operator", "operator"));
+        let mut r =
+            AuditRecord::new(1_777_777_777_000, "r", Interaction::SearchType, Actor::new("operator", "operator"));
         r.entities = vec![
             entity("Observation/1", EntityRole::Match, "labs", "me"),
             entity("Observation/2", EntityRole::Match, "labs", "me"),
@@ -193,7 +197,10 @@ mod tests {
         w.entities = vec![entity("Immunization/1/_history/1", EntityRole::Target, "immunizations", "me")];
         assert_eq!(describe(&w, "me").text, "The server operator added an immunization record to your record.");
         w.outcome = Outcome::Failed;
-        assert_eq!(describe(&w, "me").text, "The server operator tried to add an immunization record to your record, but it did not go through.");
+        assert_eq!(
+            describe(&w, "me").text,
+            "The server operator tried to add an immunization record to your record, but it did not go through."
+        );
         assert_eq!(human_time(0), "1 January 1970, 00:00 UTC");
     }
 }

@@ -71,7 +71,9 @@ impl Interaction {
             | Interaction::HistoryInstance
             | Interaction::HistoryType
             | Interaction::HistorySystem => "R",
-            Interaction::SearchType | Interaction::SearchSystem | Interaction::Everything | Interaction::AccessLog => "E",
+            Interaction::SearchType | Interaction::SearchSystem | Interaction::Everything | Interaction::AccessLog => {
+                "E"
+            }
             Interaction::Create => "C",
             Interaction::Update | Interaction::Patch => "U",
             Interaction::Delete => "D",

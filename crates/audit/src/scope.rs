@@ -100,7 +100,13 @@ impl Scope {
     }
 
     /// Who is acting, and for whom, with which app, device and purpose.
-    pub fn set_actor(&self, actor: Actor, on_behalf_of: Option<String>, client: Option<String>, purpose: Option<String>) {
+    pub fn set_actor(
+        &self,
+        actor: Actor,
+        on_behalf_of: Option<String>,
+        client: Option<String>,
+        purpose: Option<String>,
+    ) {
         let mut s = self.lock();
         s.actor = actor;
         s.on_behalf_of = on_behalf_of;
@@ -176,7 +182,11 @@ impl Scope {
             .iter()
             .map(|slot| {
                 let d = &s.drafts[slot.0];
-                PendingRecord { record: with_meta(&s, d.record.clone()), decisions: d.decisions.clone(), requested: d.requested.clone() }
+                PendingRecord {
+                    record: with_meta(&s, d.record.clone()),
+                    decisions: d.decisions.clone(),
+                    requested: d.requested.clone(),
+                }
             })
             .collect()
     }
@@ -252,7 +262,13 @@ fn base_of(reference: &str) -> &str {
 
 /// Finish a draft: outcome from the decisions and the status, rules, reason, patients, and
 /// the target entity from the decisions (or the request) when no result named one.
-fn build(mut r: AuditRecord, decisions: &[DecisionNote], requested: Option<&str>, status: u16, now_ms: i64) -> AuditRecord {
+fn build(
+    mut r: AuditRecord,
+    decisions: &[DecisionNote],
+    requested: Option<&str>,
+    status: u16,
+    now_ms: i64,
+) -> AuditRecord {
     r.time_ms = now_ms;
     r.status = status;
     let denied = decisions.iter().find(|d| !d.permit);
@@ -282,8 +298,15 @@ fn build(mut r: AuditRecord, decisions: &[DecisionNote], requested: Option<&str>
         }
     }
     if let Some(req) = requested {
-        if !r.entities.iter().any(|e| base_of(&e.reference) == base_of(req)) && r.entities.iter().all(|e| e.role != EntityRole::Target) {
-            r.entities.push(Entity { reference: req.to_string(), role: EntityRole::Target, category: String::new(), patients: Vec::new() });
+        if !r.entities.iter().any(|e| base_of(&e.reference) == base_of(req))
+            && r.entities.iter().all(|e| e.role != EntityRole::Target)
+        {
+            r.entities.push(Entity {
+                reference: req.to_string(),
+                role: EntityRole::Target,
+                category: String::new(),
+                patients: Vec::new(),
+            });
         }
     }
     r.normalise();
@@ -373,7 +396,10 @@ mod tests {
         s.begin(Interaction::Create, Some("Patient"));
         s.fail_since(m, 400);
         let recs = s.finish(200, 0);
-        assert_eq!(recs.iter().map(|r| (r.status, r.outcome)).collect::<Vec<_>>(), vec![(200, Outcome::Success), (400, Outcome::Failed)]);
+        assert_eq!(
+            recs.iter().map(|r| (r.status, r.outcome)).collect::<Vec<_>>(),
+            vec![(200, Outcome::Success), (400, Outcome::Failed)]
+        );
     }
 
     #[test]

@@ -17,7 +17,12 @@ struct Log {
 
 fn record(i: i64) -> AuditRecord {
     let interaction = Interaction::ALL[(i as usize) % Interaction::ALL.len()];
-    let mut r = AuditRecord::new(1_700_000_000_000 + i * 1000, &format!("req-{i}"), interaction, Actor::new("operator", "operator"));
+    let mut r = AuditRecord::new(
+        1_700_000_000_000 + i * 1000,
+        &format!("req-{i}"),
+        interaction,
+        Actor::new("operator", "operator"),
+    );
     r.resource_type = Some("Observation".into());
     r.entities.push(Entity {
         reference: format!("Observation/o{i}/_history/1"),
@@ -49,7 +54,12 @@ fn row(link: &chain::Link, r: &AuditRecord) -> StoredRow {
 impl Log {
     /// `n` records, a signed head every `head_every` records.
     fn new(n: i64, head_every: i64) -> Log {
-        let mut log = Log { key: AuditKey::from_seed(&[42; 32]), rows: Vec::new(), state: ChainState::default(), start_hash: GENESIS };
+        let mut log = Log {
+            key: AuditKey::from_seed(&[42; 32]),
+            rows: Vec::new(),
+            state: ChainState::default(),
+            start_hash: GENESIS,
+        };
         log.state.head_hash = chain::to_hex(&GENESIS);
         log.append(n, head_every, 0);
         log
@@ -78,7 +88,13 @@ impl Log {
     }
 
     fn witness(&self) -> SignedHead {
-        SignedHead::sign(&self.key, HeadKind::Head, self.state.head_seq, chain::from_hex(&self.state.head_hash).unwrap(), 0)
+        SignedHead::sign(
+            &self.key,
+            HeadKind::Head,
+            self.state.head_seq,
+            chain::from_hex(&self.state.head_hash).unwrap(),
+            0,
+        )
     }
 
     fn verify(&self, witness: Option<SignedHead>) -> Result<crate::Report, crate::Finding> {
@@ -184,7 +200,11 @@ fn an_inserted_record_is_named_even_when_the_chain_is_recomputed() {
     let mut log2 = Log::new(20, 0);
     let mut r = record(8);
     r.request_id = "fake".into();
-    let link = Chainer::new(AuditKey::from_seed(&[1; 32]).mac_key()).link(&chain::from_hex(&log2.rows[6].hash).unwrap(), 8, &r);
+    let link = Chainer::new(AuditKey::from_seed(&[1; 32]).mac_key()).link(
+        &chain::from_hex(&log2.rows[6].hash).unwrap(),
+        8,
+        &r,
+    );
     log2.rows.insert(7, row(&link, &r));
     for r in log2.rows.iter_mut().skip(8) {
         r.seq += 1;

@@ -219,7 +219,11 @@ impl Verifier {
             return Err(bad(seq, Problem::Missing, detail));
         }
         if row.seq < seq {
-            return Err(bad(row.seq, Problem::Unexpected, format!("an extra row numbered #{} (inserted or duplicated)", row.seq)));
+            return Err(bad(
+                row.seq,
+                Problem::Unexpected,
+                format!("an extra row numbered #{} (inserted or duplicated)", row.seq),
+            ));
         }
         if row.seq > self.state.head_seq {
             return Err(bad(
@@ -235,7 +239,11 @@ impl Verifier {
             // Distinguish a record that was moved here from one that was edited.
             let moved = canonical::IndexView::parse(&row.record).ok().map(|v| v.seq).filter(|s| *s != seq);
             return Err(match moved {
-                Some(other) => bad(seq, Problem::Moved, format!("the row at #{seq} holds record #{other} (records swapped or moved)")),
+                Some(other) => bad(
+                    seq,
+                    Problem::Moved,
+                    format!("the row at #{seq} holds record #{other} (records swapped or moved)"),
+                ),
                 None => bad(seq, Problem::Edited, format!("record #{seq} does not match its hash (edited)")),
             });
         }
@@ -253,8 +261,9 @@ impl Verifier {
         }
         // The hash (and MAC) vouch for the text; what remains is that the text is a record
         // of this number and that the index entries repeat it faithfully.
-        let view = canonical::IndexView::parse(&row.record)
-            .map_err(|e| bad(seq, Problem::NotCanonical, format!("record #{seq} is not a canonical record ({})", e.0)))?;
+        let view = canonical::IndexView::parse(&row.record).map_err(|e| {
+            bad(seq, Problem::NotCanonical, format!("record #{seq} is not a canonical record ({})", e.0))
+        })?;
         if view.seq != seq {
             return Err(bad(seq, Problem::Moved, format!("the row at #{seq} holds record #{} (moved)", view.seq)));
         }
@@ -268,7 +277,8 @@ impl Verifier {
             && row.client == view.client.as_deref().unwrap_or("")
             && {
                 let subjects = view.subjects();
-                row.subjects.len() == subjects.len() && row.subjects.iter().zip(subjects).all(|((p, c), (vp, vc))| p == vp && c == vc)
+                row.subjects.len() == subjects.len()
+                    && row.subjects.iter().zip(subjects).all(|((p, c), (vp, vc))| p == vp && c == vc)
             };
         if !index_ok {
             return Err(bad(
@@ -283,7 +293,9 @@ impl Verifier {
                 return Err(bad(
                     from,
                     Problem::Diverged { head_seq: seq },
-                    format!("the chain does not reach the {what} signed for #{seq}: records #{from} to #{seq} were rewritten"),
+                    format!(
+                        "the chain does not reach the {what} signed for #{seq}: records #{from} to #{seq} were rewritten"
+                    ),
                 ));
             }
             self.report.heads_checked += 1;
@@ -334,11 +346,7 @@ impl Verifier {
         }
         let head_hash = chain::from_hex(&self.state.head_hash);
         if self.state.head_seq == last && head_hash != Some(self.prev) {
-            return Err(bad(
-                last.max(1),
-                Problem::Edited,
-                format!("the log's head row does not match record #{last}"),
-            ));
+            return Err(bad(last.max(1), Problem::Edited, format!("the log's head row does not match record #{last}")));
         }
         if self.report.records == 0 {
             self.report.first_seq = 0;

@@ -28,11 +28,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     for (n, bundle) in all_bundles(&cfg).enumerate() {
-        let name = if n == 0 {
-            "shared".to_owned()
-        } else {
-            patient_id(n - 1)
-        };
+        let name = if n == 0 { "shared".to_owned() } else { patient_id(n - 1) };
         let path = out.join(format!("{name}.json"));
         if let Err(e) = fs::write(&path, bundle.to_string()) {
             eprintln!("cannot write {}: {e}", path.display());

@@ -29,15 +29,7 @@ const fn allergen(
     reaction: (&'static str, &'static str),
     severity: &'static str,
 ) -> Allergen {
-    Allergen {
-        system,
-        code,
-        display,
-        category,
-        criticality,
-        reaction,
-        severity,
-    }
+    Allergen { system, code, display, category, criticality, reaction, severity }
 }
 
 const RASH: (&str, &str) = ("271807003", "Eruption of skin (disorder)");

@@ -39,11 +39,7 @@ pub(crate) fn caregiver(seed: u64, today: i64) -> Option<Caregiver> {
     let anchor = demographics(seed, today, adolescent.or(elderly)?);
     let mut rng = Rng::derive(seed, stream::CAREGIVER, 0);
     let gender = if rng.chance(0.5) { "female" } else { "male" };
-    let pool = if gender == "female" {
-        &names::FEMALE
-    } else {
-        &names::MALE
-    };
+    let pool = if gender == "female" { &names::FEMALE } else { &names::MALE };
     let mut given = *rng.pick(pool);
     for _ in 0..8 {
         if given != anchor.given {
@@ -51,39 +47,18 @@ pub(crate) fn caregiver(seed: u64, today: i64) -> Option<Caregiver> {
         }
         given = *rng.pick(pool);
     }
-    let family = if adolescent.is_some() {
-        anchor.family
-    } else {
-        *rng.pick(&names::FAMILY)
-    };
+    let family = if adolescent.is_some() { anchor.family } else { *rng.pick(&names::FAMILY) };
     // A parent is 26–38 years older than the adolescent; a child 25–35 years younger than
     // the elderly parent.
-    let years = if adolescent.is_some() {
-        rng.range(26, 38)
-    } else {
-        -rng.range(25, 35)
-    };
+    let years = if adolescent.is_some() { rng.range(26, 38) } else { -rng.range(25, 35) };
     let birth = dates::years_before(anchor.birth, years) - rng.range(0, 300);
     let phone = format!("(206) 555-{:04}", rng.range(100, 199));
-    Some(Caregiver {
-        given,
-        family,
-        gender,
-        birth,
-        phone,
-        adolescent,
-        elderly,
-    })
+    Some(Caregiver { given, family, gender, birth, phone, adolescent, elderly })
 }
 
 impl Caregiver {
     /// The `RelatedPerson` for patient `index`, if the caregiver is related to them.
-    pub(crate) fn related_person(
-        &self,
-        index: usize,
-        d: &Demographics,
-        today: i64,
-    ) -> Option<Value> {
+    pub(crate) fn related_person(&self, index: usize, d: &Demographics, today: i64) -> Option<Value> {
         let (code, display, since, address) = if self.adolescent == Some(index) {
             ("PRN", "parent", d.birth, Some(patient::address(d)))
         } else if self.elderly == Some(index) {

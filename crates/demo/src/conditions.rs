@@ -8,9 +8,7 @@
 
 use serde_json::{Value, json};
 
-use crate::fhirjson::{
-    Sensitivity, coding, concept, reference, reference_display, status_concept, sys,
-};
+use crate::fhirjson::{Sensitivity, coding, concept, reference, reference_display, status_concept, sys};
 use crate::patient::Demographics;
 use crate::rng::{Rng, stream};
 use crate::shared::{self, ids};
@@ -59,16 +57,7 @@ const fn def(
     ages: (i64, i64),
     acute: bool,
 ) -> CondDef {
-    CondDef {
-        key,
-        snomed,
-        icd10,
-        text,
-        min_age: ages.0,
-        max_age: ages.1,
-        acute,
-        sensitivity: None,
-    }
+    CondDef { key, snomed, icd10, text, min_age: ages.0, max_age: ages.1, acute, sensitivity: None }
 }
 
 /// Everyday conditions, picked at random among those that fit the patient's age.
@@ -130,10 +119,7 @@ pub(crate) fn plan(seed: u64, today: i64, index: usize, d: &Demographics) -> Vec
         sensitive.push(&HIV);
     }
     let target = rng.range_usize(3, 5).max(sensitive.len() + 1);
-    let eligible: Vec<&'static CondDef> = GENERAL
-        .iter()
-        .filter(|c| (c.min_age..=c.max_age).contains(&age))
-        .collect();
+    let eligible: Vec<&'static CondDef> = GENERAL.iter().filter(|c| (c.min_age..=c.max_age).contains(&age)).collect();
     let mut chosen: Vec<&'static CondDef> = rng.shuffled(&eligible);
     chosen.truncate(target - sensitive.len());
     chosen.extend(sensitive);
@@ -147,21 +133,11 @@ pub(crate) fn plan(seed: u64, today: i64, index: usize, d: &Demographics) -> Vec
             if def.acute {
                 let back = rng.range(30, (age_days - 40).clamp(31, 1095));
                 let onset = today - back;
-                Planned {
-                    def,
-                    onset,
-                    abatement: Some(onset + rng.range(7, 21)),
-                    id,
-                }
+                Planned { def, onset, abatement: Some(onset + rng.range(7, 21)), id }
             } else {
                 let since_min_age = age_days - def.min_age * 365;
                 let back = rng.range(60, since_min_age.clamp(61, 15 * 365));
-                Planned {
-                    def,
-                    onset: today - back,
-                    abatement: None,
-                    id,
-                }
+                Planned { def, onset: today - back, abatement: None, id }
             }
         })
         .collect()

@@ -59,9 +59,7 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 
 /// The reference date of a configuration as a day number.
 pub(crate) fn today(cfg_today: &str) -> i64 {
-    parse_date(cfg_today)
-        .or_else(|| parse_date(FALLBACK_TODAY))
-        .unwrap_or(20_758)
+    parse_date(cfg_today).or_else(|| parse_date(FALLBACK_TODAY)).unwrap_or(20_758)
 }
 
 /// Day of week, `0` = Monday … `6` = Sunday.
@@ -117,24 +115,14 @@ mod tests {
             assert_eq!(days_from_civil(y, m, d), z);
         }
         assert_eq!(date(0), "1970-01-01");
-        assert_eq!(
-            parse_date("2026-11-01").map(date).as_deref(),
-            Some("2026-11-01")
-        );
+        assert_eq!(parse_date("2026-11-01").map(date).as_deref(), Some("2026-11-01"));
         assert_eq!(today("2026-11-01"), 20_758);
         assert_eq!(today("garbage"), 20_758);
     }
 
     #[test]
     fn rejects_bad_dates() {
-        for s in [
-            "2026-02-30",
-            "2026-13-01",
-            "2026-1-01",
-            "20261101",
-            "",
-            "2026-11-0x",
-        ] {
+        for s in ["2026-02-30", "2026-13-01", "2026-1-01", "20261101", "", "2026-11-0x"] {
             assert!(parse_date(s).is_none(), "{s}");
         }
         assert!(parse_date("2024-02-29").is_some());

@@ -48,16 +48,9 @@ fn header(title: &str, d: &Demographics, day: i64, author: &str) -> String {
 }
 
 fn problem_list(conditions: &[Planned]) -> String {
-    let general: Vec<&str> = conditions
-        .iter()
-        .filter(|c| c.def.sensitivity.is_none() && c.active())
-        .map(|c| c.def.text)
-        .collect();
-    if general.is_empty() {
-        "No chronic problems.".into()
-    } else {
-        general.join("; ")
-    }
+    let general: Vec<&str> =
+        conditions.iter().filter(|c| c.def.sensitivity.is_none() && c.active()).map(|c| c.def.text).collect();
+    if general.is_empty() { "No chronic problems.".into() } else { general.join("; ") }
 }
 
 fn general_note(
@@ -85,12 +78,7 @@ fn general_note(
     }
 }
 
-fn sensitive_notes(
-    rng: &mut Rng,
-    today: i64,
-    d: &Demographics,
-    conditions: &[Planned],
-) -> Vec<Note> {
+fn sensitive_notes(rng: &mut Rng, today: i64, d: &Demographics, conditions: &[Planned]) -> Vec<Note> {
     let has = |k: Cond| conditions.iter().any(|c| c.def.key == k);
     let mut notes = Vec::new();
     if has(Cond::Depression) {
@@ -171,24 +159,14 @@ pub(crate) fn resources(
     let sensitive = sensitive_notes(&mut rng, today, d, conditions);
     let mut notes = Vec::new();
     if let Some(first) = visits.first().filter(|_| sensitive.len() < 2) {
-        notes.push(general_note(
-            HP,
-            "History and physical",
-            first,
-            d,
-            conditions,
-        ));
+        notes.push(general_note(HP, "History and physical", first, d, conditions));
     }
     if let Some(last) = visits.last() {
         notes.push(general_note(PROGRESS, "Progress note", last, d, conditions));
     }
     notes.extend(sensitive);
     notes.sort_by_key(|n| (n.day, n.minute));
-    notes
-        .iter()
-        .enumerate()
-        .map(|(n, note)| document(format!("{}-doc-{:02}", d.id, n + 1), note, d))
-        .collect()
+    notes.iter().enumerate().map(|(n, note)| document(format!("{}-doc-{:02}", d.id, n + 1), note, d)).collect()
 }
 
 fn document(id: String, note: &Note, d: &Demographics) -> Value {
@@ -201,8 +179,7 @@ fn document(id: String, note: &Note, d: &Demographics) -> Value {
     }
     r["status"] = json!("current");
     r["docStatus"] = json!("final");
-    r["type"] =
-        json!({ "coding": [coding(sys::LOINC, note.loinc.0, note.loinc.1)], "text": note.title });
+    r["type"] = json!({ "coding": [coding(sys::LOINC, note.loinc.0, note.loinc.1)], "text": note.title });
     r["category"] = json!([concept(
         "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category",
         "clinical-note",

@@ -19,12 +19,9 @@ pub(crate) mod sys {
     pub(crate) const V2_0276: &str = "http://terminology.hl7.org/CodeSystem/v2-0276";
     pub(crate) const V3_ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
     pub(crate) const V3_ROLE_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-RoleCode";
-    pub(crate) const V3_CONFIDENTIALITY: &str =
-        "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
-    pub(crate) const V3_INTERPRETATION: &str =
-        "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
-    pub(crate) const OBS_CATEGORY: &str =
-        "http://terminology.hl7.org/CodeSystem/observation-category";
+    pub(crate) const V3_CONFIDENTIALITY: &str = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
+    pub(crate) const V3_INTERPRETATION: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
+    pub(crate) const OBS_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category";
     /// Tag carried by every generated resource, so demo data can be found with `_tag`.
     pub(crate) const DEMO_TAG: &str = "urn:portico:demo";
 }
@@ -96,10 +93,7 @@ impl Sensitivity {
         match self {
             Self::Psy => ("PSY", "psychiatry information sensitivity"),
             Self::Eth => ("ETH", "substance abuse information sensitivity"),
-            Self::Sex => (
-                "SEX",
-                "sexuality and reproductive health information sensitivity",
-            ),
+            Self::Sex => ("SEX", "sexuality and reproductive health information sensitivity"),
             Self::Hiv => ("HIV", "HIV/AIDS information sensitivity"),
         }
     }
@@ -107,10 +101,7 @@ impl Sensitivity {
     /// `meta.security` codings: the sensitivity plus confidentiality `R` (restricted).
     pub(crate) fn security(self) -> Value {
         let (code, display) = self.code_display();
-        json!([
-            coding(sys::V3_ACT_CODE, code, display),
-            coding(sys::V3_CONFIDENTIALITY, "R", "restricted"),
-        ])
+        json!([coding(sys::V3_ACT_CODE, code, display), coding(sys::V3_CONFIDENTIALITY, "R", "restricted"),])
     }
 
     /// The same label as a CodeableConcept (for `DocumentReference.securityLabel`).
@@ -147,10 +138,7 @@ fn with_demo_meta(resource: Value) -> Value {
         Some(Value::Object(m)) => m,
         _ => Map::new(),
     };
-    meta.insert(
-        "tag".into(),
-        json!([coding(sys::DEMO_TAG, "synthetic", "portico demo data")]),
-    );
+    meta.insert("tag".into(), json!([coding(sys::DEMO_TAG, "synthetic", "portico demo data")]));
     let mut out = Map::new();
     for key in ["resourceType", "id"] {
         if let Some(v) = body.shift_remove(key) {
@@ -213,9 +201,7 @@ mod tests {
 
     #[test]
     fn bundle_entries_are_puts_with_meta_first() {
-        let b = transaction(vec![
-            json!({"resourceType": "Patient", "id": "pt-1", "active": true}),
-        ]);
+        let b = transaction(vec![json!({"resourceType": "Patient", "id": "pt-1", "active": true})]);
         assert_eq!(b["entry"][0]["request"]["url"], "Patient/pt-1");
         let text = serde_json::to_string(&b["entry"][0]["resource"]).unwrap_or_default();
         assert!(text.starts_with(r#"{"resourceType":"Patient","id":"pt-1","meta":{"tag""#));

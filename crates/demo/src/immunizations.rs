@@ -11,10 +11,8 @@ use crate::rng::{Rng, stream};
 use crate::shared::{self, ids};
 
 const FLU: (&str, &str) = ("140", "Influenza, seasonal, injectable, preservative free");
-const COVID: (&str, &str) = (
-    "208",
-    "SARS-COV-2 (COVID-19) vaccine, mRNA, spike protein, LNP, preservative free, 30 mcg/0.3mL dose",
-);
+const COVID: (&str, &str) =
+    ("208", "SARS-COV-2 (COVID-19) vaccine, mRNA, spike protein, LNP, preservative free, 30 mcg/0.3mL dose");
 
 /// Routine schedule by age in months.
 const CHILDHOOD: [(i64, &str, &str); 14] = [
@@ -43,8 +41,7 @@ fn candidates(rng: &mut Rng, today: i64, d: &Demographics) -> (Vec<Dose>, Vec<Do
     let (year, _, _) = dates::civil_from_days(today);
     let (mut recent, mut spare) = (Vec::new(), Vec::new());
     for season in 0..5 {
-        let day =
-            dates::to_weekday(dates::days_from_civil(year - season, 10, 1) + rng.range(0, 40));
+        let day = dates::to_weekday(dates::days_from_civil(year - season, 10, 1) + rng.range(0, 40));
         if day >= today - 1 || day <= d.birth + 180 {
             continue;
         }
@@ -56,30 +53,16 @@ fn candidates(rng: &mut Rng, today: i64, d: &Demographics) -> (Vec<Dose>, Vec<Do
         }
     }
     if d.age >= 12 && rng.chance(0.6) {
-        recent.push((
-            dates::to_weekday(today - rng.range(60, 900)),
-            COVID.0,
-            COVID.1,
-            true,
-        ));
+        recent.push((dates::to_weekday(today - rng.range(60, 900)), COVID.0, COVID.1, true));
     }
     // Childhood series only for patients young enough to have had today's schedule.
     let schedule_since = today - 25 * 365;
     let mut earlier: Vec<Dose> = CHILDHOOD
         .iter()
-        .map(|&(months, code, display)| {
-            (
-                d.birth + months * 30 + rng.range(0, 20),
-                code,
-                display,
-                false,
-            )
-        })
+        .map(|&(months, code, display)| (d.birth + months * 30 + rng.range(0, 20), code, display, false))
         .filter(|dose| dose.0 > schedule_since)
         .collect();
-    let at_age = |years: i64, spread: i64, rng: &mut Rng| {
-        dates::years_before(d.birth, -years) + rng.range(0, spread)
-    };
+    let at_age = |years: i64, spread: i64, rng: &mut Rng| dates::years_before(d.birth, -years) + rng.range(0, spread);
     if d.age >= 19 {
         earlier.push((
             today - rng.range(200, 3000),
@@ -87,29 +70,14 @@ fn candidates(rng: &mut Rng, today: i64, d: &Demographics) -> (Vec<Dose>, Vec<Do
             "Td (adult), 5 Lf tetanus toxoid, preservative free, adsorbed",
             false,
         ));
-        earlier.push((
-            at_age(25, 3000, rng).min(today - 90),
-            "43",
-            "Hep B, adult",
-            false,
-        ));
+        earlier.push((at_age(25, 3000, rng).min(today - 90), "43", "Hep B, adult", false));
     }
     if d.age >= 61 {
         earlier.push((at_age(60, 300, rng), "121", "zoster vaccine, live", false));
     }
     if d.age >= 66 {
-        earlier.push((
-            at_age(65, 200, rng),
-            "133",
-            "Pneumococcal conjugate PCV 13",
-            false,
-        ));
-        earlier.push((
-            at_age(65, 200, rng) + 365,
-            "33",
-            "pneumococcal polysaccharide vaccine, 23 valent",
-            false,
-        ));
+        earlier.push((at_age(65, 200, rng), "133", "Pneumococcal conjugate PCV 13", false));
+        earlier.push((at_age(65, 200, rng) + 365, "33", "pneumococcal polysaccharide vaccine, 23 valent", false));
     }
     earlier.retain(|dose| dose.0 < today - 30 && dose.0 > d.birth);
     earlier.sort_by_key(|dose| -dose.0); // most recent first
@@ -171,16 +139,10 @@ mod tests {
         for i in 0..300 {
             let d = demographics(5, today, i);
             let v = resources(5, today, i, &d);
-            assert!(
-                (5..=10).contains(&v.len()),
-                "index {i} age {}: {}",
-                d.age,
-                v.len()
-            );
+            assert!((5..=10).contains(&v.len()), "index {i} age {}: {}", d.age, v.len());
             for imm in &v {
                 let when = imm["occurrenceDateTime"].as_str().unwrap_or_default();
-                let day =
-                    dates::parse_date(when.get(0..10).unwrap_or_default()).unwrap_or(i64::MAX);
+                let day = dates::parse_date(when.get(0..10).unwrap_or_default()).unwrap_or(i64::MAX);
                 assert!(day > d.birth && day < today, "{when}");
             }
         }

@@ -7,9 +7,7 @@ use serde_json::{Value, json};
 
 use crate::conditions::{Cond, Planned};
 use crate::dates;
-use crate::fhirjson::{
-    coding, concept, decimal, quantity, reference, reference_display, rounded, sys,
-};
+use crate::fhirjson::{coding, concept, decimal, quantity, reference, reference_display, rounded, sys};
 use crate::patient::Demographics;
 use crate::rng::{Rng, stream};
 use crate::shared::{self, ids};
@@ -42,18 +40,7 @@ const fn lab(
     sd: f64,
     always: bool,
 ) -> Lab {
-    Lab {
-        loinc,
-        display,
-        text,
-        unit,
-        places,
-        low: range.0,
-        high: range.1,
-        mean,
-        sd,
-        always,
-    }
+    Lab { loinc, display, text, unit, places, low: range.0, high: range.1, mean, sd, always }
 }
 
 #[rustfmt::skip]
@@ -74,11 +61,7 @@ const PANEL: [Lab; 13] = [
 ];
 
 /// Mean and reference range adjusted for the patient's sex and conditions.
-fn personalise(
-    lab: &Lab,
-    d: &Demographics,
-    has: &dyn Fn(Cond) -> bool,
-) -> (f64, f64, Option<f64>, Option<f64>) {
+fn personalise(lab: &Lab, d: &Demographics, has: &dyn Fn(Cond) -> bool) -> (f64, f64, Option<f64>, Option<f64>) {
     let (mut mean, mut sd, mut low, mut high) = (lab.mean, lab.sd, lab.low, lab.high);
     match lab.loinc {
         "718-7" if d.is_female() => (mean, low, high) = (13.4, Some(12.0), Some(15.5)),

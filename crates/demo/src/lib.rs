@@ -59,11 +59,7 @@ pub struct DemoConfig {
 
 impl Default for DemoConfig {
     fn default() -> Self {
-        Self {
-            patients: 50,
-            seed: DEFAULT_SEED,
-            today: DEFAULT_TODAY,
-        }
+        Self { patients: 50, seed: DEFAULT_SEED, today: DEFAULT_TODAY }
     }
 }
 
@@ -85,14 +81,7 @@ pub fn patient_bundle(cfg: &DemoConfig, index: usize) -> Value {
     let mut out = vec![patient::resource(&d)];
     let carer = caregiver::caregiver(seed, today);
     out.extend(carer.and_then(|c| c.related_person(index, &d, today)));
-    out.extend(visits::appointments(
-        seed,
-        today,
-        index,
-        &d,
-        &visits,
-        &conditions,
-    ));
+    out.extend(visits::appointments(seed, today, index, &d, &visits, &conditions));
     out.extend(visits.iter().map(|v| visits::encounter(v, &d)));
     out.extend(conditions.iter().map(|c| conditions::resource(c, &d)));
     out.extend(labs::resources(seed, index, &d, &visits, &conditions));
@@ -100,20 +89,12 @@ pub fn patient_bundle(cfg: &DemoConfig, index: usize) -> Value {
     out.extend(medications::resources(seed, today, index, &d, &conditions));
     out.extend(allergies::resources(seed, today, index, &d));
     out.extend(immunizations::resources(seed, today, index, &d));
-    out.extend(documents::resources(
-        seed,
-        today,
-        index,
-        &d,
-        &visits,
-        &conditions,
-    ));
+    out.extend(documents::resources(seed, today, index, &d, &visits, &conditions));
     fhirjson::transaction(out)
 }
 
 /// The shared bundle first, then one bundle per patient, generated lazily.
 pub fn all_bundles(cfg: &DemoConfig) -> impl Iterator<Item = Value> + use<> {
     let cfg = *cfg;
-    std::iter::once(shared_resources(&cfg))
-        .chain((0..cfg.patients).map(move |i| patient_bundle(&cfg, i)))
+    std::iter::once(shared_resources(&cfg)).chain((0..cfg.patients).map(move |i| patient_bundle(&cfg, i)))
 }

@@ -20,11 +20,7 @@ struct Drug {
 }
 
 const fn drug(rxnorm: &'static str, display: &'static str, sig: &'static str) -> Drug {
-    Drug {
-        rxnorm,
-        display,
-        sig,
-    }
+    Drug { rxnorm, display, sig }
 }
 
 /// The treatment for a condition, if it has one.
@@ -68,13 +64,7 @@ const CHILD_EXTRAS: [Drug; 3] = [
 ];
 
 /// The patient's 3–5 `MedicationRequest`s.
-pub(crate) fn resources(
-    seed: u64,
-    today: i64,
-    index: usize,
-    d: &Demographics,
-    conditions: &[Planned],
-) -> Vec<Value> {
+pub(crate) fn resources(seed: u64, today: i64, index: usize, d: &Demographics, conditions: &[Planned]) -> Vec<Value> {
     let mut rng = Rng::derive(seed, stream::CLINICAL, (index as u64) | (1 << 40));
     let target = rng.range_usize(3, 5);
     let mut out = Vec::new();
@@ -84,21 +74,9 @@ pub(crate) fn resources(
         };
         let stopped = c.abatement;
         let authored = c.onset + rng.range(0, 14);
-        out.push(request(
-            d,
-            out.len(),
-            &drug,
-            authored,
-            stopped,
-            recorder(c, d),
-            Some(&c.id),
-        ));
+        out.push(request(d, out.len(), &drug, authored, stopped, recorder(c, d), Some(&c.id)));
     }
-    let extras: &[Drug] = if d.age < 12 {
-        &CHILD_EXTRAS
-    } else {
-        &ADULT_EXTRAS
-    };
+    let extras: &[Drug] = if d.age < 12 { &CHILD_EXTRAS } else { &ADULT_EXTRAS };
     let used: Vec<String> = out
         .iter()
         .filter_map(|m| m["medicationCodeableConcept"]["coding"][0]["code"].as_str())
@@ -117,15 +95,7 @@ pub(crate) fn resources(
         }
         let back = rng.range(40, (today - d.birth - 30).clamp(41, 1000));
         let authored = today - back;
-        out.push(request(
-            d,
-            out.len(),
-            drug,
-            authored,
-            Some(authored + 30),
-            d.gp,
-            None,
-        ));
+        out.push(request(d, out.len(), drug, authored, Some(authored + 30), d.gp, None));
     }
     out
 }
@@ -156,7 +126,8 @@ fn request(
     }
     r["dosageInstruction"] = json!([{ "sequence": 1, "text": drug.sig }]);
     if let Some(end) = stopped {
-        r["dispenseRequest"] = json!({ "validityPeriod": { "start": dates::date(authored), "end": dates::date(end.max(authored)) } });
+        r["dispenseRequest"] =
+            json!({ "validityPeriod": { "start": dates::date(authored), "end": dates::date(end.max(authored)) } });
     }
     r
 }

@@ -5,9 +5,8 @@
 
 /// Female given names.
 pub(crate) const FEMALE: [&str; 24] = [
-    "Alice", "Maria", "Sofía", "Zoë", "Chloé", "Hannah", "Grace", "Amara", "Mei", "Priya",
-    "Fatima", "Olivia", "Emma", "Leila", "Ingrid", "Aaliyah", "Noor", "Ana", "Renée", "Yuki",
-    "Isabel", "Naomi", "Ruth", "Clara",
+    "Alice", "Maria", "Sofía", "Zoë", "Chloé", "Hannah", "Grace", "Amara", "Mei", "Priya", "Fatima", "Olivia", "Emma",
+    "Leila", "Ingrid", "Aaliyah", "Noor", "Ana", "Renée", "Yuki", "Isabel", "Naomi", "Ruth", "Clara",
 ];
 
 /// Male given names.
@@ -39,18 +38,8 @@ pub(crate) const MALE: [&str; 24] = [
 ];
 
 /// Middle names (ASCII only; used for some patients).
-pub(crate) const MIDDLE: [&str; 10] = [
-    "Marie",
-    "Lee",
-    "Ann",
-    "James",
-    "Rose",
-    "Jay",
-    "Elizabeth",
-    "Alexander",
-    "Grace",
-    "Michael",
-];
+pub(crate) const MIDDLE: [&str; 10] =
+    ["Marie", "Lee", "Ann", "James", "Rose", "Jay", "Elizabeth", "Alexander", "Grace", "Michael"];
 
 /// Family names.
 pub(crate) const FAMILY: [&str; 32] = [
@@ -157,11 +146,7 @@ mod tests {
         for n in FEMALE.iter().chain(MALE.iter()).chain(FAMILY.iter()) {
             let f = ascii_fold(n);
             assert!(!f.is_empty() && f.is_ascii(), "{n} -> {f}");
-            assert_eq!(
-                f.chars().count(),
-                n.chars().filter(|c| *c != '\'').count(),
-                "{n}"
-            );
+            assert_eq!(f.chars().count(), n.chars().filter(|c| *c != '\'').count(), "{n}");
         }
         assert_eq!(handle("Zoë", "Müller"), "zoe.muller");
         assert_eq!(handle("Łukasz", "Nguyễn"), "lukasz.nguyen");

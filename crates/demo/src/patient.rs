@@ -13,18 +13,8 @@ use crate::rng::{Rng, stream};
 use crate::shared;
 
 /// Age bands, chosen by `index % 10`.
-const AGE_BANDS: [(i64, i64); 10] = [
-    (18, 44),
-    (12, 17),
-    (75, 95),
-    (1, 11),
-    (45, 64),
-    (18, 44),
-    (65, 79),
-    (30, 64),
-    (12, 17),
-    (1, 95),
-];
+const AGE_BANDS: [(i64, i64); 10] =
+    [(18, 44), (12, 17), (75, 95), (1, 11), (45, 64), (18, 44), (65, 79), (30, 64), (12, 17), (1, 95)];
 
 /// Whether `index` falls in the adolescent band (12–17 years).
 pub(crate) fn is_adolescent_slot(index: usize) -> bool {
@@ -81,20 +71,12 @@ pub(crate) fn demographics(seed: u64, today: i64, index: usize) -> Demographics 
     // Born `age` years before today, minus 1..=364 days: the age today is exactly `age`.
     let birth = dates::years_before(today, age) - rng.range(1, 364);
     let gender = if rng.chance(0.5) { "female" } else { "male" };
-    let given = if gender == "female" {
-        *rng.pick(&names::FEMALE)
-    } else {
-        *rng.pick(&names::MALE)
-    };
+    let given = if gender == "female" { *rng.pick(&names::FEMALE) } else { *rng.pick(&names::MALE) };
     let middle = rng.chance(0.4).then(|| *rng.pick(&names::MIDDLE));
     let family = *rng.pick(&names::FAMILY);
     let (city, zip) = *rng.pick(&names::CITIES);
     let street = format!("{} {}", rng.range(10, 4999), rng.pick(&names::STREETS));
-    let gp = if age < 18 {
-        shared::ids::PR_PEDIATRICS
-    } else {
-        *rng.pick(&shared::ids::PR_FAMILY)
-    };
+    let gp = if age < 18 { shared::ids::PR_PEDIATRICS } else { *rng.pick(&shared::ids::PR_FAMILY) };
     Demographics {
         id: patient_id(index),
         given,
@@ -107,10 +89,7 @@ pub(crate) fn demographics(seed: u64, today: i64, index: usize) -> Demographics 
         city,
         postal: format!("{zip}{}", rng.range(0, 9)),
         phone: format!("(206) 555-{:04}", rng.range(100, 199)),
-        mrn: format!(
-            "{:08}",
-            10_000_000u64.saturating_add(index as u64 * 7 + rng.below(7))
-        ),
+        mrn: format!("{:08}", 10_000_000u64.saturating_add(index as u64 * 7 + rng.below(7))),
         gp,
     }
 }

@@ -91,10 +91,7 @@ impl Clinician {
 
 /// The practitioner with `id` (falls back to the first family physician).
 pub(crate) fn clinician(id: &str) -> &'static Clinician {
-    PRACTITIONERS
-        .iter()
-        .find(|c| c.id == id)
-        .unwrap_or(&PRACTITIONERS[2])
+    PRACTITIONERS.iter().find(|c| c.id == id).unwrap_or(&PRACTITIONERS[2])
 }
 
 /// The organization with `id` (falls back to the family practice).
@@ -153,8 +150,7 @@ fn location(o: &Org) -> Value {
 
 fn practitioner(c: &Clinician) -> Value {
     let o = org(c.org);
-    let mut name =
-        json!({ "use": "official", "text": c.display(), "family": c.family, "given": c.given });
+    let mut name = json!({ "use": "official", "text": c.display(), "family": c.family, "given": c.given });
     let qualification = match c.credential {
         "MD" => {
             name["prefix"] = json!(["Dr."]);
@@ -170,10 +166,7 @@ fn practitioner(c: &Clinician) -> Value {
             json!({ "text": "Licensed Alcohol and Drug Counselor" })
         }
     };
-    let email = format!(
-        "{}@example.org",
-        crate::names::handle(c.given.first().copied().unwrap_or(""), c.family)
-    );
+    let email = format!("{}@example.org", crate::names::handle(c.given.first().copied().unwrap_or(""), c.family));
     json!({
         "resourceType": "Practitioner",
         "id": c.id,
@@ -202,11 +195,7 @@ fn practitioner_role(n: usize, c: &Clinician) -> Value {
         "organization": reference_display("Organization", o.id, o.name),
     });
     if let Some((code, display)) = role {
-        r["code"] = json!([concept(
-            "http://terminology.hl7.org/CodeSystem/practitioner-role",
-            code,
-            display
-        )]);
+        r["code"] = json!([concept("http://terminology.hl7.org/CodeSystem/practitioner-role", code, display)]);
     }
     r["specialty"] = json!([concept(sys::NUCC, c.taxonomy.0, c.taxonomy.1)]);
     r["location"] = json!([reference("Location", c.location)]);
@@ -219,12 +208,7 @@ pub(crate) fn resources() -> Vec<Value> {
     let mut out: Vec<Value> = ORGS.iter().map(organization).collect();
     out.extend(ORGS.iter().map(location));
     out.extend(PRACTITIONERS.iter().map(practitioner));
-    out.extend(
-        PRACTITIONERS
-            .iter()
-            .enumerate()
-            .map(|(n, c)| practitioner_role(n, c)),
-    );
+    out.extend(PRACTITIONERS.iter().enumerate().map(|(n, c)| practitioner_role(n, c)));
     out
 }
 
@@ -247,12 +231,7 @@ mod tests {
     #[test]
     fn ids_point_at_existing_entries() {
         for c in &PRACTITIONERS {
-            assert!(
-                ORGS.iter()
-                    .any(|o| o.id == c.org && o.location == c.location),
-                "{}",
-                c.id
-            );
+            assert!(ORGS.iter().any(|o| o.id == c.org && o.location == c.location), "{}", c.id);
         }
         for id in ids::PR_FAMILY.iter().chain(ids::PR_CARDIOLOGISTS.iter()) {
             assert_eq!(clinician(id).id, *id);

@@ -15,8 +15,8 @@ use crate::{DemoConfig, dates};
 const PATIENT_USERS: usize = 5;
 
 const WORDS: [&str; 16] = [
-    "maple", "harbor", "river", "cedar", "meadow", "lantern", "orchard", "summit", "willow",
-    "beacon", "juniper", "prairie", "aspen", "falcon", "coral", "thistle",
+    "maple", "harbor", "river", "cedar", "meadow", "lantern", "orchard", "summit", "willow", "beacon", "juniper",
+    "prairie", "aspen", "falcon", "coral", "thistle",
 ];
 
 /// A demo account. `Debug` redacts the password.
@@ -61,10 +61,7 @@ fn unique(name: String, taken: &[DemoUser]) -> String {
     if free(&name) {
         return name;
     }
-    (2..)
-        .map(|k| format!("{name}{k}"))
-        .find(|n| free(n))
-        .unwrap_or(name)
+    (2..).map(|k| format!("{name}{k}")).find(|n| free(n)).unwrap_or(name)
 }
 
 /// The demo accounts for a configuration, in a stable order: patients, caregiver (when a
@@ -72,54 +69,23 @@ fn unique(name: String, taken: &[DemoUser]) -> String {
 pub fn demo_users(cfg: &DemoConfig) -> Vec<DemoUser> {
     let today = dates::today(cfg.today);
     let mut users: Vec<DemoUser> = Vec::new();
-    let push =
-        |users: &mut Vec<DemoUser>, handle: String, role, patient, practitioner, related_to| {
-            let username = unique(handle, users);
-            let password = password(cfg.seed, users.len());
-            users.push(DemoUser {
-                username,
-                role,
-                password,
-                patient,
-                practitioner,
-                related_to,
-            });
-        };
+    let push = |users: &mut Vec<DemoUser>, handle: String, role, patient, practitioner, related_to| {
+        let username = unique(handle, users);
+        let password = password(cfg.seed, users.len());
+        users.push(DemoUser { username, role, password, patient, practitioner, related_to });
+    };
     for index in 0..cfg.patients.min(PATIENT_USERS) {
         let d = demographics(cfg.seed, today, index);
-        push(
-            &mut users,
-            names::handle(d.given, d.family),
-            "patient",
-            Some(d.id),
-            None,
-            Vec::new(),
-        );
+        push(&mut users, names::handle(d.given, d.family), "patient", Some(d.id), None, Vec::new());
     }
     if let Some(cg) = caregiver(cfg.seed, today) {
-        let related: Vec<String> = cg
-            .adolescent
-            .into_iter()
-            .chain(cg.elderly)
-            .filter(|&i| i < cfg.patients)
-            .map(patient_id)
-            .collect();
+        let related: Vec<String> =
+            cg.adolescent.into_iter().chain(cg.elderly).filter(|&i| i < cfg.patients).map(patient_id).collect();
         if !related.is_empty() {
-            push(
-                &mut users,
-                names::handle(cg.given, cg.family),
-                "caregiver",
-                None,
-                None,
-                related,
-            );
+            push(&mut users, names::handle(cg.given, cg.family), "caregiver", None, None, related);
         }
     }
-    let gp = if cfg.patients > 0 {
-        demographics(cfg.seed, today, 0).gp
-    } else {
-        shared::ids::PR_FAMILY[0]
-    };
+    let gp = if cfg.patients > 0 { demographics(cfg.seed, today, 0).gp } else { shared::ids::PR_FAMILY[0] };
     let clinician = shared::clinician(gp);
     let first = clinician.given.first().copied().unwrap_or("clinician");
     push(
@@ -130,13 +96,6 @@ pub fn demo_users(cfg: &DemoConfig) -> Vec<DemoUser> {
         Some(clinician.id.to_owned()),
         Vec::new(),
     );
-    push(
-        &mut users,
-        "admin".to_owned(),
-        "admin",
-        None,
-        None,
-        Vec::new(),
-    );
+    push(&mut users, "admin".to_owned(), "admin", None, None, Vec::new());
     users
 }

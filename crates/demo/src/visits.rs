@@ -47,14 +47,9 @@ pub(crate) fn plan(seed: u64, today: i64, index: usize, d: &Demographics) -> Vec
             let back_lo = (back_hi - slot + 3).max(7);
             let day = dates::to_weekday(today - rng.range(back_lo, back_hi));
             let minute = 8 * 60 + 15 * rng.range(0, 33);
-            let appointment = (k >= VISITS - fulfilled)
-                .then(|| format!("{}-appt-{:02}", d.id, k + fulfilled + 1 - VISITS));
-            Visit {
-                encounter: format!("{}-enc-{:02}", d.id, k + 1),
-                day,
-                minute,
-                appointment,
-            }
+            let appointment =
+                (k >= VISITS - fulfilled).then(|| format!("{}-appt-{:02}", d.id, k + fulfilled + 1 - VISITS));
+            Visit { encounter: format!("{}-enc-{:02}", d.id, k + 1), day, minute, appointment }
         })
         .collect()
 }
@@ -79,8 +74,7 @@ pub(crate) fn encounter(v: &Visit, d: &Demographics) -> Value {
         r["appointment"] = json!([reference("Appointment", appt)]);
     }
     r["period"] = json!({ "start": v.start(), "end": dates::date_time(v.day, v.minute + 30) });
-    r["location"] =
-        json!([{ "location": reference_display("Location", gp.location, practice.site) }]);
+    r["location"] = json!([{ "location": reference_display("Location", gp.location, practice.site) }]);
     r["serviceProvider"] = reference_display("Organization", practice.id, practice.name);
     r
 }
@@ -113,15 +107,7 @@ pub(crate) fn appointments(
                 kind: ("FOLLOWUP", "A follow up visit from a previous appointment"),
                 label: None,
             };
-            Some(appointment(
-                id,
-                d,
-                &booking,
-                "fulfilled",
-                v.day,
-                v.minute,
-                v.day - rng.range(7, 40),
-            ))
+            Some(appointment(id, d, &booking, "fulfilled", v.day, v.minute, v.day - rng.range(7, 40)))
         })
         .collect();
     let has = |k: Cond| conditions.iter().any(|c| c.def.key == k && c.active());
@@ -159,32 +145,15 @@ pub(crate) fn appointments(
         let day = dates::to_weekday(today + rng.range(3, 75));
         let minute = 8 * 60 + 15 * rng.range(0, 33);
         let id = format!("{}-appt-{:02}", d.id, first + k + 1);
-        out.push(appointment(
-            &id,
-            d,
-            b,
-            "booked",
-            day,
-            minute,
-            today - rng.range(1, 30),
-        ));
+        out.push(appointment(&id, d, b, "booked", day, minute, today - rng.range(1, 30)));
     }
     out
 }
 
-fn appointment(
-    id: &str,
-    d: &Demographics,
-    b: &Booking,
-    status: &str,
-    day: i64,
-    minute: i64,
-    created: i64,
-) -> Value {
+fn appointment(id: &str, d: &Demographics, b: &Booking, status: &str, day: i64, minute: i64, created: i64) -> Value {
     let who = shared::clinician(b.practitioner);
     let site = shared::org(who.org);
-    let participant =
-        |actor: Value| json!({ "actor": actor, "required": "required", "status": "accepted" });
+    let participant = |actor: Value| json!({ "actor": actor, "required": "required", "status": "accepted" });
     let mut r = json!({ "resourceType": "Appointment", "id": id });
     if let Some(label) = b.label {
         r["meta"] = json!({ "security": label.security() });
@@ -217,10 +186,7 @@ mod tests {
             let v = plan(3, today, i, &d);
             assert_eq!(v.len(), VISITS);
             assert!(v.windows(2).all(|w| w[0].day < w[1].day), "index {i}");
-            assert!(
-                v.iter()
-                    .all(|x| x.day < today && x.day > d.birth && dates::weekday(x.day) < 5)
-            );
+            assert!(v.iter().all(|x| x.day < today && x.day > d.birth && dates::weekday(x.day) < 5));
             assert!((1..=2).contains(&v.iter().filter(|x| x.appointment.is_some()).count()));
         }
     }

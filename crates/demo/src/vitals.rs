@@ -51,32 +51,18 @@ pub(crate) fn resources(
 ) -> Vec<Value> {
     let mut rng = Rng::derive(seed, stream::VITALS, index as u64);
     let has = |k: Cond| conditions.iter().any(|c| c.def.key == k && c.active());
-    let adult_height = if d.is_female() {
-        rng.normal(163.0, 6.5)
-    } else {
-        rng.normal(177.0, 7.0)
-    };
+    let adult_height = if d.is_female() { rng.normal(163.0, 6.5) } else { rng.normal(177.0, 7.0) };
     let height_z = rng.normal(0.0, 1.0);
     let bmi_target = {
-        let base = if d.age >= 18 {
-            rng.normal(26.5, 3.5)
-        } else {
-            rng.normal(16.0 + 0.2 * d.age as f64, 1.2)
-        };
+        let base = if d.age >= 18 { rng.normal(26.5, 3.5) } else { rng.normal(16.0 + 0.2 * d.age as f64, 1.2) };
         (base + if has(Cond::Diabetes) { 4.0 } else { 0.0 }).clamp(14.0, 42.0)
     };
     let systolic_base = if d.age >= 18 {
-        rng.normal(117.0, 7.0)
-            + 0.3 * (d.age - 40).max(0) as f64
-            + if has(Cond::Hypertension) { 16.0 } else { 0.0 }
+        rng.normal(117.0, 7.0) + 0.3 * (d.age - 40).max(0) as f64 + if has(Cond::Hypertension) { 16.0 } else { 0.0 }
     } else {
         rng.normal(98.0 + 0.9 * d.age as f64, 5.0)
     };
-    let pulse_base = if d.age >= 12 {
-        rng.normal(74.0, 7.0)
-    } else {
-        rng.normal(112.0 - 3.0 * d.age as f64, 6.0)
-    };
+    let pulse_base = if d.age >= 12 { rng.normal(74.0, 7.0) } else { rng.normal(112.0 - 3.0 * d.age as f64, 6.0) };
 
     let mut out = Vec::new();
     let id = |out: &Vec<Value>| format!("{}-vs-{:04}", d.id, out.len() + 1);
@@ -84,16 +70,10 @@ pub(crate) fn resources(
     for v in visits.iter().skip(skip) {
         let years = (v.day - d.birth) as f64 / 365.25;
         let shrink = if years > 70.0 { 2.0 } else { 0.0 };
-        let height = rounded(
-            growth_curve(years, adult_height) * (1.0 + 0.035 * height_z) - shrink,
-            1,
-        );
+        let height = rounded(growth_curve(years, adult_height) * (1.0 + 0.035 * height_z) - shrink, 1);
         let metres = height / 100.0;
         let jitter = if d.age >= 18 { 1.2 } else { 0.3 };
-        let weight = rounded(
-            (bmi_target * metres * metres + rng.normal(0.0, jitter)).max(3.0),
-            1,
-        );
+        let weight = rounded((bmi_target * metres * metres + rng.normal(0.0, jitter)).max(3.0), 1);
         let bmi = weight / (metres * metres);
         let systolic = rounded(rng.normal(systolic_base, 5.0), 0);
         let diastolic = rounded(systolic * 0.62 + rng.normal(0.0, 4.0), 0);
@@ -111,22 +91,10 @@ pub(crate) fn resources(
         ]);
         out.push(bp);
         let singles = [
-            (
-                ("8867-4", "Heart rate"),
-                "Heart rate",
-                rng.normal(pulse_base, 5.0),
-                0,
-                "/min",
-            ),
+            (("8867-4", "Heart rate"), "Heart rate", rng.normal(pulse_base, 5.0), 0, "/min"),
             (("29463-7", "Body weight"), "Body weight", weight, 1, "kg"),
             (("8302-2", "Body height"), "Body height", height, 1, "cm"),
-            (
-                ("39156-5", "Body mass index (BMI) [Ratio]"),
-                "BMI",
-                bmi,
-                1,
-                "kg/m2",
-            ),
+            (("39156-5", "Body mass index (BMI) [Ratio]"), "BMI", bmi, 1, "kg/m2"),
         ];
         for (loinc, text, value, places, unit) in singles {
             let mut o = observation(id(&out), d, v, loinc, text);

@@ -4,9 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use portico_demo::{
-    DemoConfig, all_bundles, demo_users, patient_bundle, patient_id, shared_resources,
-};
+use portico_demo::{DemoConfig, all_bundles, demo_users, patient_bundle, patient_id, shared_resources};
 use serde_json::Value;
 
 fn cfg() -> DemoConfig {
@@ -14,29 +12,17 @@ fn cfg() -> DemoConfig {
 }
 
 fn resources(bundle: &Value) -> Vec<&Value> {
-    bundle["entry"]
-        .as_array()
-        .map(|e| e.iter().map(|x| &x["resource"]).collect())
-        .unwrap_or_default()
+    bundle["entry"].as_array().map(|e| e.iter().map(|x| &x["resource"]).collect()).unwrap_or_default()
 }
 
 fn of_type<'a>(bundle: &'a Value, kind: &str) -> Vec<&'a Value> {
-    resources(bundle)
-        .into_iter()
-        .filter(|r| r["resourceType"] == kind)
-        .collect()
+    resources(bundle).into_iter().filter(|r| r["resourceType"] == kind).collect()
 }
 
 fn keys(bundle: &Value) -> BTreeSet<String> {
     resources(bundle)
         .iter()
-        .map(|r| {
-            format!(
-                "{}/{}",
-                r["resourceType"].as_str().unwrap_or("?"),
-                r["id"].as_str().unwrap_or("?")
-            )
-        })
+        .map(|r| format!("{}/{}", r["resourceType"].as_str().unwrap_or("?"), r["id"].as_str().unwrap_or("?")))
         .collect()
 }
 
@@ -54,27 +40,18 @@ fn collect_refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
 }
 
 fn has_code(r: &Value, code: &str) -> bool {
-    r["code"]["coding"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|x| x["code"] == code))
+    r["code"]["coding"].as_array().is_some_and(|c| c.iter().any(|x| x["code"] == code))
 }
 
 fn security_codes(r: &Value) -> Vec<String> {
     r["meta"]["security"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c["code"].as_str().map(str::to_owned))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|c| c["code"].as_str().map(str::to_owned)).collect())
         .unwrap_or_default()
 }
 
 fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 #[test]
@@ -84,10 +61,7 @@ fn two_runs_are_byte_identical() {
     assert_eq!(a.len(), 51);
     assert_eq!(a, b);
     // A patient's bundle depends on (seed, today, index) only, not on the run size.
-    let small = DemoConfig {
-        patients: 3,
-        ..cfg()
-    };
+    let small = DemoConfig { patients: 3, ..cfg() };
     assert_eq!(patient_bundle(&small, 2).to_string(), a[3]);
     // Another seed gives other data.
     let other = DemoConfig { seed: 1, ..cfg() };
@@ -100,36 +74,22 @@ fn counts_per_type_are_near_targets() {
     for i in 0..cfg().patients {
         let b = patient_bundle(&cfg(), i);
         let count = |k: &str| of_type(&b, k).len();
-        let category = |c: &str| {
-            of_type(&b, "Observation")
-                .iter()
-                .filter(|o| o["category"][0]["coding"][0]["code"] == c)
-                .count()
-        };
+        let category =
+            |c: &str| of_type(&b, "Observation").iter().filter(|o| o["category"][0]["coding"][0]["code"] == c).count();
         assert_eq!(count("Patient"), 1);
-        assert!(
-            (44..=52).contains(&category("laboratory")),
-            "pt {i} labs {}",
-            category("laboratory")
-        );
+        assert!((44..=52).contains(&category("laboratory")), "pt {i} labs {}", category("laboratory"));
         assert_eq!(category("vital-signs"), 15, "pt {i}");
         assert!((3..=5).contains(&count("Condition")), "pt {i}");
         assert!((3..=5).contains(&count("MedicationRequest")), "pt {i}");
         assert!(count("AllergyIntolerance") <= 3, "pt {i}");
-        assert!(
-            (5..=10).contains(&count("Immunization")),
-            "pt {i} imm {}",
-            count("Immunization")
-        );
+        assert!((5..=10).contains(&count("Immunization")), "pt {i} imm {}", count("Immunization"));
         assert!((2..=4).contains(&count("Appointment")), "pt {i}");
         assert!((2..=4).contains(&count("DocumentReference")), "pt {i}");
         assert!((1..=4).contains(&count("Encounter")), "pt {i}");
         let n = resources(&b).len();
         assert!((80..=110).contains(&n), "pt {i}: {n} resources");
         for r in resources(&b) {
-            *totals
-                .entry(r["resourceType"].as_str().unwrap_or("?").to_owned())
-                .or_default() += 1;
+            *totals.entry(r["resourceType"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
         }
     }
     assert!(totals.get("AllergyIntolerance").copied().unwrap_or(0) > 10);
@@ -147,10 +107,7 @@ fn every_reference_resolves_and_ids_are_valid() {
     let shared_keys = keys(&shared);
     let mut refs = Vec::new();
     collect_refs(&shared, &mut refs);
-    assert!(
-        refs.iter().all(|r| shared_keys.contains(*r)),
-        "shared bundle is self-contained"
-    );
+    assert!(refs.iter().all(|r| shared_keys.contains(*r)), "shared bundle is self-contained");
     let mut seen = BTreeSet::new();
     for bundle in all_bundles(&cfg()) {
         assert_eq!(bundle["type"], "transaction");
@@ -158,10 +115,7 @@ fn every_reference_resolves_and_ids_are_valid() {
         let mut refs = Vec::new();
         collect_refs(&bundle, &mut refs);
         for r in refs {
-            assert!(
-                local.contains(r) || shared_keys.contains(r),
-                "dangling reference {r}"
-            );
+            assert!(local.contains(r) || shared_keys.contains(r), "dangling reference {r}");
         }
         for e in bundle["entry"].as_array().into_iter().flatten() {
             let kind = e["resource"]["resourceType"].as_str().unwrap_or_default();
@@ -185,10 +139,7 @@ fn decimals_keep_their_places() {
         .collect();
     assert!(!creatinine.is_empty());
     for v in &creatinine {
-        assert!(
-            v.split_once('.').is_some_and(|(_, frac)| frac.len() == 2),
-            "creatinine {v}"
-        );
+        assert!(v.split_once('.').is_some_and(|(_, frac)| frac.len() == 2), "creatinine {v}");
     }
     // Somewhere in the default data a value ends in a zero that must survive a round trip.
     let trailing_zero = all_bundles(&cfg()).skip(1).any(|b| {
@@ -264,14 +215,8 @@ fn an_adolescent_has_a_caregiver() {
         let b = patient_bundle(&cfg(), index);
         let rp = of_type(&b, "RelatedPerson");
         assert_eq!(rp.len(), 1, "{pid}");
-        assert_eq!(
-            rp[0]["patient"]["reference"],
-            format!("Patient/{pid}").as_str()
-        );
-        let birth = of_type(&b, "Patient")[0]["birthDate"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        assert_eq!(rp[0]["patient"]["reference"], format!("Patient/{pid}").as_str());
+        let birth = of_type(&b, "Patient")[0]["birthDate"].as_str().unwrap_or_default().to_owned();
         let (y, md) = birth.split_at(4);
         let year: i64 = y.parse().unwrap_or(0);
         let age = 2026 - year - i64::from(md > "-11-01");
@@ -287,13 +232,11 @@ fn a_future_appointment_is_booked() {
         let b = patient_bundle(&cfg(), i);
         let appts = of_type(&b, "Appointment");
         assert!(
-            appts.iter().any(|a| a["status"] == "booked"
-                && a["start"].as_str().is_some_and(|s| s > "2026-11-01")),
+            appts.iter().any(|a| a["status"] == "booked" && a["start"].as_str().is_some_and(|s| s > "2026-11-01")),
             "pt {i}"
         );
         assert!(
-            appts.iter().any(|a| a["status"] == "fulfilled"
-                && a["start"].as_str().is_some_and(|s| s < "2026-11-01")),
+            appts.iter().any(|a| a["status"] == "fulfilled" && a["start"].as_str().is_some_and(|s| s < "2026-11-01")),
             "pt {i}"
         );
         for a in appts {
@@ -314,26 +257,12 @@ fn a_future_appointment_is_booked() {
 fn demo_users_are_consistent() {
     let users = demo_users(&cfg());
     let roles: Vec<&str> = users.iter().map(|u| u.role).collect();
-    assert_eq!(
-        roles,
-        [
-            "patient",
-            "patient",
-            "patient",
-            "patient",
-            "patient",
-            "caregiver",
-            "clinician",
-            "admin"
-        ]
-    );
+    assert_eq!(roles, ["patient", "patient", "patient", "patient", "patient", "caregiver", "clinician", "admin"]);
     let names: BTreeSet<&str> = users.iter().map(|u| u.username.as_str()).collect();
     assert_eq!(names.len(), users.len());
     for u in &users {
         assert!(
-            u.username
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.'),
+            u.username.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.'),
             "{}",
             u.username
         );
@@ -342,39 +271,20 @@ fn demo_users_are_consistent() {
     }
     assert_eq!(users[0].patient.as_deref(), Some(patient_id(0).as_str()));
     let shared = keys(&shared_resources(&cfg()));
-    let clinician = users
-        .iter()
-        .find(|u| u.role == "clinician")
-        .and_then(|u| u.practitioner.clone())
-        .unwrap_or_default();
+    let clinician =
+        users.iter().find(|u| u.role == "clinician").and_then(|u| u.practitioner.clone()).unwrap_or_default();
     assert!(shared.contains(&format!("Practitioner/{clinician}")));
     assert_eq!(users, demo_users(&cfg()));
     // Small runs: no caregiver without a qualifying patient, never a link past the run.
-    let one = demo_users(&DemoConfig {
-        patients: 1,
-        ..cfg()
-    });
-    assert_eq!(
-        one.iter().map(|u| u.role).collect::<Vec<_>>(),
-        ["patient", "clinician", "admin"]
-    );
-    let two = demo_users(&DemoConfig {
-        patients: 2,
-        ..cfg()
-    });
-    assert_eq!(
-        two.iter()
-            .find(|u| u.role == "caregiver")
-            .map(|u| u.related_to.clone()),
-        Some(vec![patient_id(1)])
-    );
+    let one = demo_users(&DemoConfig { patients: 1, ..cfg() });
+    assert_eq!(one.iter().map(|u| u.role).collect::<Vec<_>>(), ["patient", "clinician", "admin"]);
+    let two = demo_users(&DemoConfig { patients: 2, ..cfg() });
+    assert_eq!(two.iter().find(|u| u.role == "caregiver").map(|u| u.related_to.clone()), Some(vec![patient_id(1)]));
 }
 
 #[test]
 fn names_include_non_ascii() {
-    let non_ascii = all_bundles(&cfg())
-        .skip(1)
-        .filter(|b| !of_type(b, "Patient")[0]["name"].to_string().is_ascii())
-        .count();
+    let non_ascii =
+        all_bundles(&cfg()).skip(1).filter(|b| !of_type(b, "Patient")[0]["name"].to_string().is_ascii()).count();
     assert!(non_ascii >= 3, "{non_ascii}");
 }

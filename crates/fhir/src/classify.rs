@@ -32,14 +32,10 @@ pub use rules::{CATEGORIES, CONFIDENTIALITY, DEFAULT_PATHS, KNOWN_PATHS, SENSITI
 const BUILTIN_RULES: &str = include_str!("../data/classification.json");
 
 /// Security-label code systems whose codes in `meta.security` are kept.
-const ACT_CODE_SYSTEMS: &[&str] = &[
-    "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-    "http://hl7.org/fhir/v3/ActCode",
-];
-const CONFIDENTIALITY_SYSTEMS: &[&str] = &[
-    "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
-    "http://hl7.org/fhir/v3/Confidentiality",
-];
+const ACT_CODE_SYSTEMS: &[&str] =
+    &["http://terminology.hl7.org/CodeSystem/v3-ActCode", "http://hl7.org/fhir/v3/ActCode"];
+const CONFIDENTIALITY_SYSTEMS: &[&str] =
+    &["http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "http://hl7.org/fhir/v3/Confidentiality"];
 /// `meta.security` is client input: keep at most this many labels, of sane shape.
 const MAX_KEPT_LABELS: usize = 16;
 
@@ -128,9 +124,7 @@ impl Classifier {
                 if let Some(r) = CONFIDENTIALITY.iter().position(|c| *c == code) {
                     confidentiality = confidentiality.max(r);
                 }
-            } else if ACT_CODE_SYSTEMS.contains(&system.unwrap_or_default())
-                && sensitivity.len() < MAX_KEPT_LABELS
-            {
+            } else if ACT_CODE_SYSTEMS.contains(&system.unwrap_or_default()) && sensitivity.len() < MAX_KEPT_LABELS {
                 sensitivity.push(code.to_owned());
             }
         }
@@ -142,10 +136,7 @@ impl Classifier {
         }
         let mut labels = sensitivity;
         labels.push(CONFIDENTIALITY[confidentiality].to_owned());
-        Classification {
-            category: category.unwrap_or("other").to_owned(),
-            labels,
-        }
+        Classification { category: category.unwrap_or("other").to_owned(), labels }
     }
 }
 
@@ -155,10 +146,7 @@ fn rank(code: &str) -> usize {
 
 /// Label codes copied from client input must look like codes: short, no spaces/controls.
 fn is_label_code(code: &str) -> bool {
-    (1..=32).contains(&code.len())
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    (1..=32).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn rule_matches(rule: &Rule, resource_type: &str, resource: &Value) -> bool {
@@ -168,11 +156,9 @@ fn rule_matches(rule: &Rule, resource_type: &str, resource: &Value) -> bool {
     if !rule.has_coding_criteria() {
         return true;
     }
-    rule.paths.iter().any(|path| {
-        codings_at(resource, path)
-            .into_iter()
-            .any(|(system, code)| coding_matches(rule, system, code))
-    })
+    rule.paths
+        .iter()
+        .any(|path| codings_at(resource, path).into_iter().any(|(system, code)| coding_matches(rule, system, code)))
 }
 
 fn coding_matches(rule: &Rule, system: Option<&str>, code: &str) -> bool {
@@ -184,28 +170,21 @@ fn coding_matches(rule: &Rule, system: Option<&str>, code: &str) -> bool {
     }
     rule.codes.iter().any(|c| c == code)
         || rule.prefixes.iter().any(|p| code.starts_with(p.as_str()))
-        || rule.ranges.iter().any(|(lo, hi)| {
-            code.get(..lo.len())
-                .is_some_and(|head| lo.as_str() <= head && head <= hi.as_str())
-        })
+        || rule
+            .ranges
+            .iter()
+            .any(|(lo, hi)| code.get(..lo.len()).is_some_and(|head| lo.as_str() <= head && head <= hi.as_str()))
 }
 
 /// Every (system, code) of the Codings found at `path`: follows objects, flattens arrays,
 /// and at the end accepts a CodeableConcept (its `coding` list) or a bare Coding.
-fn codings_at<'v, S: AsRef<str>>(
-    resource: &'v Value,
-    path: &[S],
-) -> Vec<(Option<&'v str>, &'v str)> {
+fn codings_at<'v, S: AsRef<str>>(resource: &'v Value, path: &[S]) -> Vec<(Option<&'v str>, &'v str)> {
     let mut found = Vec::new();
     collect(resource, path, &mut found);
     found
 }
 
-fn collect<'v, S: AsRef<str>>(
-    value: &'v Value,
-    path: &[S],
-    out: &mut Vec<(Option<&'v str>, &'v str)>,
-) {
+fn collect<'v, S: AsRef<str>>(value: &'v Value, path: &[S], out: &mut Vec<(Option<&'v str>, &'v str)>) {
     match value {
         Value::Array(items) => items.iter().for_each(|item| collect(item, path, out)),
         Value::Object(obj) => match path.split_first() {

@@ -20,8 +20,7 @@ const DATA: &str = include_str!("../data/compartment-patient.json");
 fn table() -> &'static HashMap<String, Vec<String>> {
     static TABLE: OnceLock<HashMap<String, Vec<String>>> = OnceLock::new();
     // Embedded, generated and covered by tests: a failure here is a build defect.
-    TABLE
-        .get_or_init(|| serde_json::from_str(DATA).expect("data/compartment-patient.json is a map"))
+    TABLE.get_or_init(|| serde_json::from_str(DATA).expect("data/compartment-patient.json is a map"))
 }
 
 /// The search parameter codes linking `resource_type` to a patient (empty when the type is
@@ -84,10 +83,7 @@ mod tests {
             assert!(crate::resource_types::is_resource_type(ty), "{ty}");
             for code in params {
                 let p = search_params::lookup(ty, code);
-                assert!(
-                    p.is_some_and(|p| p.kind == search_params::ParamType::Reference),
-                    "{ty}.{code}"
-                );
+                assert!(p.is_some_and(|p| p.kind == search_params::ParamType::Reference), "{ty}.{code}");
             }
         }
         assert!(in_patient_compartment("Observation") && in_patient_compartment("Patient"));
@@ -100,13 +96,7 @@ mod tests {
         let p = json!({"resourceType": "Patient", "id": "p1", "link": [{"other": {"reference": "Patient/p2"}}]});
         assert_eq!(patient_compartments("Patient", &p), ["p1"]);
         assert!(patient_compartments("Patient", &json!({"resourceType": "Patient"})).is_empty());
-        assert!(
-            patient_compartments(
-                "Patient",
-                &json!({"resourceType": "Patient", "id": "bad id"})
-            )
-            .is_empty()
-        );
+        assert!(patient_compartments("Patient", &json!({"resourceType": "Patient", "id": "bad id"})).is_empty());
     }
 
     #[test]
@@ -117,12 +107,8 @@ mod tests {
             "performer": [{"reference": "Practitioner/d1"}, {"reference": "Patient/p2"}, {"reference": "Patient/p1"}]
         });
         assert_eq!(patient_compartments("Observation", &o), ["p1", "p2"]);
-        assert!(
-            patient_compartments("Encounter", &o).is_empty(),
-            "type must match the body"
-        );
-        let device_subject =
-            json!({"resourceType": "Observation", "subject": {"reference": "Device/x"}});
+        assert!(patient_compartments("Encounter", &o).is_empty(), "type must match the body");
+        let device_subject = json!({"resourceType": "Observation", "subject": {"reference": "Device/x"}});
         assert!(patient_compartments("Observation", &device_subject).is_empty());
         let e = json!({"resourceType": "Encounter", "subject": {"reference": "Patient/p1/_history/3"},
                        "participant": [{"individual": {"reference": "Practitioner/d1"}}]});
@@ -153,9 +139,6 @@ mod tests {
         assert_eq!(patient_compartments("AllergyIntolerance", &ai), ["p1"]);
         let by_proxy = json!({"resourceType": "AllergyIntolerance", "patient": {"reference": "Patient/p1"},
                               "asserter": {"reference": "RelatedPerson/r1"}});
-        assert_eq!(
-            patient_compartments("AllergyIntolerance", &by_proxy),
-            ["p1"]
-        );
+        assert_eq!(patient_compartments("AllergyIntolerance", &by_proxy), ["p1"]);
     }
 }

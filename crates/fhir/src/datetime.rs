@@ -100,10 +100,7 @@ fn unix_day(year: i32, month: u8, day: u8) -> Option<i64> {
 }
 
 fn parse(s: &str) -> Option<Parsed> {
-    let mut c = Cur {
-        b: s.as_bytes(),
-        i: 0,
-    };
+    let mut c = Cur { b: s.as_bytes(), i: 0 };
     let year = i32::try_from(c.digits(4)?).ok()?;
     if year < 1 {
         return None;
@@ -111,11 +108,7 @@ fn parse(s: &str) -> Option<Parsed> {
     if c.done() {
         let low = unix_day(year, 1, 1)? * MS_PER_DAY;
         let high = (unix_day(year, 12, 31)? + 1) * MS_PER_DAY;
-        return Some(Parsed {
-            low,
-            high,
-            full_instant: false,
-        });
+        return Some(Parsed { low, high, full_instant: false });
     }
     if !c.eat(b'-') {
         return None;
@@ -126,11 +119,7 @@ fn parse(s: &str) -> Option<Parsed> {
         let last = time::util::days_in_month(m, year);
         let low = unix_day(year, month, 1)? * MS_PER_DAY;
         let high = (unix_day(year, month, last)? + 1) * MS_PER_DAY;
-        return Some(Parsed {
-            low,
-            high,
-            full_instant: false,
-        });
+        return Some(Parsed { low, high, full_instant: false });
     }
     if !c.eat(b'-') {
         return None;
@@ -138,11 +127,7 @@ fn parse(s: &str) -> Option<Parsed> {
     let day = u8::try_from(c.digits(2)?).ok()?;
     let day_ms = unix_day(year, month, day)? * MS_PER_DAY;
     if c.done() {
-        return Some(Parsed {
-            low: day_ms,
-            high: day_ms + MS_PER_DAY,
-            full_instant: false,
-        });
+        return Some(Parsed { low: day_ms, high: day_ms + MS_PER_DAY, full_instant: false });
     }
     if !c.eat(b'T') {
         return None;
@@ -214,11 +199,7 @@ fn parse(s: &str) -> Option<Parsed> {
         return None;
     }
     let low = day_ms + hour * 3_600_000 + minute * 60_000 + second * 1_000 + frac_ms - offset_ms;
-    Some(Parsed {
-        low,
-        high: low + width,
-        full_instant: has_seconds && has_tz,
-    })
+    Some(Parsed { low, high: low + width, full_instant: has_seconds && has_tz })
 }
 
 #[cfg(test)]
@@ -232,26 +213,11 @@ mod tests {
 
     #[test]
     fn partial_dates_cover_their_period() {
-        assert_eq!(
-            parse_range("2020"),
-            Some((ms("2020-01-01T00:00:00Z"), ms("2021-01-01T00:00:00Z")))
-        );
-        assert_eq!(
-            parse_range("2020-02"),
-            Some((ms("2020-02-01T00:00:00Z"), ms("2020-03-01T00:00:00Z")))
-        );
-        assert_eq!(
-            parse_range("2020-12"),
-            Some((ms("2020-12-01T00:00:00Z"), ms("2021-01-01T00:00:00Z")))
-        );
-        assert_eq!(
-            parse_range("2020-01-05"),
-            Some((ms("2020-01-05T00:00:00Z"), ms("2020-01-06T00:00:00Z")))
-        );
-        assert_eq!(
-            parse_range("2020-02-29").map(|(l, h)| h - l),
-            Some(MS_PER_DAY)
-        );
+        assert_eq!(parse_range("2020"), Some((ms("2020-01-01T00:00:00Z"), ms("2021-01-01T00:00:00Z"))));
+        assert_eq!(parse_range("2020-02"), Some((ms("2020-02-01T00:00:00Z"), ms("2020-03-01T00:00:00Z"))));
+        assert_eq!(parse_range("2020-12"), Some((ms("2020-12-01T00:00:00Z"), ms("2021-01-01T00:00:00Z"))));
+        assert_eq!(parse_range("2020-01-05"), Some((ms("2020-01-05T00:00:00Z"), ms("2020-01-06T00:00:00Z"))));
+        assert_eq!(parse_range("2020-02-29").map(|(l, h)| h - l), Some(MS_PER_DAY));
         assert_eq!(parse_range("1970"), Some((0, 365 * MS_PER_DAY)));
         let (_, high) = parse_range("9999").unwrap_or_default();
         assert_eq!(high, MAX_MS + 1);
@@ -260,45 +226,16 @@ mod tests {
     #[test]
     fn times_and_offsets() {
         let base = ms("2020-01-05T10:27:35Z");
-        assert_eq!(
-            parse_range("2020-01-05T10:27:35Z"),
-            Some((base, base + 1000))
-        );
-        assert_eq!(
-            parse_range("2020-01-05T10:27:35"),
-            Some((base, base + 1000)),
-            "no tz = UTC"
-        );
-        assert_eq!(
-            parse_range("2020-01-05T12:27:35+02:00"),
-            Some((base, base + 1000))
-        );
-        assert_eq!(
-            parse_range("2020-01-05T05:27:35-05:00"),
-            Some((base, base + 1000))
-        );
-        assert_eq!(
-            parse_range("2020-01-05T10:27:35.793527+00:00"),
-            Some((base + 793, base + 794))
-        );
-        assert_eq!(
-            parse_range("2020-01-05T10:27:35.5Z"),
-            Some((base + 500, base + 600))
-        );
-        assert_eq!(
-            parse_range("2020-01-05T10:27Z"),
-            Some((base - 35_000, base + 25_000))
-        );
-        assert_eq!(
-            parse_instant("2020-01-05T10:27:35.793527+00:00"),
-            Some(base + 793)
-        );
+        assert_eq!(parse_range("2020-01-05T10:27:35Z"), Some((base, base + 1000)));
+        assert_eq!(parse_range("2020-01-05T10:27:35"), Some((base, base + 1000)), "no tz = UTC");
+        assert_eq!(parse_range("2020-01-05T12:27:35+02:00"), Some((base, base + 1000)));
+        assert_eq!(parse_range("2020-01-05T05:27:35-05:00"), Some((base, base + 1000)));
+        assert_eq!(parse_range("2020-01-05T10:27:35.793527+00:00"), Some((base + 793, base + 794)));
+        assert_eq!(parse_range("2020-01-05T10:27:35.5Z"), Some((base + 500, base + 600)));
+        assert_eq!(parse_range("2020-01-05T10:27Z"), Some((base - 35_000, base + 25_000)));
+        assert_eq!(parse_instant("2020-01-05T10:27:35.793527+00:00"), Some(base + 793));
         assert_eq!(parse_instant("2020-01-05"), None, "an instant needs a time");
-        assert_eq!(
-            parse_instant("2020-01-05T10:27:35"),
-            None,
-            "an instant needs a timezone"
-        );
+        assert_eq!(parse_instant("2020-01-05T10:27:35"), None, "an instant needs a timezone");
     }
 
     #[test]
@@ -330,10 +267,7 @@ mod tests {
     #[test]
     fn formats_utc_millis() {
         assert_eq!(format_instant(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            format_instant(ms("2026-11-28T13:48:43.123Z")),
-            "2026-11-28T13:48:43.123Z"
-        );
+        assert_eq!(format_instant(ms("2026-11-28T13:48:43.123Z")), "2026-11-28T13:48:43.123Z");
         assert_eq!(format_instant(i64::MAX), "9999-12-31T23:59:59.999Z");
         assert_eq!(format_instant(i64::MIN), "0001-01-01T00:00:00.000Z");
     }

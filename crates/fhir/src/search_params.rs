@@ -98,20 +98,14 @@ impl SearchParam {
 
     /// Evaluate this parameter's expression on a resource of its type.
     pub fn evaluate<'a>(&self, resource: &'a Value) -> Vec<Typed<'a>> {
-        self.compiled
-            .as_ref()
-            .map(|c| c.evaluate_typed(resource))
-            .unwrap_or_default()
+        self.compiled.as_ref().map(|c| c.evaluate_typed(resource)).unwrap_or_default()
     }
 }
 
 /// The parameter `code` of `resource_type` (including the Resource-level ones), if any.
 pub fn lookup(resource_type: &str, code: &str) -> Option<&'static SearchParam> {
     let params = registry().get(resource_type)?;
-    params
-        .binary_search_by(|p| p.code.as_str().cmp(code))
-        .ok()
-        .and_then(|i| params.get(i))
+    params.binary_search_by(|p| p.code.as_str().cmp(code)).ok().and_then(|i| params.get(i))
 }
 
 /// Every parameter of `resource_type`, sorted by code (empty for an unknown type).
@@ -143,12 +137,9 @@ fn registry() -> &'static HashMap<&'static str, Vec<SearchParam>> {
 
 fn build() -> HashMap<&'static str, Vec<SearchParam>> {
     // Embedded, generated and covered by tests: a failure here is a build defect.
-    let rows: Vec<Row> =
-        serde_json::from_str(DATA).expect("data/search-parameters.json matches its schema");
-    let mut by_type: HashMap<&'static str, Vec<SearchParam>> = resource_types::all()
-        .iter()
-        .map(|t| (*t, Vec::new()))
-        .collect();
+    let rows: Vec<Row> = serde_json::from_str(DATA).expect("data/search-parameters.json matches its schema");
+    let mut by_type: HashMap<&'static str, Vec<SearchParam>> =
+        resource_types::all().iter().map(|t| (*t, Vec::new())).collect();
     for row in &rows {
         let Some(kind) = ParamType::from_code(&row.kind) else {
             continue;
@@ -161,11 +152,7 @@ fn build() -> HashMap<&'static str, Vec<SearchParam>> {
                     .copied()
                     .filter(|t| !matches!(*t, "Bundle" | "Binary" | "Parameters"))
                     .collect(),
-                other => resource_types::all()
-                    .iter()
-                    .copied()
-                    .filter(|t| *t == other)
-                    .collect(),
+                other => resource_types::all().iter().copied().filter(|t| *t == other).collect(),
             };
             if applies_to.is_empty() {
                 continue;
@@ -210,11 +197,7 @@ pub(crate) fn expression_for(expr: &str, base: &str) -> String {
             None => true,
         })
         .collect();
-    if kept.is_empty() {
-        expr.trim().to_owned()
-    } else {
-        kept.join(" | ")
-    }
+    if kept.is_empty() { expr.trim().to_owned() } else { kept.join(" | ") }
 }
 
 /// Split at `|` outside parentheses, brackets and string literals.
@@ -251,9 +234,7 @@ fn split_union(expr: &str) -> Vec<&str> {
 /// The first identifier of a branch, past any opening parentheses.
 fn branch_root(branch: &str) -> Option<&str> {
     let s = branch.trim_start_matches(|c: char| c == '(' || c.is_whitespace());
-    let end = s
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(s.len());
+    let end = s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(s.len());
     (end > 0).then(|| &s[..end])
 }
 
@@ -272,20 +253,9 @@ mod tests {
         for t in resource_types::all() {
             for p in all_for(t) {
                 n += 1;
-                assert_eq!(
-                    p.compiled().is_some(),
-                    !p.expression.is_empty(),
-                    "{t}.{}: {}",
-                    p.code,
-                    p.expression
-                );
+                assert_eq!(p.compiled().is_some(), !p.expression.is_empty(), "{t}.{}: {}", p.code, p.expression);
                 for c in &p.components {
-                    assert!(
-                        Compiled::parse(&c.expression).is_ok(),
-                        "{t}.{} {}",
-                        p.code,
-                        c.expression
-                    );
+                    assert!(Compiled::parse(&c.expression).is_ok(), "{t}.{} {}", p.code, c.expression);
                 }
             }
         }
@@ -297,15 +267,9 @@ mod tests {
         let code = lookup("Condition", "code").map(|p| p.expression.as_str());
         assert_eq!(code, Some("Condition.code"));
         let code = lookup("AllergyIntolerance", "code").map(|p| p.expression.as_str());
-        assert_eq!(
-            code,
-            Some("AllergyIntolerance.code | AllergyIntolerance.reaction.substance")
-        );
+        assert_eq!(code, Some("AllergyIntolerance.code | AllergyIntolerance.reaction.substance"));
         let med = lookup("MedicationRequest", "code").map(|p| p.expression.as_str());
-        assert_eq!(
-            med,
-            Some("(MedicationRequest.medication as CodeableConcept)")
-        );
+        assert_eq!(med, Some("(MedicationRequest.medication as CodeableConcept)"));
         let pat = lookup("Observation", "patient").map(|p| p.expression.as_str());
         assert_eq!(pat, Some("Observation.subject.where(resolve() is Patient)"));
         let date = lookup("Observation", "date").map(|p| p.expression.as_str());
@@ -322,49 +286,27 @@ mod tests {
     #[test]
     fn resource_level_params_everywhere() {
         for t in ["Patient", "Parameters", "Binary", "Observation"] {
-            for code in [
-                "_id",
-                "_lastUpdated",
-                "_tag",
-                "_security",
-                "_profile",
-                "_source",
-            ] {
+            for code in ["_id", "_lastUpdated", "_tag", "_security", "_profile", "_source"] {
                 assert!(lookup(t, code).is_some(), "{t}.{code}");
             }
         }
         assert!(lookup("Patient", "_text").is_some());
         assert!(lookup("Bundle", "_text").is_none());
-        assert_eq!(
-            lookup("Observation", "_tag").map(|p| p.kind),
-            Some(ParamType::Token)
-        );
+        assert_eq!(lookup("Observation", "_tag").map(|p| p.kind), Some(ParamType::Token));
         assert!(lookup("Nope", "_id").is_none());
         assert!(lookup("Patient", "nope").is_none());
-        let codes: Vec<&str> = params_for("Patient")
-            .iter()
-            .map(|p| p.code.as_str())
-            .collect();
+        let codes: Vec<&str> = params_for("Patient").iter().map(|p| p.code.as_str()).collect();
         let mut sorted = codes.clone();
         sorted.sort_unstable();
         assert_eq!(codes, sorted);
         assert!(codes.contains(&"birthdate") && codes.contains(&"general-practitioner"));
-        assert_eq!(
-            lookup("Encounter", "subject").map(|p| p.targets.contains(&"Patient".to_owned())),
-            Some(true)
-        );
+        assert_eq!(lookup("Encounter", "subject").map(|p| p.targets.contains(&"Patient".to_owned())), Some(true));
     }
 
     #[test]
     fn union_splitting_respects_nesting() {
-        assert_eq!(
-            split_union("a.where(x='|') | (b | c) | d[0]"),
-            vec!["a.where(x='|')", "(b | c)", "d[0]"]
-        );
-        assert_eq!(
-            branch_root("  ((Observation.value as Quantity)"),
-            Some("Observation")
-        );
+        assert_eq!(split_union("a.where(x='|') | (b | c) | d[0]"), vec!["a.where(x='|')", "(b | c)", "d[0]"]);
+        assert_eq!(branch_root("  ((Observation.value as Quantity)"), Some("Observation"));
         assert_eq!(branch_root("%resource"), None);
     }
 }

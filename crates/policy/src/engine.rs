@@ -44,11 +44,9 @@ pub fn evaluate(ctx: &RequestContext, action: Action, facts: &ResourceFacts) -> 
     }
     match &ctx.principal {
         Principal::Anonymous => Verdict::deny("no-principal", "Nobody is signed in, so nothing can be shown."),
-        Principal::Operator => Verdict::permit(
-            "operator",
-            "The server operator holds administrative access to all records.",
-            None,
-        ),
+        Principal::Operator => {
+            Verdict::permit("operator", "The server operator holds administrative access to all records.", None)
+        }
         Principal::Patient { patient } => evaluate_patient(patient, action, facts),
     }
 }
@@ -60,16 +58,12 @@ fn evaluate_patient(patient: &str, action: Action, facts: &ResourceFacts) -> Ver
     }
     let own = vec![patient.to_string()];
     match action {
-        Action::Search | Action::History if facts.id.is_none() => Verdict::permit(
-            "patient-own-compartment",
-            "You can search your own records.",
-            Some(own),
-        ),
-        _ if facts.compartments.iter().any(|c| c == patient) => Verdict::permit(
-            "patient-own-compartment",
-            "This record is part of your own chart.",
-            Some(own),
-        ),
+        Action::Search | Action::History if facts.id.is_none() => {
+            Verdict::permit("patient-own-compartment", "You can search your own records.", Some(own))
+        }
+        _ if facts.compartments.iter().any(|c| c == patient) => {
+            Verdict::permit("patient-own-compartment", "This record is part of your own chart.", Some(own))
+        }
         _ => Verdict::deny("outside-compartment", "This record is not part of your chart."),
     }
 }

@@ -25,11 +25,7 @@ impl<T> Sealed<T> {
     }
     /// Take the payload if `decision` permits this very resource version.
     pub fn open(self, decision: &Decision) -> Result<T, Denied> {
-        if decision.is_permit() && decision.covers(&self.facts) {
-            Ok(self.payload)
-        } else {
-            Err(Denied)
-        }
+        if decision.is_permit() && decision.covers(&self.facts) { Ok(self.payload) } else { Err(Denied) }
     }
 }
 

@@ -8,6 +8,8 @@
 //! ... -- verify-core 1000000           # the verifier alone, over rows in memory
 //! ```
 //!
+//! `SQLITE_SYNCHRONOUS=normal` runs SQLite without an fsync per commit.
+//!
 //! `append` measures what one read costs the audit trail: each of N tasks appends one
 //! record at a time and waits until it is committed, exactly as a request does before its
 //! response leaves. `direct` commits each in its own transaction; `batched` goes through the
@@ -16,8 +18,8 @@
 use portico::audit::{AuditTrail, now_ms};
 use portico::config::AuditConfig;
 use portico_audit::{
-    Actor, AuditKey, AuditRecord, ChainState, Chainer, Entity, EntityRole, GENESIS, Interaction, StoredRow, Trust, Verifier,
-    chain,
+    Actor, AuditKey, AuditRecord, ChainState, Chainer, Entity, EntityRole, GENESIS, Interaction, StoredRow, Trust,
+    Verifier, chain,
 };
 use portico_store::{SqlStore, Store, StoreConfig};
 use std::sync::Arc;
@@ -26,10 +28,20 @@ use std::time::{Duration, Instant};
 /// A record shaped like a patient read.
 fn read_record(i: i64) -> AuditRecord {
     let pt = format!("pt-{:05}", i % 1000 + 1);
-    let mut r = AuditRecord::new(now_ms(), &format!("{:032x}", i as u128 * 0x9e37_79b9_7f4a_7c15), Interaction::Read, Actor::new("operator", "operator"));
+    let mut r = AuditRecord::new(
+        now_ms(),
+        &format!("{:032x}", i as u128 * 0x9e37_79b9_7f4a_7c15),
+        Interaction::Read,
+        Actor::new("operator", "operator"),
+    );
     r.source = Some("127.0.0.1".into());
     r.resource_type = Some("Patient".into());
-    r.entities.push(Entity { reference: format!("Patient/{pt}/_history/1"), role: EntityRole::Target, category: "demographics".into(), patients: vec![pt] });
+    r.entities.push(Entity {
+        reference: format!("Patient/{pt}/_history/1"),
+        role: EntityRole::Target,
+        category: "demographics".into(),
+        patients: vec![pt],
+    });
     r.rules.push("operator".into());
     r.normalise();
     r
@@ -44,12 +56,16 @@ fn temp_dir() -> std::path::PathBuf {
 async fn open(url: &str, connections: u32) -> Arc<dyn Store> {
     let mut cfg = StoreConfig::new(url);
     cfg.max_connections = connections;
+    // SQLite `synchronous` (full: fsync every commit; normal: survives a crash of the
+    // process, not of the machine).
+    cfg.sqlite_synchronous = std::env::var("SQLITE_SYNCHRONOUS").unwrap_or_else(|_| "full".into());
     Arc::new(SqlStore::open(&cfg).await.expect("open store"))
 }
 
 async fn append(target: &str, mode: &str, tasks: usize, secs: u64) {
     let dir = temp_dir();
-    let url = if target == "sqlite" { format!("sqlite://{}", dir.join("bench.db").display()) } else { target.to_string() };
+    let url =
+        if target == "sqlite" { format!("sqlite://{}", dir.join("bench.db").display()) } else { target.to_string() };
     let store = open(&url, 8).await;
     let config = AuditConfig { append: mode.to_string(), ..AuditConfig::default() };
     let trail = AuditTrail::start(store.clone(), AuditKey::generate().expect("key"), &config);
@@ -146,6 +162,22 @@ fn verify_core(n: usize) {
     );
 }
 
+/// What one appender commit of `n` records costs, alone (SQLite).
+async fn batch_cost(n: usize) {
+    let dir = temp_dir();
+    let store = open(&format!("sqlite://{}", dir.join("bench.db").display()), 2).await;
+    let chainer = Chainer::new(AuditKey::generate().expect("key").mac_key());
+    let rounds = 300;
+    let start = Instant::now();
+    for i in 0..rounds {
+        let batch: Vec<AuditRecord> = (0..n).map(|j| read_record((i * n + j) as i64)).collect();
+        store.audit_append(&chainer, &batch).await.expect("append");
+    }
+    let per = start.elapsed().as_secs_f64() / rounds as f64;
+    println!("one commit of {n} records: {:.3} ms ({:.1} us per record)", per * 1000.0, per * 1e6 / n as f64);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -156,6 +188,9 @@ async fn main() {
         }
         "fill" => fill(&arg(2), arg(3).parse().unwrap_or(1_000_000)).await,
         "verify-core" => verify_core(arg(2).parse().unwrap_or(1_000_000)),
-        _ => eprintln!("usage: audit_bench append sqlite|POSTGRES_URL direct|batched TASKS SECS | fill DATA_DIR N | verify-core N"),
+        "batch-cost" => batch_cost(arg(2).parse().unwrap_or(16)).await,
+        _ => eprintln!(
+            "usage: audit_bench append sqlite|POSTGRES_URL direct|batched TASKS SECS | fill DATA_DIR N | verify-core N"
+        ),
     }
 }

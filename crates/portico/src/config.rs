@@ -157,7 +157,8 @@ impl Config {
                 v.parse().map_err(|_| anyhow::anyhow!("PORTICO_AUDIT_HEAD_INTERVAL_SECS must be a number"))?;
         }
         if let Some(v) = env("PORTICO_AUDIT_RETENTION_DAYS") {
-            cfg.audit.retention_days = v.parse().map_err(|_| anyhow::anyhow!("PORTICO_AUDIT_RETENTION_DAYS must be a number"))?;
+            cfg.audit.retention_days =
+                v.parse().map_err(|_| anyhow::anyhow!("PORTICO_AUDIT_RETENTION_DAYS must be a number"))?;
         }
         if let Some(v) = env("PORTICO_AUDIT_APPEND") {
             cfg.audit.append = v;
@@ -189,7 +190,11 @@ impl Config {
 
     /// The audit key file, defaulting to `audit-key.pem` in the data dir.
     pub fn audit_key_path(&self) -> PathBuf {
-        if self.audit.key_file.is_empty() { self.data_dir.join("audit-key.pem") } else { PathBuf::from(&self.audit.key_file) }
+        if self.audit.key_file.is_empty() {
+            self.data_dir.join("audit-key.pem")
+        } else {
+            PathBuf::from(&self.audit.key_file)
+        }
     }
 
     /// The database URL, defaulting to a SQLite file in the data dir.

@@ -35,8 +35,10 @@ fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let mut children: Vec<PathBuf> =
-                std::fs::read_dir(p).with_context(|| format!("cannot read {}", p.display()))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            let mut children: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot read {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
             children.sort();
             out.extend(collect_files(&children)?);
         } else if p.is_file() {
@@ -55,7 +57,8 @@ pub async fn import_paths(state: &AppState, paths: &[PathBuf], progress: bool) -
     let files = collect_files(paths)?;
     let bar = if progress { ProgressBar::new(files.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} files, {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{bar:40} {pos}/{len} files, {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let start = Instant::now();
     let mut stats = ImportStats::default();

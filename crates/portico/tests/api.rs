@@ -5,26 +5,26 @@ mod common;
 
 #[path = "api/audit.rs"]
 mod audit;
+#[path = "api/bundles.rs"]
+mod bundles;
+#[path = "api/capability.rs"]
+mod capability;
 #[path = "api/concurrency.rs"]
 mod concurrency;
 #[path = "api/corpus.rs"]
 mod corpus;
-#[path = "api/durability.rs"]
-mod durability;
-#[path = "api/import.rs"]
-mod import;
 #[path = "api/crud.rs"]
 mod crud;
-#[path = "api/search.rs"]
-mod search;
-#[path = "api/history.rs"]
-mod history;
-#[path = "api/bundles.rs"]
-mod bundles;
+#[path = "api/durability.rs"]
+mod durability;
 #[path = "api/errors.rs"]
 mod errors;
-#[path = "api/capability.rs"]
-mod capability;
+#[path = "api/history.rs"]
+mod history;
+#[path = "api/import.rs"]
+mod import;
+#[path = "api/search.rs"]
+mod search;
 
 mod api_smoke {
     use super::common::*;

@@ -18,14 +18,14 @@ mod write;
 
 use async_trait::async_trait;
 use portico_audit::{AuditRecord, Chainer, SignedHead};
-use portico_policy::{SearchPermit, Sealed, WritePermit};
+use portico_policy::{Sealed, SearchPermit, WritePermit};
 
 pub use audit::{AuditEntry, AuditPage, AuditQuery, ScanItem, WriteAudit, audit_facts};
 pub use backend::{SqlStore, StoreConfig};
 pub use error::StoreError;
 pub use prepared::{Prepared, prepare};
-pub use write::Condition;
 pub use search::{HistoryQuery, SearchPage, SearchQuery};
+pub use write::Condition;
 
 /// One stored version of a resource, as it leaves the store.
 #[derive(Debug, Clone)]
@@ -112,7 +112,11 @@ pub trait Store: Send + Sync {
 
     /// Carry out writes atomically: all succeed or none is stored. Each op needs its permit,
     /// and the audit records of the request's writes are appended in the same transaction.
-    async fn write(&self, ops: Vec<(WritePermit, WriteOp)>, audit: &WriteAudit<'_>) -> Result<Vec<WriteResult>, StoreError>;
+    async fn write(
+        &self,
+        ops: Vec<(WritePermit, WriteOp)>,
+        audit: &WriteAudit<'_>,
+    ) -> Result<Vec<WriteResult>, StoreError>;
 
     /// One page of search results, filtered, sorted and paged in SQL.
     async fn search(&self, permit: &SearchPermit, query: &SearchQuery) -> Result<SearchPage, StoreError>;
@@ -176,7 +180,11 @@ impl Store for SqlStore {
         self.read_sealed(resource_type, id, Some(version)).await
     }
 
-    async fn write(&self, ops: Vec<(WritePermit, WriteOp)>, audit: &WriteAudit<'_>) -> Result<Vec<WriteResult>, StoreError> {
+    async fn write(
+        &self,
+        ops: Vec<(WritePermit, WriteOp)>,
+        audit: &WriteAudit<'_>,
+    ) -> Result<Vec<WriteResult>, StoreError> {
         self.run_writes(ops, audit).await
     }
 

@@ -1,10 +1,10 @@
 //! Reads by id and version, handed out sealed: the caller sees the facts, and opens the body
 //! only with the gate's decision on exactly those facts.
 
-use crate::{Head, StoredVersion};
 use crate::backend::{SqlStore, with_pool};
 use crate::error::StoreError;
 use crate::search::exec::row_to_version;
+use crate::{Head, StoredVersion};
 use portico_policy::{ResourceFacts, Sealed};
 use sqlx::Row;
 
@@ -20,8 +20,12 @@ impl SqlStore {
         version: Option<i64>,
     ) -> Result<Option<Sealed<StoredVersion>>, StoreError> {
         let sql = match version {
-            None => "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.seq, r.deleted, r.body, r.compartments, r.category, r.labels FROM resources r WHERE r.res_type = $1 AND r.id = $2",
-            Some(_) => "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.seq, r.deleted, r.body, r.compartments, r.category, r.labels FROM resource_versions r WHERE r.res_type = $1 AND r.id = $2 AND r.version_id = $3",
+            None => {
+                "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.seq, r.deleted, r.body, r.compartments, r.category, r.labels FROM resources r WHERE r.res_type = $1 AND r.id = $2"
+            }
+            Some(_) => {
+                "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.seq, r.deleted, r.body, r.compartments, r.category, r.labels FROM resource_versions r WHERE r.res_type = $1 AND r.id = $2 AND r.version_id = $3"
+            }
         };
         with_pool!(&self.db, pool => {
             let row = sqlx::query(sql)

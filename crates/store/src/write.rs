@@ -6,11 +6,11 @@ use crate::backend::{Db, SqlStore};
 use crate::error::StoreError;
 mod plan;
 
-pub(crate) use plan::{Current, Planned, Step, plan, select_current, statements};
+use crate::search::SearchQuery;
 use crate::search::exec::{query_of, row_to_version};
 use crate::search::sql;
-use crate::search::SearchQuery;
 use crate::{StoredVersion, WriteKind, WriteOp, WriteResult};
+pub(crate) use plan::{Current, Planned, Step, plan, select_current, statements};
 use portico_policy::{SearchPermit, WritePermit};
 use serde_json::{Map, Value};
 use sqlx::Row;
@@ -147,7 +147,14 @@ impl SqlStore {
             let r = match &self.db {
                 Db::Sqlite(pool) => {
                     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                    let out = write_ops!(tx, &ops, "", "UPDATE counters SET value = value + $1 WHERE name = 'change_seq' RETURNING value", true, true);
+                    let out = write_ops!(
+                        tx,
+                        &ops,
+                        "",
+                        "UPDATE counters SET value = value + $1 WHERE name = 'change_seq' RETURNING value",
+                        true,
+                        true
+                    );
                     // The request's audit records, in the same transaction as the write.
                     let out = match out {
                         Ok(v) => crate::audit::append_audit!(tx, audit.chainer, &(audit.records)(&v), "").map(|_| v),
@@ -160,10 +167,18 @@ impl SqlStore {
                 }
                 Db::Pg(pool) => {
                     let mut tx = pool.begin().await?;
-                    let out = write_ops!(tx, &ops, " FOR UPDATE", "SELECT nextval('change_seq') AS value FROM generate_series(1, $1)", false, false);
+                    let out = write_ops!(
+                        tx,
+                        &ops,
+                        " FOR UPDATE",
+                        "SELECT nextval('change_seq') AS value FROM generate_series(1, $1)",
+                        false,
+                        false
+                    );
                     // The head row is locked last, so writers hold it only for the commit.
                     let out = match out {
-                        Ok(v) => crate::audit::append_audit!(tx, audit.chainer, &(audit.records)(&v), " FOR UPDATE").map(|_| v),
+                        Ok(v) => crate::audit::append_audit!(tx, audit.chainer, &(audit.records)(&v), " FOR UPDATE")
+                            .map(|_| v),
                         Err(e) => Err(e),
                     };
                     match out {
@@ -232,4 +247,3 @@ pub(crate) const INDEX_TABLES: &[&str] = &[
     "idx_uri",
     "idx_compartment",
 ];
-

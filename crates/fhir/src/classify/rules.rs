@@ -28,9 +28,8 @@ pub const CATEGORIES: &[&str] = &[
 ];
 
 /// Sensitivity labels a rule may assign (HL7 v3 ActCode information-sensitivity codes).
-pub const SENSITIVITY_LABELS: &[&str] = &[
-    "BH", "ETH", "GDIS", "HIV", "MH", "PSY", "SCA", "SDV", "SEX", "STD", "SUD", "TBOO",
-];
+pub const SENSITIVITY_LABELS: &[&str] =
+    &["BH", "ETH", "GDIS", "HIV", "MH", "PSY", "SCA", "SDV", "SEX", "STD", "SUD", "TBOO"];
 
 /// Confidentiality codes (HL7 v3 Confidentiality), lowest to highest.
 pub const CONFIDENTIALITY: &[&str] = &["U", "L", "M", "N", "R", "V"];
@@ -53,13 +52,7 @@ pub const KNOWN_PATHS: &[&str] = &[
 ];
 
 /// Where a rule looks when it names no `path`.
-pub const DEFAULT_PATHS: &[&str] = &[
-    "code",
-    "category",
-    "type",
-    "valueCodeableConcept",
-    "reasonCode",
-];
+pub const DEFAULT_PATHS: &[&str] = &["code", "category", "type", "valueCodeableConcept", "reasonCode"];
 
 #[derive(Debug, Clone)]
 pub(crate) struct Rule {
@@ -89,23 +82,14 @@ impl Rule {
 
 pub(crate) fn parse(text: &str) -> Result<Vec<Rule>, String> {
     let root: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    let root = root
-        .as_object()
-        .ok_or("the rule file must be a JSON object")?;
+    let root = root.as_object().ok_or("the rule file must be a JSON object")?;
     for key in root.keys() {
         if !matches!(key.as_str(), "rules" | "_about" | "version") {
             return Err(format!("unknown top-level key \"{}\"", short(key)));
         }
     }
-    let rules = root
-        .get("rules")
-        .and_then(Value::as_array)
-        .ok_or("\"rules\" must be a list")?;
-    rules
-        .iter()
-        .enumerate()
-        .map(|(i, rule)| parse_rule(rule).map_err(|e| format!("rule {}: {e}", i + 1)))
-        .collect()
+    let rules = root.get("rules").and_then(Value::as_array).ok_or("\"rules\" must be a list")?;
+    rules.iter().enumerate().map(|(i, rule)| parse_rule(rule).map_err(|e| format!("rule {}: {e}", i + 1))).collect()
 }
 
 fn parse_rule(rule: &Value) -> Result<Rule, String> {
@@ -115,35 +99,19 @@ fn parse_rule(rule: &Value) -> Result<Rule, String> {
             return Err(format!("unknown key \"{}\"", short(key)));
         }
     }
-    let m = rule
-        .get("match")
-        .and_then(Value::as_object)
-        .ok_or("\"match\" must be an object")?;
+    let m = rule.get("match").and_then(Value::as_object).ok_or("\"match\" must be an object")?;
     for key in m.keys() {
-        if !matches!(
-            key.as_str(),
-            "resourceType" | "path" | "system" | "code" | "codePrefix" | "codeRange"
-        ) {
+        if !matches!(key.as_str(), "resourceType" | "path" | "system" | "code" | "codePrefix" | "codeRange") {
             return Err(format!("unknown match key \"{}\"", short(key)));
         }
     }
     let resource_types = strings(m, "resourceType")?;
-    if let Some(bad) = resource_types
-        .iter()
-        .find(|t| !crate::validate::is_known_resource_type(t))
-    {
+    if let Some(bad) = resource_types.iter().find(|t| !crate::validate::is_known_resource_type(t)) {
         return Err(format!("unknown resource type \"{}\"", short(bad)));
     }
     let path_names = strings(m, "path")?;
-    if let Some(bad) = path_names
-        .iter()
-        .find(|p| !KNOWN_PATHS.contains(&p.as_str()))
-    {
-        return Err(format!(
-            "unknown path \"{}\" (known: {})",
-            short(bad),
-            KNOWN_PATHS.join(", ")
-        ));
+    if let Some(bad) = path_names.iter().find(|p| !KNOWN_PATHS.contains(&p.as_str())) {
+        return Err(format!("unknown path \"{}\" (known: {})", short(bad), KNOWN_PATHS.join(", ")));
     }
     let ranges = match m.get("codeRange") {
         None => Vec::new(),
@@ -152,15 +120,12 @@ fn parse_rule(rule: &Value) -> Result<Rule, String> {
     };
     let category = match rule.get("category") {
         None => None,
-        Some(Value::String(c)) => Some(*CATEGORIES.iter().find(|k| **k == c.as_str()).ok_or_else(
-            || {
-                format!(
-                    "unknown category \"{}\" (known: {})",
-                    short(c),
-                    CATEGORIES.join(", ")
-                )
-            },
-        )?),
+        Some(Value::String(c)) => Some(
+            *CATEGORIES
+                .iter()
+                .find(|k| **k == c.as_str())
+                .ok_or_else(|| format!("unknown category \"{}\" (known: {})", short(c), CATEGORIES.join(", ")))?,
+        ),
         Some(_) => return Err("\"category\" must be a string".into()),
     };
     let labels = strings(rule, "labels")?
@@ -175,17 +140,11 @@ fn parse_rule(rule: &Value) -> Result<Rule, String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let paths = if path_names.is_empty() {
-        DEFAULT_PATHS.iter().map(|p| p.to_string()).collect()
-    } else {
-        path_names.clone()
-    };
+    let paths =
+        if path_names.is_empty() { DEFAULT_PATHS.iter().map(|p| p.to_string()).collect() } else { path_names.clone() };
     let parsed = Rule {
         resource_types,
-        paths: paths
-            .iter()
-            .map(|p| p.split('.').map(str::to_owned).collect())
-            .collect(),
+        paths: paths.iter().map(|p| p.split('.').map(str::to_owned).collect()).collect(),
         systems: strings(m, "system")?,
         codes: strings(m, "code")?,
         prefixes: strings(m, "codePrefix")?,
@@ -210,15 +169,10 @@ fn parse_rule(rule: &Value) -> Result<Rule, String> {
 
 fn parse_range(v: &Value) -> Result<(String, String), String> {
     match v.as_array().map(Vec::as_slice) {
-        Some([Value::String(lo), Value::String(hi)])
-            if !lo.is_empty() && lo.len() == hi.len() && lo <= hi =>
-        {
+        Some([Value::String(lo), Value::String(hi)]) if !lo.is_empty() && lo.len() == hi.len() && lo <= hi => {
             Ok((lo.clone(), hi.clone()))
         }
-        _ => Err(
-            "each \"codeRange\" entry must be [low, high]: non-empty, equal length, low <= high"
-                .into(),
-        ),
+        _ => Err("each \"codeRange\" entry must be [low, high]: non-empty, equal length, low <= high".into()),
     }
 }
 
@@ -229,15 +183,9 @@ fn strings(obj: &Map<String, Value>, key: &str) -> Result<Vec<String>, String> {
         Some(Value::String(s)) => Ok(vec![s.clone()]),
         Some(Value::Array(items)) if !items.is_empty() => items
             .iter()
-            .map(|i| {
-                i.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("\"{key}\" must hold strings"))
-            })
+            .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| format!("\"{key}\" must hold strings")))
             .collect(),
-        Some(_) => Err(format!(
-            "\"{key}\" must be a string or a non-empty list of strings"
-        )),
+        Some(_) => Err(format!("\"{key}\" must be a string or a non-empty list of strings")),
     }
 }
 

@@ -33,10 +33,7 @@ fn every_category_from_a_small_resource() {
         (obs("vital-signs", cc(LOINC, "8867-4")), "vitals"),
         (obs("imaging", cc(LOINC, "24627-2")), "imaging"),
         (obs("social-history", cc(LOINC, "72166-2")), "other"),
-        (
-            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}}),
-            "other",
-        ),
+        (json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}}), "other"),
         (
             json!({"resourceType": "DiagnosticReport", "category": [cc("http://terminology.hl7.org/CodeSystem/v2-0074", "LAB")]}),
             "labs",
@@ -45,14 +42,8 @@ fn every_category_from_a_small_resource() {
             json!({"resourceType": "DiagnosticReport", "category": [cc("http://terminology.hl7.org/CodeSystem/v2-0074", "RAD")]}),
             "imaging",
         ),
-        (
-            json!({"resourceType": "DiagnosticReport", "category": [cc(LOINC, "34117-2")]}),
-            "notes",
-        ),
-        (
-            json!({"resourceType": "ClinicalImpression", "status": "completed"}),
-            "notes",
-        ),
+        (json!({"resourceType": "DiagnosticReport", "category": [cc(LOINC, "34117-2")]}), "notes"),
+        (json!({"resourceType": "ClinicalImpression", "status": "completed"}), "notes"),
         (json!({"resourceType": "MedicationRequest"}), "medications"),
         (json!({"resourceType": "Condition"}), "conditions"),
         (json!({"resourceType": "AllergyIntolerance"}), "allergies"),
@@ -83,8 +74,7 @@ fn every_category_from_a_small_resource() {
 
 #[test]
 fn every_sensitivity_label_from_a_small_resource() {
-    let condition =
-        |system: &str, code: &str| json!({"resourceType": "Condition", "code": cc(system, code)});
+    let condition = |system: &str, code: &str| json!({"resourceType": "Condition", "code": cc(system, code)});
     let cases: Vec<(Value, &[&str])> = vec![
         (condition(ICD10CM, "F32.9"), &["BH", "PSY", "R"]),
         (condition(ICD10CM, "F60.3"), &["BH", "PSY", "R"]),
@@ -102,19 +92,13 @@ fn every_sensitivity_label_from_a_small_resource() {
         (condition(SCT, "706893006"), &["SDV", "R"]),
         (obs("laboratory", cc(LOINC, "55233-1")), &["GDIS", "R"]),
         (obs("survey", cc(LOINC, "44261-6")), &["BH", "PSY", "R"]),
-        (
-            json!({"resourceType": "DocumentReference", "type": cc(LOINC, "11510-5")}),
-            &["BH", "PSY", "R"],
-        ),
+        (json!({"resourceType": "DocumentReference", "type": cc(LOINC, "11510-5")}), &["BH", "PSY", "R"]),
         (
             json!({"resourceType": "DocumentReference", "type": cc(LOINC, "34117-2"),
             "context": {"practiceSetting": cc(SCT, "394587001")}}),
             &["BH", "PSY", "R"],
         ),
-        (
-            json!({"resourceType": "Encounter", "type": [cc(SCT, "424619006")]}),
-            &["SEX", "R"],
-        ),
+        (json!({"resourceType": "Encounter", "type": [cc(SCT, "424619006")]}), &["SEX", "R"]),
         // reasonCode counts too.
         (
             json!({"resourceType": "Procedure", "code": cc(SCT, "1"), "reasonCode": [cc(ICD10CM, "F41.1")]}),
@@ -173,21 +157,10 @@ fn custom_rule_file_changes_a_category() {
     let smoking = obs("social-history", cc(LOINC, "72166-2"));
     assert_eq!(
         c.classify("Observation", &smoking),
-        Classification {
-            category: "conditions".into(),
-            labels: vec!["ETH".into(), "V".into()],
-        }
+        Classification { category: "conditions".into(), labels: vec!["ETH".into(), "V".into()] }
     );
-    assert_eq!(
-        c.classify("Observation", &obs("laboratory", cc(LOINC, "1")))
-            .category,
-        "labs"
-    );
-    assert_eq!(
-        c.classify("Patient", &json!({"resourceType": "Patient"}))
-            .category,
-        "other"
-    );
+    assert_eq!(c.classify("Observation", &obs("laboratory", cc(LOINC, "1"))).category, "labs");
+    assert_eq!(c.classify("Patient", &json!({"resourceType": "Patient"})).category, "other");
 }
 
 #[test]
@@ -196,62 +169,20 @@ fn invalid_rule_files_are_refused() {
         ("not json", "JSON"),
         (r#"[]"#, "object"),
         (r#"{"rulez": []}"#, "rulez"),
-        (
-            r#"{"rules": [{"match": {"resourceType": "Patient"}, "category": "lab"}]}"#,
-            "unknown category \"lab\"",
-        ),
-        (
-            r#"{"rules": [{"match": {"resourceType": "Patient"}, "labels": ["PYS"]}]}"#,
-            "unknown label",
-        ),
-        (
-            r#"{"rules": [{"match": {"resourceType": "Patient"}}]}"#,
-            "category",
-        ),
-        (
-            r#"{"rules": [{"match": {}, "category": "labs"}]}"#,
-            "must name",
-        ),
-        (
-            r#"{"rules": [{"match": {"resourceType": "Patients"}, "category": "labs"}]}"#,
-            "unknown resource type",
-        ),
-        (
-            r#"{"rules": [{"match": {"path": "code.text", "code": "x"}, "category": "labs"}]}"#,
-            "unknown path",
-        ),
-        (
-            r#"{"rules": [{"match": {"resourceType": "Patient", "path": "code"}, "category": "labs"}]}"#,
-            "needs",
-        ),
-        (
-            r#"{"rules": [{"match": {"code": ["x", 1]}, "category": "labs"}]}"#,
-            "strings",
-        ),
-        (
-            r#"{"rules": [{"match": {"code": []}, "category": "labs"}]}"#,
-            "non-empty",
-        ),
-        (
-            r#"{"rules": [{"match": {"codeRange": [["F20", "F4"]]}, "category": "labs"}]}"#,
-            "codeRange",
-        ),
-        (
-            r#"{"rules": [{"match": {"codeRange": [["F48", "F20"]]}, "category": "labs"}]}"#,
-            "codeRange",
-        ),
-        (
-            r#"{"rules": [{"match": {"codePrefix": ""}, "category": "labs"}]}"#,
-            "every code",
-        ),
-        (
-            r#"{"rules": [{"match": {"code": "x"}, "category": "labs", "lables": ["PSY"]}]}"#,
-            "lables",
-        ),
-        (
-            r#"{"rules": [{"match": {"cod": "x"}, "category": "labs"}]}"#,
-            "cod",
-        ),
+        (r#"{"rules": [{"match": {"resourceType": "Patient"}, "category": "lab"}]}"#, "unknown category \"lab\""),
+        (r#"{"rules": [{"match": {"resourceType": "Patient"}, "labels": ["PYS"]}]}"#, "unknown label"),
+        (r#"{"rules": [{"match": {"resourceType": "Patient"}}]}"#, "category"),
+        (r#"{"rules": [{"match": {}, "category": "labs"}]}"#, "must name"),
+        (r#"{"rules": [{"match": {"resourceType": "Patients"}, "category": "labs"}]}"#, "unknown resource type"),
+        (r#"{"rules": [{"match": {"path": "code.text", "code": "x"}, "category": "labs"}]}"#, "unknown path"),
+        (r#"{"rules": [{"match": {"resourceType": "Patient", "path": "code"}, "category": "labs"}]}"#, "needs"),
+        (r#"{"rules": [{"match": {"code": ["x", 1]}, "category": "labs"}]}"#, "strings"),
+        (r#"{"rules": [{"match": {"code": []}, "category": "labs"}]}"#, "non-empty"),
+        (r#"{"rules": [{"match": {"codeRange": [["F20", "F4"]]}, "category": "labs"}]}"#, "codeRange"),
+        (r#"{"rules": [{"match": {"codeRange": [["F48", "F20"]]}, "category": "labs"}]}"#, "codeRange"),
+        (r#"{"rules": [{"match": {"codePrefix": ""}, "category": "labs"}]}"#, "every code"),
+        (r#"{"rules": [{"match": {"code": "x"}, "category": "labs", "lables": ["PSY"]}]}"#, "lables"),
+        (r#"{"rules": [{"match": {"cod": "x"}, "category": "labs"}]}"#, "cod"),
     ];
     for (text, expected) in cases {
         match Classifier::from_json(text) {
@@ -259,17 +190,18 @@ fn invalid_rule_files_are_refused() {
             Err(e) => assert!(e.contains(expected), "{text}: {e}"),
         }
     }
-    let err = Classifier::from_json(r#"{"rules": [{"match": {"code": "x"}, "category": "labs"}, {"match": {"code": "x"}, "category": "nope"}]}"#)
-        .expect_err("invalid");
+    let err = Classifier::from_json(
+        r#"{"rules": [{"match": {"code": "x"}, "category": "labs"}, {"match": {"code": "x"}, "category": "nope"}]}"#,
+    )
+    .expect_err("invalid");
     assert!(err.starts_with("rule 2:"), "{err}");
 }
 
 #[test]
 fn classifies_the_synthea_corpus_sensibly() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/testdata/small-synthea/ndjson");
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../portico/tests/fixtures/small-synthea/ndjson");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/small-synthea/ndjson");
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../portico/tests/fixtures/small-synthea/ndjson");
     let Some(dir) = [fixture, dir].into_iter().find(|d| d.is_dir()) else {
         eprintln!("SKIPPED classifies_the_synthea_corpus_sensibly: no small-synthea/ndjson folder");
         return;
@@ -290,24 +222,11 @@ fn classifies_the_synthea_corpus_sensibly() {
         }
     }
     // The corpus's README: 1,877 laboratory and 1,202 vital-signs Observations.
-    assert_eq!(
-        counts.get(&("Observation".into(), "labs".into())),
-        Some(&1877)
-    );
-    assert_eq!(
-        counts.get(&("Observation".into(), "vitals".into())),
-        Some(&1202)
-    );
-    assert!(
-        !counts
-            .keys()
-            .any(|(rt, c)| rt == "Patient" && c != "demographics")
-    );
+    assert_eq!(counts.get(&("Observation".into(), "labs".into())), Some(&1877));
+    assert_eq!(counts.get(&("Observation".into(), "vitals".into())), Some(&1202));
+    assert!(!counts.keys().any(|(rt, c)| rt == "Patient" && c != "demographics"));
     for label in ["PSY", "ETH", "SEX", "SDV", "HIV"] {
-        assert!(
-            labelled.get(label).is_some_and(|n| *n > 0),
-            "no {label} in synthea: {labelled:?}"
-        );
+        assert!(labelled.get(label).is_some_and(|n| *n > 0), "no {label} in synthea: {labelled:?}");
     }
     eprintln!("synthea labels: {labelled:?}");
 }

@@ -10,18 +10,14 @@ use crate::json::parse_resource_json;
 
 fn corpus_dir(fixture: &str, shared: &str) -> Option<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    [
-        manifest.join("../portico/tests/fixtures").join(fixture),
-        manifest.join("../../../shared/testdata").join(shared),
-    ]
-    .into_iter()
-    .find(|p| p.is_dir())
+    [manifest.join("../portico/tests/fixtures").join(fixture), manifest.join("../../../shared/testdata").join(shared)]
+        .into_iter()
+        .find(|p| p.is_dir())
 }
 
 fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
     files.retain(|p| p.extension().is_some_and(|e| e == ext));
     files.sort();
     files
@@ -36,49 +32,29 @@ fn check_body(label: &str, body: &[u8]) -> Vec<String> {
     };
     validate_resource(&value)
         .into_iter()
-        .map(|i| {
-            format!(
-                "{label}: {:?} {} {} at {:?}",
-                i.severity, i.code, i.diagnostics, i.expression
-            )
-        })
-        .filter(|s| {
-            std::env::var_os("PORTICO_SHOW_WARNINGS").is_some() || !s.contains(": Warning ")
-        })
+        .map(|i| format!("{label}: {:?} {} {} at {:?}", i.severity, i.code, i.diagnostics, i.expression))
+        .filter(|s| std::env::var_os("PORTICO_SHOW_WARNINGS").is_some() || !s.contains(": Warning "))
         .collect()
 }
 
 #[test]
 fn hl7_r4_examples_are_valid() {
     let Some(dir) = corpus_dir("hl7-r4-examples", "hl7-r4-examples") else {
-        eprintln!(
-            "SKIPPED hl7_r4_examples_are_valid: no hl7-r4-examples folder (fixtures or ../shared/testdata)"
-        );
+        eprintln!("SKIPPED hl7_r4_examples_are_valid: no hl7-r4-examples folder (fixtures or ../shared/testdata)");
         return;
     };
     let mut checked = 0;
     let mut failures = Vec::new();
     for path in files_with_ext(&dir, "json") {
         // The npm package manifest sits beside the examples; it is not a resource.
-        if path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('_'))
-        {
+        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('_')) {
             continue;
         }
         let body = std::fs::read(&path).expect("readable fixture");
-        failures.extend(check_body(
-            &path.file_name().unwrap_or_default().to_string_lossy(),
-            &body,
-        ));
+        failures.extend(check_body(&path.file_name().unwrap_or_default().to_string_lossy(), &body));
         checked += 1;
     }
-    assert!(
-        failures.is_empty(),
-        "{} errors:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} errors:\n{}", failures.len(), failures.join("\n"));
     // 198 in the full HL7 package; a fixtures copy may hold a subset.
     assert!(checked > 0, "no examples found in {}", dir.display());
     eprintln!("validated {checked} HL7 R4 examples");
@@ -87,35 +63,21 @@ fn hl7_r4_examples_are_valid() {
 #[test]
 fn synthea_ndjson_is_valid() {
     let Some(dir) = corpus_dir("small-synthea/ndjson", "small-synthea/ndjson") else {
-        eprintln!(
-            "SKIPPED synthea_ndjson_is_valid: no small-synthea/ndjson folder (fixtures or ../shared/testdata)"
-        );
+        eprintln!("SKIPPED synthea_ndjson_is_valid: no small-synthea/ndjson folder (fixtures or ../shared/testdata)");
         return;
     };
     let mut checked = 0;
     let mut failures = Vec::new();
     for path in files_with_ext(&dir, "ndjson") {
         let text = std::fs::read_to_string(&path).expect("readable fixture");
-        let name = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        for (n, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             failures.extend(check_body(&format!("{name}:{}", n + 1), line.as_bytes()));
             checked += 1;
         }
     }
     let shown: Vec<&String> = failures.iter().take(50).collect();
-    assert!(
-        failures.is_empty(),
-        "{} errors, first ones:\n{shown:#?}",
-        failures.len()
-    );
+    assert!(failures.is_empty(), "{} errors, first ones:\n{shown:#?}", failures.len());
     assert!(checked > 0, "no resources found in {}", dir.display());
     eprintln!("validated {checked} synthea resources");
 }
@@ -130,16 +92,9 @@ fn synthea_transaction_bundles_are_valid() {
     let files = files_with_ext(&dir, "json");
     for path in &files {
         let body = std::fs::read(path).expect("readable fixture");
-        failures.extend(check_body(
-            &path.file_name().unwrap_or_default().to_string_lossy(),
-            &body,
-        ));
+        failures.extend(check_body(&path.file_name().unwrap_or_default().to_string_lossy(), &body));
     }
     let shown: Vec<&String> = failures.iter().take(50).collect();
-    assert!(
-        failures.is_empty(),
-        "{} errors, first ones:\n{shown:#?}",
-        failures.len()
-    );
+    assert!(failures.is_empty(), "{} errors, first ones:\n{shown:#?}", failures.len());
     assert!(!files.is_empty());
 }

@@ -23,11 +23,7 @@ pub(crate) struct Problem {
 }
 
 fn error(code: &'static str, message: String) -> Option<Problem> {
-    Some(Problem {
-        severity: Severity::Error,
-        code,
-        message,
-    })
+    Some(Problem { severity: Severity::Error, code, message })
 }
 
 /// `value` quoted for a message, cut to a few characters so diagnostics never echo much.
@@ -98,11 +94,7 @@ pub(crate) fn check(p: Prim, v: &Value) -> Option<Problem> {
                     Some(i) if (min..=i64::from(i32::MAX)).contains(&i) => None,
                     _ => error(
                         "value",
-                        format!(
-                            "{} is not a valid {} (whole number in range)",
-                            quote(&n.to_string()),
-                            type_name(p)
-                        ),
+                        format!("{} is not a valid {} (whole number in range)", quote(&n.to_string()), type_name(p)),
                     ),
                 }
             }
@@ -121,38 +113,20 @@ fn wrong_kind(p: Prim, v: &Value) -> Option<Problem> {
         Prim::Decimal | Prim::Integer | Prim::PositiveInt | Prim::UnsignedInt => "a JSON number",
         _ => "a JSON string",
     };
-    error(
-        "structure",
-        format!(
-            "{} must be {expected}, found {}",
-            type_name(p),
-            kind_name(v)
-        ),
-    )
+    error("structure", format!("{} must be {expected}, found {}", type_name(p), kind_name(v)))
 }
 
 fn check_string(p: Prim, s: &str) -> Option<Problem> {
     if s.is_empty() {
-        return error(
-            "value",
-            format!(
-                "empty {} (FHIR values may not be empty strings)",
-                type_name(p)
-            ),
-        );
+        return error("value", format!("empty {} (FHIR values may not be empty strings)", type_name(p)));
     }
     if s.len() > MAX_STRING_BYTES && p != Prim::Base64Binary {
-        return error(
-            "too-long",
-            format!("{} value longer than 1 MB", type_name(p)),
-        );
+        return error("too-long", format!("{} value longer than 1 MB", type_name(p)));
     }
     let ok = match p {
         Prim::String | Prim::Markdown => {
             // "SHOULD NOT contain control characters": a warning, not a rejection.
-            if s.chars()
-                .any(|c| c < ' ' && !matches!(c, '\t' | '\r' | '\n'))
-            {
+            if s.chars().any(|c| c < ' ' && !matches!(c, '\t' | '\r' | '\n')) {
                 return Some(Problem {
                     severity: Severity::Warning,
                     code: "value",
@@ -172,25 +146,14 @@ fn check_string(p: Prim, s: &str) -> Option<Problem> {
         Prim::DateTime => is_date_time(s),
         Prim::Instant => is_instant(s),
         Prim::Time => parse_time(s).is_some_and(|rest| rest.is_empty()),
-        Prim::Boolean | Prim::Decimal | Prim::Integer | Prim::PositiveInt | Prim::UnsignedInt => {
-            true
-        }
+        Prim::Boolean | Prim::Decimal | Prim::Integer | Prim::PositiveInt | Prim::UnsignedInt => true,
     };
-    if ok {
-        None
-    } else {
-        error(
-            "value",
-            format!("{} is not a valid {}", quote(s), type_name(p)),
-        )
-    }
+    if ok { None } else { error("value", format!("{} is not a valid {}", quote(s), type_name(p))) }
 }
 
 /// `[A-Za-z0-9\-\.]{1,64}`
 pub(crate) fn is_id(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// Non-empty, no leading/trailing whitespace, whitespace only as single separators.
@@ -284,10 +247,7 @@ mod tests {
     #[test]
     fn strings_codes_ids_uris() {
         assert!(!ok(Prim::String, json!("")));
-        assert_eq!(
-            check(Prim::String, &json!("a\u{1}b")).map(|p| p.severity),
-            Some(Severity::Warning)
-        );
+        assert_eq!(check(Prim::String, &json!("a\u{1}b")).map(|p| p.severity), Some(Severity::Warning));
         assert!(ok(Prim::String, json!(" spaced \n text ")));
         assert!(ok(Prim::Code, json!("a b")));
         for bad in [" a", "a ", "a  b", "", "a\tb\t"] {
@@ -301,27 +261,12 @@ mod tests {
         assert!(ok(Prim::Uri, json!("http://x/y")) && !ok(Prim::Uri, json!("http://x/ y")));
         assert!(ok(Prim::Url, json!("relative/path.png")));
         assert!(ok(Prim::Oid, json!("urn:oid:2.16.840.1.113883")));
-        for bad in [
-            "urn:oid:3.1",
-            "urn:oid:1",
-            "urn:oid:1.02",
-            "1.2.3",
-            "urn:oid:1..2",
-        ] {
+        for bad in ["urn:oid:3.1", "urn:oid:1", "urn:oid:1.02", "1.2.3", "urn:oid:1..2"] {
             assert!(!ok(Prim::Oid, json!(bad)), "{bad}");
         }
-        assert!(ok(
-            Prim::Uuid,
-            json!("urn:uuid:c757873d-ec9a-4326-a141-556f43239520")
-        ));
-        assert!(!ok(
-            Prim::Uuid,
-            json!("urn:uuid:c757873d-ec9a-4326-a141-556f4323952")
-        ));
-        assert!(
-            ok(Prim::Base64Binary, json!("SGVsbG8="))
-                && ok(Prim::Base64Binary, json!("SGVs\nbG8h"))
-        );
+        assert!(ok(Prim::Uuid, json!("urn:uuid:c757873d-ec9a-4326-a141-556f43239520")));
+        assert!(!ok(Prim::Uuid, json!("urn:uuid:c757873d-ec9a-4326-a141-556f4323952")));
+        assert!(ok(Prim::Base64Binary, json!("SGVsbG8=")) && ok(Prim::Base64Binary, json!("SGVs\nbG8h")));
         for bad in ["SGVsbG8", "SGV=bG8=", "SGVsbG8===", "SG*sbG8="] {
             assert!(!ok(Prim::Base64Binary, json!(bad)), "{bad}");
         }
@@ -333,9 +278,6 @@ mod tests {
         let p = check(Prim::Id, &json!(long)).expect("invalid");
         assert!(p.message.len() < 120, "{}", p.message);
         let too_long = "y".repeat(MAX_STRING_BYTES + 1);
-        assert_eq!(
-            check(Prim::String, &json!(too_long)).map(|p| p.code),
-            Some("too-long")
-        );
+        assert_eq!(check(Prim::String, &json!(too_long)).map(|p| p.code), Some("too-long"));
     }
 }

@@ -35,36 +35,20 @@ pub(crate) fn check_reference<'a>(
         return Err("a local reference must be '#' followed by a contained resource id");
     }
     if s.starts_with("urn:uuid:") {
-        return if is_uuid_urn(s) {
-            Ok(RefKind::Other)
-        } else {
-            Err("malformed urn:uuid reference")
-        };
+        return if is_uuid_urn(s) { Ok(RefKind::Other) } else { Err("malformed urn:uuid reference") };
     }
     if s.starts_with("urn:oid:") {
-        return if is_oid(s) {
-            Ok(RefKind::Other)
-        } else {
-            Err("malformed urn:oid reference")
-        };
+        return if is_oid(s) { Ok(RefKind::Other) } else { Err("malformed urn:oid reference") };
     }
     if let Some(scheme_len) = scheme_length(s) {
-        return if s.len() > scheme_len + 1 {
-            Ok(RefKind::Other)
-        } else {
-            Err("empty absolute URL")
-        };
+        return if s.len() > scheme_len + 1 { Ok(RefKind::Other) } else { Err("empty absolute URL") };
     }
     // Relative: Type/id[/_history/vid] or Type?query.
     if let Some((ty, query)) = s.split_once('?') {
         if !is_resource_type(ty) {
             return Err("conditional reference to an unknown resource type");
         }
-        return if query.is_empty() {
-            Err("empty search in conditional reference")
-        } else {
-            Ok(RefKind::Other)
-        };
+        return if query.is_empty() { Err("empty search in conditional reference") } else { Ok(RefKind::Other) };
     }
     let mut parts = s.split('/');
     let ty = parts.next().unwrap_or_default();
@@ -73,9 +57,7 @@ pub(crate) fn check_reference<'a>(
     }
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(id), None, None, None) if is_id(id) => Ok(RefKind::Other),
-        (Some(id), Some("_history"), Some(vid), None) if is_id(id) && is_id(vid) => {
-            Ok(RefKind::Other)
-        }
+        (Some(id), Some("_history"), Some(vid), None) if is_id(id) && is_id(vid) => Ok(RefKind::Other),
         _ => Err("relative reference must be Type/id or Type/id/_history/vid with valid ids"),
     }
 }
@@ -86,8 +68,7 @@ fn scheme_length(s: &str) -> Option<usize> {
     let scheme = &s[..colon];
     let mut bytes = scheme.bytes();
     let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphabetic());
-    (first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')))
-        .then_some(colon)
+    (first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))).then_some(colon)
 }
 
 #[cfg(test)]

@@ -120,15 +120,8 @@ pub(crate) fn schema() -> &'static Schema {
 
 fn load(text: &str) -> Result<Schema, String> {
     let root: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let types_obj = root
-        .get("types")
-        .and_then(Value::as_object)
-        .ok_or("no types")?;
-    let ids: HashMap<&str, TypeId> = types_obj
-        .keys()
-        .enumerate()
-        .map(|(i, k)| (k.as_str(), i))
-        .collect();
+    let types_obj = root.get("types").and_then(Value::as_object).ok_or("no types")?;
+    let ids: HashMap<&str, TypeId> = types_obj.keys().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
 
     let enums: Vec<Vec<Box<str>>> = root
         .get("enums")
@@ -146,22 +139,16 @@ fn load(text: &str) -> Result<Schema, String> {
 
     let mut types = Vec::with_capacity(types_obj.len());
     for (name, elements) in types_obj {
-        let elements = elements
-            .as_object()
-            .ok_or_else(|| format!("{name} is not an object"))?;
+        let elements = elements.as_object().ok_or_else(|| format!("{name} is not an object"))?;
         let mut table = HashMap::with_capacity(elements.len());
         for (element, spec) in elements {
-            let spec = spec
-                .as_str()
-                .ok_or_else(|| format!("{name}.{element}: not a string"))?;
+            let spec = spec.as_str().ok_or_else(|| format!("{name}.{element}: not a string"))?;
             let (base, array) = match spec.strip_suffix('*') {
                 Some(b) => (b, true),
                 None => (spec, false),
             };
             let base = if let Some(n) = base.strip_prefix('=') {
-                let n: usize = n
-                    .parse()
-                    .map_err(|_| format!("{name}.{element}: bad enum"))?;
+                let n: usize = n.parse().map_err(|_| format!("{name}.{element}: bad enum"))?;
                 if n >= enums.len() {
                     return Err(format!("{name}.{element}: enum {n} out of range"));
                 }
@@ -171,17 +158,11 @@ fn load(text: &str) -> Result<Schema, String> {
             } else if let Some(p) = Prim::from_name(base) {
                 Base::Prim(p)
             } else {
-                Base::Complex(
-                    *ids.get(base)
-                        .ok_or_else(|| format!("{name}.{element}: unknown {base}"))?,
-                )
+                Base::Complex(*ids.get(base).ok_or_else(|| format!("{name}.{element}: unknown {base}"))?)
             };
             table.insert(Box::from(element.as_str()), ElementDef { base, array });
         }
-        types.push(TypeDef {
-            name: Box::from(name.as_str()),
-            elements: table,
-        });
+        types.push(TypeDef { name: Box::from(name.as_str()), elements: table });
     }
 
     let resources = root
@@ -191,19 +172,12 @@ fn load(text: &str) -> Result<Schema, String> {
         .iter()
         .map(|r| {
             let r = r.as_str().ok_or("resource name is not a string")?;
-            let id = *ids
-                .get(r)
-                .ok_or_else(|| format!("no table for resource {r}"))?;
+            let id = *ids.get(r).ok_or_else(|| format!("no table for resource {r}"))?;
             Ok((Box::from(r), id))
         })
         .collect::<Result<HashMap<_, _>, String>>()?;
     let reference = *ids.get("Reference").ok_or("no Reference type")?;
-    Ok(Schema {
-        types,
-        resources,
-        enums,
-        reference,
-    })
+    Ok(Schema { types, resources, enums, reference })
 }
 
 #[cfg(test)]
@@ -215,17 +189,12 @@ mod tests {
         let s = schema();
         assert_eq!(s.resources.len(), 146);
         assert!(s.is_resource_type("Patient") && s.is_resource_type("Consent"));
-        assert!(
-            !s.is_resource_type("Project"),
-            "Medplum types must be stripped"
-        );
+        assert!(!s.is_resource_type("Project"), "Medplum types must be stripped");
         let patient = &s.types[s.resource("Patient").expect("Patient")];
         assert!(matches!(patient.elements["gender"].base, Base::Code(_)));
         assert!(patient.elements["name"].array);
         assert!(!patient.elements.contains_key("resourceType"));
         let obs = &s.types[s.resource("Observation").expect("Observation")];
-        assert!(
-            obs.elements.contains_key("valueQuantity") && obs.elements.contains_key("_valueString")
-        );
+        assert!(obs.elements.contains_key("valueQuantity") && obs.elements.contains_key("_valueString"));
     }
 }

@@ -14,9 +14,7 @@ fn digits<const N: usize>(s: &str) -> Option<(u32, &str)> {
 fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
         4 | 6 | 9 | 11 => 30,
-        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
-            29
-        }
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => 29,
         2 => 28,
         _ => 31,
     }
@@ -92,11 +90,7 @@ pub(crate) fn is_date_time(s: &str) -> bool {
     if rest.is_empty() {
         return true;
     }
-    full_date
-        && rest
-            .strip_prefix('T')
-            .and_then(parse_time)
-            .is_some_and(is_zone)
+    full_date && rest.strip_prefix('T').and_then(parse_time).is_some_and(is_zone)
 }
 
 /// Full date, time and zone: "known at least to the second".
@@ -116,14 +110,7 @@ mod tests {
 
     #[test]
     fn dates() {
-        for good in [
-            "2019",
-            "2019-02",
-            "2019-02-28",
-            "2020-02-29",
-            "2000-02-29",
-            "0001-01-01",
-        ] {
+        for good in ["2019", "2019-02", "2019-02-28", "2020-02-29", "2000-02-29", "0001-01-01"] {
             assert!(ok(Prim::Date, json!(good)), "{good}");
         }
         for bad in [

@@ -6,10 +6,7 @@ use serde_json::{Value, json};
 use super::*;
 
 fn errors(v: &Value) -> Vec<Issue> {
-    validate_resource(v)
-        .into_iter()
-        .filter(|i| i.severity == Severity::Error)
-        .collect()
+    validate_resource(v).into_iter().filter(|i| i.severity == Severity::Error).collect()
 }
 
 /// Asserts exactly one error, with this code and location, and returns it.
@@ -44,11 +41,7 @@ fn patient() -> Value {
 fn with(mut base: Value, pointer: &str, value: Value) -> Value {
     // Minimal JSON-pointer setter for object paths (`/a/0/b`).
     let (parent, key) = pointer.rsplit_once('/').expect("pointer");
-    let target = if parent.is_empty() {
-        &mut base
-    } else {
-        base.pointer_mut(parent).expect("parent")
-    };
+    let target = if parent.is_empty() { &mut base } else { base.pointer_mut(parent).expect("parent") };
     match target {
         Value::Object(m) => {
             m.insert(key.to_owned(), value);
@@ -70,77 +63,36 @@ fn resource_type_rules() {
     p.as_object_mut().expect("object").remove("resourceType");
     let errs = errors(&p);
     assert_eq!((errs.len(), errs[0].code), (1, "required"));
-    assert_eq!(
-        errors(&with(patient(), "/resourceType", json!("Patients")))[0].code,
-        "not-supported"
-    );
-    assert_eq!(
-        errors(&with(patient(), "/resourceType", json!(["Patient"])))[0].code,
-        "structure"
-    );
+    assert_eq!(errors(&with(patient(), "/resourceType", json!("Patients")))[0].code, "not-supported");
+    assert_eq!(errors(&with(patient(), "/resourceType", json!(["Patient"])))[0].code, "structure");
     // Medplum's own types are in the shared schema file but are not R4.
-    assert_eq!(
-        errors(&json!({"resourceType": "Project"}))[0].code,
-        "not-supported"
-    );
+    assert_eq!(errors(&json!({"resourceType": "Project"}))[0].code, "not-supported");
     assert_eq!(errors(&json!([1, 2]))[0].code, "structure");
     assert!(is_known_resource_type("Consent") && !is_known_resource_type("User"));
 }
 
 #[test]
 fn unknown_elements_are_tagged() {
-    let issue = one_error(
-        with(patient(), "/favouriteColour", json!("red")),
-        "structure",
-        "Patient.favouriteColour",
-    );
+    let issue = one_error(with(patient(), "/favouriteColour", json!("red")), "structure", "Patient.favouriteColour");
     assert!(is_unknown_element(&issue), "{issue:?}");
-    let nested = one_error(
-        with(patient(), "/name/0/nickname", json!("x")),
-        "structure",
-        "Patient.name[0].nickname",
-    );
+    let nested = one_error(with(patient(), "/name/0/nickname", json!("x")), "structure", "Patient.name[0].nickname");
     assert!(is_unknown_element(&nested));
     // A choice type that does not exist for this element.
-    let choice = one_error(
-        with(patient(), "/deceasedString", json!("x")),
-        "structure",
-        "Patient.deceasedString",
-    );
+    let choice = one_error(with(patient(), "/deceasedString", json!("x")), "structure", "Patient.deceasedString");
     assert!(is_unknown_element(&choice));
     // A companion for a non-primitive element does not exist either.
-    assert!(is_unknown_element(&one_error(
-        with(patient(), "/_name", json!({})),
-        "structure",
-        "Patient._name"
-    )));
+    assert!(is_unknown_element(&one_error(with(patient(), "/_name", json!({})), "structure", "Patient._name")));
     // Other issues are not unknown-element issues.
-    let bad_id = one_error(
-        with(patient(), "/id", json!("bad id!")),
-        "value",
-        "Patient.id",
-    );
+    let bad_id = one_error(with(patient(), "/id", json!("bad id!")), "value", "Patient.id");
     assert!(!is_unknown_element(&bad_id));
 }
 
 #[test]
 fn wrong_json_kinds() {
+    one_error(with(patient(), "/gender", json!(1)), "structure", "Patient.gender");
+    one_error(with(patient(), "/name", json!({"family": "x"})), "structure", "Patient.name");
     one_error(
-        with(patient(), "/gender", json!(1)),
-        "structure",
-        "Patient.gender",
-    );
-    one_error(
-        with(patient(), "/name", json!({"family": "x"})),
-        "structure",
-        "Patient.name",
-    );
-    one_error(
-        with(
-            patient(),
-            "/managingOrganization",
-            json!([{"reference": "Organization/1"}]),
-        ),
+        with(patient(), "/managingOrganization", json!([{"reference": "Organization/1"}])),
         "structure",
         "Patient.managingOrganization",
     );
@@ -149,85 +101,25 @@ fn wrong_json_kinds() {
         "structure",
         "Patient.managingOrganization",
     );
-    one_error(
-        with(patient(), "/birthDate", json!(null)),
-        "structure",
-        "Patient.birthDate",
-    );
-    one_error(
-        with(patient(), "/deceasedBoolean", json!("false")),
-        "structure",
-        "Patient.deceasedBoolean",
-    );
-    one_error(
-        with(patient(), "/multipleBirthInteger", json!("2")),
-        "structure",
-        "Patient.multipleBirthInteger",
-    );
-    one_error(
-        with(patient(), "/name/0/family", json!(["a"])),
-        "structure",
-        "Patient.name[0].family",
-    );
-    one_error(
-        with(patient(), "/name", json!([null])),
-        "structure",
-        "Patient.name[0]",
-    );
-    one_error(
-        with(patient(), "/name", json!([[{"family": "x"}]])),
-        "structure",
-        "Patient.name[0]",
-    );
+    one_error(with(patient(), "/birthDate", json!(null)), "structure", "Patient.birthDate");
+    one_error(with(patient(), "/deceasedBoolean", json!("false")), "structure", "Patient.deceasedBoolean");
+    one_error(with(patient(), "/multipleBirthInteger", json!("2")), "structure", "Patient.multipleBirthInteger");
+    one_error(with(patient(), "/name/0/family", json!(["a"])), "structure", "Patient.name[0].family");
+    one_error(with(patient(), "/name", json!([null])), "structure", "Patient.name[0]");
+    one_error(with(patient(), "/name", json!([[{"family": "x"}]])), "structure", "Patient.name[0]");
 }
 
 #[test]
 fn primitive_formats() {
-    one_error(
-        with(patient(), "/id", json!("x".repeat(65))),
-        "value",
-        "Patient.id",
-    );
-    one_error(
-        with(patient(), "/birthDate", json!("1970-13-45")),
-        "value",
-        "Patient.birthDate",
-    );
-    one_error(
-        with(patient(), "/birthDate", json!("2019-02-29")),
-        "value",
-        "Patient.birthDate",
-    );
-    one_error(
-        with(patient(), "/meta/lastUpdated", json!("2024-01-02")),
-        "value",
-        "Patient.meta.lastUpdated",
-    );
-    one_error(
-        with(patient(), "/meta/versionId", json!("v 1")),
-        "value",
-        "Patient.meta.versionId",
-    );
-    one_error(
-        with(patient(), "/multipleBirthInteger", json!(1.5)),
-        "value",
-        "Patient.multipleBirthInteger",
-    );
-    one_error(
-        with(patient(), "/name/0/family", json!("")),
-        "value",
-        "Patient.name[0].family",
-    );
-    one_error(
-        with(patient(), "/implicitRules", json!("http://a b")),
-        "value",
-        "Patient.implicitRules",
-    );
-    one_error(
-        with(patient(), "/language", json!(" en")),
-        "value",
-        "Patient.language",
-    );
+    one_error(with(patient(), "/id", json!("x".repeat(65))), "value", "Patient.id");
+    one_error(with(patient(), "/birthDate", json!("1970-13-45")), "value", "Patient.birthDate");
+    one_error(with(patient(), "/birthDate", json!("2019-02-29")), "value", "Patient.birthDate");
+    one_error(with(patient(), "/meta/lastUpdated", json!("2024-01-02")), "value", "Patient.meta.lastUpdated");
+    one_error(with(patient(), "/meta/versionId", json!("v 1")), "value", "Patient.meta.versionId");
+    one_error(with(patient(), "/multipleBirthInteger", json!(1.5)), "value", "Patient.multipleBirthInteger");
+    one_error(with(patient(), "/name/0/family", json!("")), "value", "Patient.name[0].family");
+    one_error(with(patient(), "/implicitRules", json!("http://a b")), "value", "Patient.implicitRules");
+    one_error(with(patient(), "/language", json!(" en")), "value", "Patient.language");
     let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
         "valueTime": "25:00:00", "component": [{"code": {"text": "c"}, "valueInteger": 3000000000i64}]});
     let errs = errors(&obs);
@@ -235,10 +127,7 @@ fn primitive_formats() {
     let att = json!({"resourceType": "DocumentReference", "status": "current",
         "content": [{"attachment": {"data": "not base64!", "size": -1, "creation": "2020-01-01T10:00:00"}}]});
     let errs = errors(&att);
-    let at: Vec<_> = errs
-        .iter()
-        .filter_map(|i| i.expression.as_deref())
-        .collect();
+    let at: Vec<_> = errs.iter().filter_map(|i| i.expression.as_deref()).collect();
     assert_eq!(
         at,
         [
@@ -261,29 +150,13 @@ fn decimals_keep_precision_and_are_numbers() {
 
 #[test]
 fn required_bindings() {
-    let issue = one_error(
-        with(patient(), "/gender", json!("purple")),
-        "code-invalid",
-        "Patient.gender",
-    );
-    assert!(
-        issue.diagnostics.contains("female"),
-        "{}",
-        issue.diagnostics
-    );
+    let issue = one_error(with(patient(), "/gender", json!("purple")), "code-invalid", "Patient.gender");
+    assert!(issue.diagnostics.contains("female"), "{}", issue.diagnostics);
     let obs = json!({"resourceType": "Observation", "status": "done", "code": {"text": "x"}});
     one_error(obs, "code-invalid", "Observation.status");
-    one_error(
-        with(patient(), "/name/0/use", json!("nick")),
-        "code-invalid",
-        "Patient.name[0].use",
-    );
+    one_error(with(patient(), "/name/0/use", json!("nick")), "code-invalid", "Patient.name[0].use");
     // Codes from required bindings still need the code format.
-    one_error(
-        with(patient(), "/gender", json!("female ")),
-        "value",
-        "Patient.gender",
-    );
+    one_error(with(patient(), "/gender", json!("female ")), "value", "Patient.gender");
 }
 
 #[test]
@@ -296,15 +169,7 @@ fn references() {
         "urn:oid:1.2.3",
         "Organization?identifier=x|1",
     ] {
-        assert_eq!(
-            errors(&with(
-                patient(),
-                "/managingOrganization/reference",
-                json!(ok)
-            )),
-            vec![],
-            "{ok}"
-        );
+        assert_eq!(errors(&with(patient(), "/managingOrganization/reference", json!(ok))), vec![], "{ok}");
     }
     for bad in [
         "Organisation/o1",
@@ -325,11 +190,7 @@ fn references() {
     // References inside contained resources and Bundle entries are checked too.
     let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
         {"fullUrl": "urn:uuid:c757873d-ec9a-4326-a141-556f43239520", "resource": with(patient(), "/managingOrganization/reference", json!("Nope/1"))}]});
-    one_error(
-        bundle,
-        "invalid",
-        "Bundle.entry[0].resource.managingOrganization.reference",
-    );
+    one_error(bundle, "invalid", "Bundle.entry[0].resource.managingOrganization.reference");
 }
 
 #[test]
@@ -341,26 +202,14 @@ fn contained_resources() {
         "structure",
         "Patient.contained[0].name[0].family",
     );
+    one_error(with(patient(), "/contained/0/resourceType", json!("Nope")), "not-supported", "Patient.contained[0]");
     one_error(
-        with(patient(), "/contained/0/resourceType", json!("Nope")),
-        "not-supported",
-        "Patient.contained[0]",
-    );
-    one_error(
-        with(
-            patient(),
-            "/contained/0/contained",
-            json!([{"resourceType": "Basic", "code": {"text": "x"}}]),
-        ),
+        with(patient(), "/contained/0/contained", json!([{"resourceType": "Basic", "code": {"text": "x"}}])),
         "invalid",
         "Patient.contained[0]",
     );
     // From inside a contained resource, '#' points back at the container.
-    let back = with(
-        patient(),
-        "/contained/0/identifier",
-        json!([{"assigner": {"reference": "#"}}]),
-    );
+    let back = with(patient(), "/contained/0/identifier", json!([{"assigner": {"reference": "#"}}]));
     assert_eq!(errors(&back), vec![]);
 }
 
@@ -372,17 +221,9 @@ fn narrative_safety() {
         "<div><a href=\"javascript:alert(1)\">x</a></div>",
         "<p>no div root</p>",
     ] {
-        one_error(
-            with(patient(), "/text/div", json!(bad)),
-            "value",
-            "Patient.text.div",
-        );
+        one_error(with(patient(), "/text/div", json!(bad)), "value", "Patient.text.div");
     }
-    one_error(
-        with(patient(), "/text/status", json!("made-up")),
-        "code-invalid",
-        "Patient.text.status",
-    );
+    one_error(with(patient(), "/text/status", json!("made-up")), "code-invalid", "Patient.text.status");
 }
 
 #[test]
@@ -403,10 +244,7 @@ fn issues_are_capped_and_summarised() {
     }
     let issues = validate_resource(&p);
     assert_eq!(issues.len(), walk::MAX_ISSUES + 1);
-    assert!(
-        issues.iter().all(is_unknown_element),
-        "only unknown elements: lenient may downgrade all"
-    );
+    assert!(issues.iter().all(is_unknown_element), "only unknown elements: lenient may downgrade all");
 
     // A real error past the cap must keep the summary a non-downgradable error.
     let mut late_error = patient();
@@ -446,9 +284,7 @@ fn expressions_for_long_hostile_keys_are_bounded() {
     let key = "k".repeat(100_000);
     let issues = validate_resource(&with(patient(), &format!("/{key}"), json!(1)));
     let issue = &issues[0];
-    assert!(
-        issue.diagnostics.len() < 200 && issue.expression.as_ref().is_some_and(|e| e.len() < 200)
-    );
+    assert!(issue.diagnostics.len() < 200 && issue.expression.as_ref().is_some_and(|e| e.len() < 200));
 }
 
 fn arb_json() -> impl Strategy<Value = Value> {

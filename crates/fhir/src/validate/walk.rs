@@ -62,31 +62,14 @@ impl<'v> Walker<'v> {
         let total = errors + unknown + warnings;
         if total > 0 {
             let (severity, code, diagnostics) = if errors > 0 {
-                (
-                    Severity::Error,
-                    "invalid",
-                    format!("{total} more issues not listed, including errors"),
-                )
+                (Severity::Error, "invalid", format!("{total} more issues not listed, including errors"))
             } else if unknown > 0 {
                 // Keeps the "only unknown elements" distinction for lenient handling.
-                (
-                    Severity::Error,
-                    "structure",
-                    format!("{UNKNOWN_ELEMENT}s: {total} more issues not listed"),
-                )
+                (Severity::Error, "structure", format!("{UNKNOWN_ELEMENT}s: {total} more issues not listed"))
             } else {
-                (
-                    Severity::Warning,
-                    "invalid",
-                    format!("{total} more warnings not listed"),
-                )
+                (Severity::Warning, "invalid", format!("{total} more warnings not listed"))
             };
-            self.issues.push(Issue {
-                severity,
-                code,
-                diagnostics,
-                expression: None,
-            });
+            self.issues.push(Issue { severity, code, diagnostics, expression: None });
         }
         self.issues
     }
@@ -95,9 +78,7 @@ impl<'v> Walker<'v> {
         if self.issues.len() >= MAX_ISSUES {
             match severity {
                 Severity::Warning => self.dropped.2 += 1,
-                Severity::Error
-                    if code == "structure" && diagnostics.starts_with(UNKNOWN_ELEMENT) =>
-                {
+                Severity::Error if code == "structure" && diagnostics.starts_with(UNKNOWN_ELEMENT) => {
                     self.dropped.1 += 1
                 }
                 Severity::Error => self.dropped.0 += 1,
@@ -105,12 +86,7 @@ impl<'v> Walker<'v> {
             return;
         }
         let expression = self.expression();
-        self.issues.push(Issue {
-            severity,
-            code,
-            diagnostics,
-            expression,
-        });
+        self.issues.push(Issue { severity, code, diagnostics, expression });
     }
 
     fn error(&mut self, code: &'static str, diagnostics: String) {
@@ -129,11 +105,7 @@ impl<'v> Walker<'v> {
                         out.push('.');
                     }
                     // Element names come from the input: never echo a long one.
-                    if n.len() > 64 {
-                        out.push_str(&quote(n))
-                    } else {
-                        out.push_str(n)
-                    }
+                    if n.len() > 64 { out.push_str(&quote(n)) } else { out.push_str(n) }
                 }
                 Seg::Index(i) => {
                     out.push('[');
@@ -147,10 +119,7 @@ impl<'v> Walker<'v> {
 
     fn resource(&mut self, value: &'v Value, place: Place) {
         let Some(obj) = value.as_object() else {
-            self.error(
-                "structure",
-                format!("a resource must be a JSON object, found {}", kind(value)),
-            );
+            self.error("structure", format!("a resource must be a JSON object, found {}", kind(value)));
             return;
         };
         let type_id = match obj.get("resourceType") {
@@ -163,26 +132,17 @@ impl<'v> Walker<'v> {
                     t
                 }
                 None => {
-                    return self.error(
-                        "not-supported",
-                        format!("unknown resource type {}", quote(rt)),
-                    );
+                    return self.error("not-supported", format!("unknown resource type {}", quote(rt)));
                 }
             },
             Some(other) => {
-                return self.error(
-                    "structure",
-                    format!("resourceType must be a string, found {}", kind(other)),
-                );
+                return self.error("structure", format!("resourceType must be a string, found {}", kind(other)));
             }
         };
         if place == Place::Contained {
             if obj.contains_key("contained") {
                 // dom-2: contained resources SHALL NOT contain additional contained resources.
-                self.error(
-                    "invalid",
-                    "a contained resource may not itself contain resources".into(),
-                );
+                self.error("invalid", "a contained resource may not itself contain resources".into());
             }
         } else {
             self.contained_ids.push(contained_ids(obj));
@@ -207,22 +167,14 @@ impl<'v> Walker<'v> {
             match def.elements.get(key.as_str()) {
                 Some(element) => self.element(*element, key, value),
                 None => {
-                    let msg = format!(
-                        "{UNKNOWN_ELEMENT} {} (not defined on {})",
-                        quote(key),
-                        def.name
-                    );
+                    let msg = format!("{UNKNOWN_ELEMENT} {} (not defined on {})", quote(key), def.name);
                     self.error("structure", msg);
                 }
             }
             self.path.pop();
         }
         if obj.is_empty() && !is_resource {
-            self.report(
-                Severity::Warning,
-                "structure",
-                "empty object (FHIR JSON omits empty elements)".into(),
-            );
+            self.report(Severity::Warning, "structure", "empty object (FHIR JSON omits empty elements)".into());
         }
         if type_id == schema.reference
             && let Some(Value::String(r)) = obj.get("reference")
@@ -237,23 +189,15 @@ impl<'v> Walker<'v> {
         match (def.array, value) {
             (true, Value::Array(items)) => {
                 if items.is_empty() {
-                    self.report(
-                        Severity::Warning,
-                        "structure",
-                        "empty array (FHIR JSON omits empty elements)".into(),
-                    );
+                    self.report(Severity::Warning, "structure", "empty array (FHIR JSON omits empty elements)".into());
                 }
                 // FHIR JSON keeps primitive arrays and their `_x` companions aligned with nulls.
-                let null_ok =
-                    matches!(def.base, Base::Prim(_) | Base::Code(_)) || name.starts_with('_');
+                let null_ok = matches!(def.base, Base::Prim(_) | Base::Code(_)) || name.starts_with('_');
                 for (i, item) in items.iter().enumerate() {
                     self.path.push(Seg::Index(i));
                     if item.is_null() {
                         if !null_ok {
-                            self.error(
-                                "structure",
-                                "null is only allowed in arrays of primitive values".into(),
-                            );
+                            self.error("structure", "null is only allowed in arrays of primitive values".into());
                         }
                     } else if item.is_array() {
                         self.error("structure", "arrays may not contain arrays".into());
@@ -264,16 +208,10 @@ impl<'v> Walker<'v> {
                 }
             }
             (true, other) => {
-                self.error(
-                    "structure",
-                    format!("element must be an array, found {}", kind(other)),
-                );
+                self.error("structure", format!("element must be an array, found {}", kind(other)));
             }
             (false, Value::Array(_)) => {
-                self.error(
-                    "structure",
-                    "element must be a single value, not an array".into(),
-                );
+                self.error("structure", "element must be a single value, not an array".into());
             }
             (false, Value::Null) => self.error("structure", "null is not allowed here".into()),
             (false, v) => self.single(def.base, name, v),
@@ -296,10 +234,7 @@ impl<'v> Walker<'v> {
             Base::Complex(t) => {
                 let Some(obj) = value.as_object() else {
                     let ty = &self.schema.types[t].name;
-                    return self.error(
-                        "structure",
-                        format!("{ty} must be a JSON object, found {}", kind(value)),
-                    );
+                    return self.error("structure", format!("{ty} must be a JSON object, found {}", kind(value)));
                 };
                 if self.enter() {
                     self.object(t, obj, false);
@@ -308,11 +243,7 @@ impl<'v> Walker<'v> {
             }
             Base::Resource => {
                 if self.enter() {
-                    let place = if name == "contained" {
-                        Place::Contained
-                    } else {
-                        Place::Entry
-                    };
+                    let place = if name == "contained" { Place::Contained } else { Place::Entry };
                     self.resource(value, place);
                     self.depth -= 1;
                 }
@@ -323,10 +254,7 @@ impl<'v> Walker<'v> {
     /// Go one level deeper, or report that the value nests too deep.
     fn enter(&mut self) -> bool {
         if self.depth >= MAX_DEPTH {
-            self.error(
-                "structure",
-                format!("nesting deeper than {MAX_DEPTH} levels"),
-            );
+            self.error("structure", format!("nesting deeper than {MAX_DEPTH} levels"));
             return false;
         }
         self.depth += 1;
@@ -337,24 +265,15 @@ impl<'v> Walker<'v> {
         if let Some(problem) = primitives::check(Prim::Code, value) {
             return self.report(problem.severity, problem.code, problem.message);
         }
-        let (Some(code), Some(allowed)) = (value.as_str(), self.schema.enums.get(enum_index))
-        else {
+        let (Some(code), Some(allowed)) = (value.as_str(), self.schema.enums.get(enum_index)) else {
             return;
         };
         if !allowed.iter().any(|a| a.as_ref() == code) {
-            let mut list = allowed
-                .iter()
-                .take(12)
-                .map(AsRef::as_ref)
-                .collect::<Vec<&str>>()
-                .join(", ");
+            let mut list = allowed.iter().take(12).map(AsRef::as_ref).collect::<Vec<&str>>().join(", ");
             if allowed.len() > 12 {
                 list.push_str(", …");
             }
-            self.error(
-                "code-invalid",
-                format!("{} is not a valid code here (allowed: {list})", quote(code)),
-            );
+            self.error("code-invalid", format!("{} is not a valid code here (allowed: {list})", quote(code)));
         }
     }
 
@@ -362,16 +281,10 @@ impl<'v> Walker<'v> {
         let schema = self.schema;
         match check_reference(r, |t| schema.is_resource_type(t)) {
             Ok(RefKind::Local(id)) if !id.is_empty() => {
-                let known = self
-                    .contained_ids
-                    .last()
-                    .is_some_and(|ids| ids.contains(&id));
+                let known = self.contained_ids.last().is_some_and(|ids| ids.contains(&id));
                 if !known {
                     // ref-1: a local reference SHALL point at a contained resource.
-                    self.error(
-                        "invalid",
-                        format!("local reference {} matches no contained resource", quote(r)),
-                    );
+                    self.error("invalid", format!("local reference {} matches no contained resource", quote(r)));
                 }
             }
             Ok(_) => {}

@@ -9,8 +9,8 @@
 
 /// Elements R4 forbids in narrative (all lower case).
 const FORBIDDEN_ELEMENTS: &[&str] = &[
-    "script", "form", "input", "button", "select", "textarea", "iframe", "frame", "frameset",
-    "object", "embed", "applet", "base", "link", "meta", "head", "body", "html", "svg", "math",
+    "script", "form", "input", "button", "select", "textarea", "iframe", "frame", "frameset", "object", "embed",
+    "applet", "base", "link", "meta", "head", "body", "html", "svg", "math",
 ];
 
 /// URL schemes that execute code when followed or loaded.
@@ -35,9 +35,7 @@ pub(crate) fn check_div(div: &str) -> Option<String> {
             continue;
         }
         if rest.starts_with('!') || rest.starts_with('?') {
-            return Some(
-                "DOCTYPE, CDATA and processing instructions are not allowed in narrative".into(),
-            );
+            return Some("DOCTYPE, CDATA and processing instructions are not allowed in narrative".into());
         }
         let name_start = usize::from(rest.starts_with('/'));
         let name_len = rest[name_start..]
@@ -49,14 +47,8 @@ pub(crate) fn check_div(div: &str) -> Option<String> {
         }
         let name = &rest[name_start..name_start + name_len];
         let local = name.rsplit(':').next().unwrap_or(name);
-        if FORBIDDEN_ELEMENTS
-            .iter()
-            .any(|f| local.eq_ignore_ascii_case(f))
-        {
-            return Some(format!(
-                "element <{}> is not allowed in narrative",
-                local.to_ascii_lowercase()
-            ));
+        if FORBIDDEN_ELEMENTS.iter().any(|f| local.eq_ignore_ascii_case(f)) {
+            return Some(format!("element <{}> is not allowed in narrative", local.to_ascii_lowercase()));
         }
         let (problem, consumed) = scan_attributes(&rest[name_start + name_len..]);
         if problem.is_some() {
@@ -89,10 +81,7 @@ fn scan_attributes(tag: &str) -> (Option<String>, usize) {
         let name = &tag[start..i];
         let local = name.rsplit(':').next().unwrap_or(name);
         if local.len() > 2 && local.as_bytes()[..2].eq_ignore_ascii_case(b"on") {
-            return (
-                Some("event-handler attributes (on*) are not allowed in narrative".into()),
-                i,
-            );
+            return (Some("event-handler attributes (on*) are not allowed in narrative".into()), i);
         }
         while i < b.len() && b[i].is_ascii_whitespace() {
             i += 1;
@@ -105,10 +94,7 @@ fn scan_attributes(tag: &str) -> (Option<String>, usize) {
             let value = if i < b.len() && (b[i] == b'"' || b[i] == b'\'') {
                 let quote = b[i];
                 let vstart = i + 1;
-                let vend = b[vstart..]
-                    .iter()
-                    .position(|&c| c == quote)
-                    .map_or(b.len(), |p| vstart + p);
+                let vend = b[vstart..].iter().position(|&c| c == quote).map_or(b.len(), |p| vstart + p);
                 i = (vend + 1).min(b.len());
                 &tag[vstart..vend]
             } else {
@@ -119,12 +105,7 @@ fn scan_attributes(tag: &str) -> (Option<String>, usize) {
                 &tag[vstart..i]
             };
             if has_forbidden_scheme(value) {
-                return (
-                    Some(
-                        "script URLs (javascript: and similar) are not allowed in narrative".into(),
-                    ),
-                    i,
-                );
+                return (Some("script URLs (javascript: and similar) are not allowed in narrative".into()), i);
             }
         } else if start == i {
             // Unparseable byte: skip it rather than loop forever.
@@ -174,11 +155,7 @@ fn decode_reference(s: &str) -> Option<(char, usize)> {
             _ => (10, 0),
         };
         let is_digit = |b: &u8| {
-            if radix == 16 {
-                b.is_ascii_hexdigit()
-            } else {
-                b.is_ascii_digit()
-            }
+            if radix == 16 { b.is_ascii_hexdigit() } else { b.is_ascii_digit() }
         };
         let digits = num[digits_start..].bytes().take_while(is_digit).count();
         let digits_str = &num[digits_start..digits_start + digits];
@@ -187,11 +164,7 @@ fn decode_reference(s: &str) -> Option<(char, usize)> {
         if digits == 0 || significant.len() > 8 {
             return None;
         }
-        let code = if significant.is_empty() {
-            0
-        } else {
-            u32::from_str_radix(significant, radix).ok()?
-        };
+        let code = if significant.is_empty() { 0 } else { u32::from_str_radix(significant, radix).ok()? };
         let mut len = 2 + digits_start + digits;
         if num[digits_start + digits..].starts_with(';') {
             len += 1;
@@ -199,11 +172,7 @@ fn decode_reference(s: &str) -> Option<(char, usize)> {
         return Some((char::from_u32(code).unwrap_or('\u{fffd}'), len));
     }
     for (name, c) in [("colon;", ':'), ("tab;", '\t'), ("newline;", '\n')] {
-        if body
-            .as_bytes()
-            .get(..name.len())
-            .is_some_and(|b| b.eq_ignore_ascii_case(name.as_bytes()))
-        {
+        if body.as_bytes().get(..name.len()).is_some_and(|b| b.eq_ignore_ascii_case(name.as_bytes())) {
             return Some((c, 1 + name.len()));
         }
     }

@@ -11,7 +11,8 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<(AuditKey, bool)> {
     match std::fs::read_to_string(path) {
         Ok(pem) => {
             check_private(path)?;
-            let key = AuditKey::from_pem(&pem).with_context(|| format!("cannot read the audit key {}", path.display()))?;
+            let key =
+                AuditKey::from_pem(&pem).with_context(|| format!("cannot read the audit key {}", path.display()))?;
             Ok((key, false))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path),

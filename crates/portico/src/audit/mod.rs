@@ -222,7 +222,9 @@ pub enum VerifyError {
 }
 
 /// Verify the stored log against `trust` and an optional witness head, reading it in one
-/// consistent snapshot; `progress(done, total)` is called as rows are checked.
+/// consistent snapshot; `progress(done, total)` is called as rows are read. Reading and
+/// checking run in parallel: the store fetches the next batch while a blocking thread
+/// checks the last one.
 pub async fn verify_store(
     store: &dyn Store,
     trust: portico_audit::Trust,
@@ -231,47 +233,68 @@ pub async fn verify_store(
 ) -> Result<portico_audit::Report, VerifyError> {
     use portico_audit::Verifier;
     use portico_store::ScanItem;
-    let mut trust = Some(trust);
-    let mut witness = Some(witness);
-    let mut verifier: Option<Verifier> = None;
-    let mut finding: Option<portico_audit::Finding> = None;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (tx, rx) = std::sync::mpsc::sync_channel::<ScanItem>(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_checker = stop.clone();
+    let checker =
+        tokio::task::spawn_blocking(move || -> Result<Option<portico_audit::Report>, portico_audit::Finding> {
+            let fail = |f| {
+                stop_checker.store(true, Ordering::Relaxed);
+                Err(f)
+            };
+            let mut verifier: Option<Verifier> = None;
+            let (mut trust, mut witness) = (Some(trust), Some(witness));
+            for item in rx {
+                match item {
+                    ScanItem::State(state) => {
+                        match Verifier::new(trust.take().unwrap_or_default(), state, witness.take().flatten()) {
+                            Ok(v) => verifier = Some(v),
+                            Err(f) => return fail(f),
+                        }
+                    }
+                    ScanItem::Rows(rows) => {
+                        let Some(v) = verifier.as_mut() else { return Ok(None) };
+                        for r in &rows {
+                            if let Err(f) = v.push(r) {
+                                return fail(f);
+                            }
+                        }
+                    }
+                }
+            }
+            match verifier {
+                Some(v) => v.finish().map(Some).or_else(fail),
+                None => Ok(None),
+            }
+        });
     let mut done = 0u64;
     let mut total = 0u64;
-    let mut on = |item: ScanItem| -> bool {
-        match item {
-            ScanItem::State(state) => {
-                total = (state.head_seq - state.checkpoint.as_ref().map_or(0, |c| c.seq)).max(0) as u64;
-                match Verifier::new(trust.take().unwrap_or_default(), state, witness.take().flatten()) {
-                    Ok(v) => {
-                        verifier = Some(v);
-                        true
-                    }
-                    Err(f) => {
-                        finding = Some(f);
-                        false
-                    }
+    {
+        let mut on = |item: ScanItem| -> bool {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            match &item {
+                ScanItem::State(state) => {
+                    total = (state.head_seq - state.checkpoint.as_ref().map_or(0, |c| c.seq)).max(0) as u64;
+                }
+                ScanItem::Rows(rows) => {
+                    done += rows.len() as u64;
+                    progress(done, total);
                 }
             }
-            ScanItem::Rows(rows) => {
-                let Some(v) = verifier.as_mut() else { return false };
-                for r in &rows {
-                    if let Err(f) = v.push(r) {
-                        finding = Some(f);
-                        return false;
-                    }
-                }
-                done += rows.len() as u64;
-                progress(done, total);
-                true
-            }
-        }
-    };
-    store.audit_scan(SCAN_BATCH, &mut on).await?;
-    if let Some(f) = finding {
-        return Err(VerifyError::Tampered(f));
+            tx.send(item).is_ok()
+        };
+        store.audit_scan(SCAN_BATCH, &mut on).await?;
     }
-    let v = verifier.ok_or_else(|| StoreError::AuditChain("the audit log could not be read".into()))?;
-    v.finish().map_err(VerifyError::Tampered)
+    drop(tx);
+    let checked = checker.await.map_err(|_| StoreError::AuditChain("the verifier stopped unexpectedly".into()))?;
+    match checked {
+        Ok(Some(report)) => Ok(report),
+        Ok(None) => Err(StoreError::AuditChain("the audit log could not be read".into()).into()),
+        Err(f) => Err(VerifyError::Tampered(f)),
+    }
 }
 
 /// Rows read per query by `verify_store`.

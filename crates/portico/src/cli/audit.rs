@@ -48,7 +48,12 @@ async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
             bail!("no database at {file}");
         }
     }
-    let cfg = StoreConfig { url: url.clone(), max_connections: 2, sqlite_synchronous: config.sqlite_synchronous.clone(), migrate: false };
+    let cfg = StoreConfig {
+        url: url.clone(),
+        max_connections: 2,
+        sqlite_synchronous: config.sqlite_synchronous.clone(),
+        migrate: false,
+    };
     SqlStore::open(&cfg).await.with_context(|| format!("cannot open database {}", crate::config::redact_url(&url)))
 }
 
@@ -71,7 +76,9 @@ pub async fn run(config: Config, cmd: AuditCommand) -> anyhow::Result<()> {
         }
         AuditCommand::Prune { before } => {
             let before_ms = match before {
-                Some(d) => portico_fhir::datetime::parse_range(&d).map(|(lo, _)| lo).context("--before must be a date or instant")?,
+                Some(d) => portico_fhir::datetime::parse_range(&d)
+                    .map(|(lo, _)| lo)
+                    .context("--before must be a date or instant")?,
                 None if config.audit.retention_days > 0 => {
                     audit::now_ms() - (config.audit.retention_days as i64) * 24 * 3600 * 1000
                 }
@@ -79,7 +86,9 @@ pub async fn run(config: Config, cmd: AuditCommand) -> anyhow::Result<()> {
             };
             let state = super::open(&config).await?;
             match state.audit.prune_before(before_ms).await? {
-                (n, Some(cp)) => println!("pruned {n} records; the chain continues from the signed checkpoint at #{}", cp.seq),
+                (n, Some(cp)) => {
+                    println!("pruned {n} records; the chain continues from the signed checkpoint at #{}", cp.seq)
+                }
                 _ => println!("nothing to prune"),
             }
             Ok(())
@@ -87,7 +96,12 @@ pub async fn run(config: Config, cmd: AuditCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn verify(config: &Config, witness_path: Option<PathBuf>, public_keys: Vec<PathBuf>, quiet: bool) -> anyhow::Result<()> {
+async fn verify(
+    config: &Config,
+    witness_path: Option<PathBuf>,
+    public_keys: Vec<PathBuf>,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let trust = if public_keys.is_empty() {
         let key = keyfile::load(&config.audit_key_path())?;
         Trust { keys: vec![key.public()], mac: Some(key.mac_key()) }
@@ -95,21 +109,29 @@ async fn verify(config: &Config, witness_path: Option<PathBuf>, public_keys: Vec
         let mut keys = Vec::new();
         for p in &public_keys {
             let pem = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
-            keys.push(PublicKey::from_pem(&pem).with_context(|| format!("{} is not an Ed25519 public key", p.display()))?);
+            keys.push(
+                PublicKey::from_pem(&pem).with_context(|| format!("{} is not an Ed25519 public key", p.display()))?,
+            );
         }
         Trust { keys, mac: None }
     };
-    let witness_path = witness_path.or_else(|| (!config.audit.witness_file.is_empty()).then(|| PathBuf::from(&config.audit.witness_file)));
+    let witness_path = witness_path
+        .or_else(|| (!config.audit.witness_file.is_empty()).then(|| PathBuf::from(&config.audit.witness_file)));
     let witness = match &witness_path {
         Some(p) => {
             let w = witness::read(p)?;
             if w.is_none() {
-                eprintln!("warning: the witness file {} does not exist; truncation and rollback cannot be detected", p.display());
+                eprintln!(
+                    "warning: the witness file {} does not exist; truncation and rollback cannot be detected",
+                    p.display()
+                );
             }
             w
         }
         None => {
-            eprintln!("note: no witness file configured (audit.witness_file); truncation and rollback are checked against the database's own heads only");
+            eprintln!(
+                "note: no witness file configured (audit.witness_file); truncation and rollback are checked against the database's own heads only"
+            );
             None
         }
     };

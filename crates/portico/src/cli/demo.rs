@@ -33,7 +33,10 @@ pub async fn run(mut config: Config, patients: usize, no_serve: bool) -> anyhow:
     println!("admin token: {}", config.admin_token);
     println!("try:");
     println!("  curl -H 'Authorization: Bearer {}' http://{listener_hint}/fhir/Patient?_count=5", config.admin_token);
-    println!("  curl -H 'Authorization: Bearer {}' 'http://{listener_hint}/fhir/Observation?patient=pt-00001&category=laboratory&_count=50'", config.admin_token);
+    println!(
+        "  curl -H 'Authorization: Bearer {}' 'http://{listener_hint}/fhir/Observation?patient=pt-00001&category=laboratory&_count=50'",
+        config.admin_token
+    );
     super::serve(state).await
 }
 

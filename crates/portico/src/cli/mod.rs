@@ -132,7 +132,10 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         println!("note: PORTICO_ADMIN_TOKEN is not set, so the FHIR API answers 401 to every request");
     }
     let app = server::router(state.clone());
-    crate::audit::spawn_head_signer(state.audit.clone(), std::time::Duration::from_secs(state.config.audit.head_interval_secs));
+    crate::audit::spawn_head_signer(
+        state.audit.clone(),
+        std::time::Duration::from_secs(state.config.audit.head_interval_secs),
+    );
     crate::audit::spawn_retention(state.audit.clone(), state.config.audit.retention_days);
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())

@@ -46,7 +46,11 @@ pub fn subject_patient(ctx: &RequestContext, requested: Option<&str>) -> Result<
     }
 }
 
-async fn get_access_log(State(state): State<AppState>, Ctx(ctx): Ctx, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn get_access_log(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let params = parse_query_string(q.as_deref().unwrap_or(""));
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     ctx.scope.begin(Interaction::AccessLog, Some("AuditEvent"));
@@ -72,10 +76,16 @@ async fn get_access_log(State(state): State<AppState>, Ctx(ctx): Ctx, RawQuery(q
             }
             "cursor" => query.before_seq = Some(v.parse().map_err(|_| ApiError::bad_request("invalid cursor"))?),
             "count" => {
-                query.count = v.parse::<usize>().map_err(|_| ApiError::bad_request("count must be a number"))?.clamp(1, MAX_COUNT);
+                query.count = v
+                    .parse::<usize>()
+                    .map_err(|_| ApiError::bad_request("count must be a number"))?
+                    .clamp(1, MAX_COUNT);
             }
             other => {
-                return Err(ApiError::bad_request(format!("Unknown parameter '{}'.", other.chars().take(64).collect::<String>())));
+                return Err(ApiError::bad_request(format!(
+                    "Unknown parameter '{}'.",
+                    other.chars().take(64).collect::<String>()
+                )));
             }
         }
     }

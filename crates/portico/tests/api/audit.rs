@@ -51,7 +51,10 @@ fn trust(app: &TestApp) -> Trust {
     Trust { keys: vec![key.public()], mac: Some(key.mac_key()) }
 }
 
-async fn verify(app: &TestApp, witness: Option<portico_audit::SignedHead>) -> Result<portico_audit::Report, VerifyError> {
+async fn verify(
+    app: &TestApp,
+    witness: Option<portico_audit::SignedHead>,
+) -> Result<portico_audit::Report, VerifyError> {
     verify_store(app.state.store.as_ref(), trust(app), witness, &mut |_, _| {}).await
 }
 
@@ -114,24 +117,53 @@ async fn every_interaction_leaves_exactly_one_record() {
             (app.get(&format!("/fhir/Patient/{pid}")).await, Interaction::Read, Outcome::Success, 200),
             (app.get(&format!("/fhir/Patient/{pid}/_history/1")).await, Interaction::VRead, Outcome::Success, 200),
             (
-                app.put(&format!("/fhir/Patient/{pid}"), json!({"resourceType": "Patient", "id": pid, "name": [{"family": "Audited"}]})).await,
+                app.put(
+                    &format!("/fhir/Patient/{pid}"),
+                    json!({"resourceType": "Patient", "id": pid, "name": [{"family": "Audited"}]}),
+                )
+                .await,
                 Interaction::Update,
                 Outcome::Success,
                 200,
             ),
             (
-                patch(&app, &format!("/fhir/Patient/{pid}"), json!([{"op": "add", "path": "/gender", "value": "female"}])).await,
+                patch(
+                    &app,
+                    &format!("/fhir/Patient/{pid}"),
+                    json!([{"op": "add", "path": "/gender", "value": "female"}]),
+                )
+                .await,
                 Interaction::Patch,
                 Outcome::Success,
                 200,
             ),
-            (app.get(&format!("/fhir/Observation?subject=Patient/{pid}")).await, Interaction::SearchType, Outcome::Success, 200),
-            (app.get(&format!("/fhir/Patient/{pid}/_history")).await, Interaction::HistoryInstance, Outcome::Success, 200),
+            (
+                app.get(&format!("/fhir/Observation?subject=Patient/{pid}")).await,
+                Interaction::SearchType,
+                Outcome::Success,
+                200,
+            ),
+            (
+                app.get(&format!("/fhir/Patient/{pid}/_history")).await,
+                Interaction::HistoryInstance,
+                Outcome::Success,
+                200,
+            ),
             (app.get("/fhir/Observation/_history").await, Interaction::HistoryType, Outcome::Success, 200),
             (app.get("/fhir/_history?_count=3").await, Interaction::HistorySystem, Outcome::Success, 200),
-            (app.get(&format!("/fhir/Patient/{pid}/$everything")).await, Interaction::Everything, Outcome::Success, 200),
+            (
+                app.get(&format!("/fhir/Patient/{pid}/$everything")).await,
+                Interaction::Everything,
+                Outcome::Success,
+                200,
+            ),
             (app.get("/fhir/Patient/does-not-exist").await, Interaction::Read, Outcome::Failed, 404),
-            (app.get(&format!("/fhir/Observation?subject=Patient/{pid}&bogus:modifier=1")).await, Interaction::SearchType, Outcome::Success, 200),
+            (
+                app.get(&format!("/fhir/Observation?subject=Patient/{pid}&bogus:modifier=1")).await,
+                Interaction::SearchType,
+                Outcome::Success,
+                200,
+            ),
         ];
         for (resp, interaction, outcome, status) in cases {
             assert_eq!(resp.status.as_u16(), status, "{b:?} {interaction:?}: {}", resp.text);
@@ -143,14 +175,21 @@ async fn every_interaction_leaves_exactly_one_record() {
         let s = app.get(&format!("/fhir/Observation?subject=Patient/{pid}")).await;
         let rec = one(&records_of(&app, &s).await, "search");
         assert_eq!(rec.query.as_deref(), Some(format!("subject=Patient/{pid}").as_str()));
-        assert_eq!(rec.entities.iter().map(|e| e.reference.clone()).collect::<Vec<_>>(), vec![format!("Observation/{oid}/_history/1")]);
+        assert_eq!(
+            rec.entities.iter().map(|e| e.reference.clone()).collect::<Vec<_>>(),
+            vec![format!("Observation/{oid}/_history/1")]
+        );
         assert_eq!(rec.patients, vec![pid.clone()]);
         let ev = app.get(&format!("/fhir/Patient/{pid}/$everything")).await;
         assert_eq!(one(&records_of(&app, &ev).await, "everything").entities.len(), 2);
 
         // Conditional create (new, then existing), conditional update and delete.
         let auth = format!("Bearer {TOKEN}");
-        let h = [("authorization", auth.as_str()), ("content-type", "application/fhir+json"), ("if-none-exist", "identifier=urn:x|cond-1")];
+        let h = [
+            ("authorization", auth.as_str()),
+            ("content-type", "application/fhir+json"),
+            ("if-none-exist", "identifier=urn:x|cond-1"),
+        ];
         let body = json!({"resourceType": "Patient", "identifier": [{"system": "urn:x", "value": "cond-1"}]});
         let first = app.raw(Method::POST, "/fhir/Patient", &h, body.to_string().into_bytes()).await;
         assert_eq!(first.status, StatusCode::CREATED);
@@ -191,7 +230,12 @@ async fn every_interaction_leaves_exactly_one_record() {
         let kinds: Vec<_> = recs.iter().map(|r| (r.interaction, r.status)).collect();
         assert_eq!(
             kinds,
-            vec![(Interaction::Create, 201), (Interaction::Update, 201), (Interaction::Delete, 204), (Interaction::Read, 200)],
+            vec![
+                (Interaction::Create, 201),
+                (Interaction::Update, 201),
+                (Interaction::Delete, 204),
+                (Interaction::Read, 200)
+            ],
             "{b:?}"
         );
         // A batch: a failing entry has its own status and outcome.
@@ -203,7 +247,10 @@ async fn every_interaction_leaves_exactly_one_record() {
             .await;
         assert_eq!(batch.status, StatusCode::OK);
         let recs = records_of(&app, &batch).await;
-        assert_eq!(recs.iter().map(|r| (r.status, r.outcome)).collect::<Vec<_>>(), vec![(201, Outcome::Success), (400, Outcome::Failed)]);
+        assert_eq!(
+            recs.iter().map(|r| (r.status, r.outcome)).collect::<Vec<_>>(),
+            vec![(201, Outcome::Success), (400, Outcome::Failed)]
+        );
 
         // A denial: nobody writes the audit trail, not even in a transaction.
         let deny = app
@@ -237,7 +284,11 @@ async fn a_patients_denied_read_is_recorded_with_the_patient_it_concerned() {
         let err = fhir.read(&ctx, "Observation", &oid).await.expect_err("not theirs");
         assert_eq!(err.status, StatusCode::NOT_FOUND, "hidden looks absent");
         app.state.audit.finish(&ctx.scope, err.status.as_u16()).await.expect("recorded");
-        let recs: Vec<_> = records(app.state.store.as_ref()).await.into_iter().filter(|(_, r)| r.request_id == "req-patient").collect();
+        let recs: Vec<_> = records(app.state.store.as_ref())
+            .await
+            .into_iter()
+            .filter(|(_, r)| r.request_id == "req-patient")
+            .collect();
         let (_, rec) = &recs[0];
         assert_eq!(recs.len(), 1);
         assert_eq!((rec.outcome, rec.status), (Outcome::Denied, 404));
@@ -246,9 +297,12 @@ async fn a_patients_denied_read_is_recorded_with_the_patient_it_concerned() {
         assert_eq!(rec.patients, vec![pid.clone()]);
         // The owner's access log tells them, without naming the other patient.
         let log = app.get(&format!("/api/portal/access-log?patient={pid}")).await;
-        let texts: Vec<String> = log.json["entries"].as_array().unwrap().iter().map(|e| e["text"].as_str().unwrap().to_string()).collect();
+        let texts: Vec<String> =
+            log.json["entries"].as_array().unwrap().iter().map(|e| e["text"].as_str().unwrap().to_string()).collect();
         assert!(
-            texts.iter().any(|t| t.starts_with("Another patient tried to look at your lab result but was not allowed.")),
+            texts
+                .iter()
+                .any(|t| t.starts_with("Another patient tried to look at your lab result but was not allowed.")),
             "{texts:?}"
         );
         assert!(!log.text.contains("someone-else"));
@@ -282,18 +336,29 @@ async fn audit_events_are_searchable_and_read_only() {
             assert!(errors.is_empty(), "{errors:?}");
         }
         // Newest first, paged.
-        let ids: Vec<i64> = s.json["entry"].as_array().unwrap().iter().map(|e| e["resource"]["id"].as_str().unwrap().parse().unwrap()).collect();
+        let ids: Vec<i64> = s.json["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["id"].as_str().unwrap().parse().unwrap())
+            .collect();
         assert!(ids[0] > ids[1]);
         let next = s.next_link().expect("next page");
         let path = next.split("/fhir").nth(1).unwrap();
         let p2 = app.get(&format!("/fhir{path}")).await;
-        let ids2: Vec<i64> = p2.json["entry"].as_array().unwrap().iter().map(|e| e["resource"]["id"].as_str().unwrap().parse().unwrap()).collect();
+        let ids2: Vec<i64> = p2.json["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["id"].as_str().unwrap().parse().unwrap())
+            .collect();
         assert!(ids2.iter().all(|i| *i < ids[1]));
         // All of the patient's records: create of the patient, of the observation, 3 reads,
         // and the two AuditEvent searches above (they disclosed records about the patient).
         let all = app.get(&format!("/fhir/AuditEvent?patient={pid}&_total=accurate&_count=100")).await;
         assert_eq!(all.json["total"], 7, "{b:?}: {}", all.text);
-        let reads = app.get(&format!("/fhir/AuditEvent?patient={pid}&subtype=read&action=R&outcome=0&agent=operator")).await;
+        let reads =
+            app.get(&format!("/fhir/AuditEvent?patient={pid}&subtype=read&action=R&outcome=0&agent=operator")).await;
         assert_eq!(reads.json["entry"].as_array().unwrap().len(), 3);
         let none = app.get(&format!("/fhir/AuditEvent?patient={pid}&date=lt2000-01-01")).await;
         assert!(none.json["entry"].as_array().unwrap().is_empty());
@@ -317,7 +382,10 @@ async fn audit_events_are_searchable_and_read_only() {
         assert_eq!(app.put("/fhir/AuditEvent?patient=x", ev.clone()).await.status, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(app.delete(&format!("/fhir/AuditEvent/{id}")).await.status, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(app.delete("/fhir/AuditEvent?patient=x").await.status, StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(patch(&app, &format!("/fhir/AuditEvent/{id}"), json!([])).await.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            patch(&app, &format!("/fhir/AuditEvent/{id}"), json!([])).await.status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
         assert_eq!(app.get("/fhir/AuditEvent/_history").await.status, StatusCode::METHOD_NOT_ALLOWED);
         assert!(verify(&app, None).await.is_ok());
     }
@@ -334,7 +402,8 @@ async fn the_access_log_speaks_plainly_filters_and_is_itself_audited() {
         let log = app.get(&format!("/api/portal/access-log?patient={pid}")).await;
         assert_eq!(log.status, StatusCode::OK, "{}", log.text);
         assert_eq!(log.header("content-type"), Some("application/json; charset=utf-8"));
-        let texts: Vec<String> = log.json["entries"].as_array().unwrap().iter().map(|e| e["text"].as_str().unwrap().to_string()).collect();
+        let texts: Vec<String> =
+            log.json["entries"].as_array().unwrap().iter().map(|e| e["text"].as_str().unwrap().to_string()).collect();
         assert_eq!(
             texts,
             vec![
@@ -362,8 +431,14 @@ async fn the_access_log_speaks_plainly_filters_and_is_itself_audited() {
         assert!(old.json["entries"].as_array().unwrap().is_empty());
         // The operator must say whose log; unknown filters are refused.
         assert_eq!(app.get("/api/portal/access-log").await.status, StatusCode::BAD_REQUEST);
-        assert_eq!(app.get(&format!("/api/portal/access-log?patient={pid}&category=nope")).await.status, StatusCode::BAD_REQUEST);
-        assert_eq!(app.get(&format!("/api/portal/access-log?patient={pid}&bogus=1")).await.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            app.get(&format!("/api/portal/access-log?patient={pid}&category=nope")).await.status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            app.get(&format!("/api/portal/access-log?patient={pid}&bogus=1")).await.status,
+            StatusCode::BAD_REQUEST
+        );
     }
 }
 
@@ -374,12 +449,18 @@ async fn a_failing_audit_append_fails_the_request_closed_and_recovers() {
         let pid = app.create(json!({"resourceType": "Patient"})).await;
         exec(&app, "UPDATE audit_head SET hash = 'broken' WHERE id = 1").await;
         let read = app.get(&format!("/fhir/Patient/{pid}")).await;
-        assert_eq!(read.status, StatusCode::SERVICE_UNAVAILABLE, "{b:?}: a read that cannot be recorded is not answered");
+        assert_eq!(
+            read.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{b:?}: a read that cannot be recorded is not answered"
+        );
         assert!(!read.text.contains(&pid));
         assert_eq!(read.header("retry-after"), Some("1"));
-        let write = app.post("/fhir/Patient", json!({"resourceType": "Patient", "name": [{"family": "Unrecorded"}]})).await;
+        let write =
+            app.post("/fhir/Patient", json!({"resourceType": "Patient", "name": [{"family": "Unrecorded"}]})).await;
         assert_eq!(write.status, StatusCode::SERVICE_UNAVAILABLE, "{b:?}: {}", write.text);
-        exec(&app, "UPDATE audit_head SET hash = (SELECT hash FROM audit_log WHERE seq = audit_head.seq) WHERE id = 1").await;
+        exec(&app, "UPDATE audit_head SET hash = (SELECT hash FROM audit_log WHERE seq = audit_head.seq) WHERE id = 1")
+            .await;
         let s = app.get("/fhir/Patient?family=Unrecorded").await;
         assert_eq!(s.status, StatusCode::OK);
         assert!(s.ids().is_empty(), "{b:?}: the unrecorded write was rolled back with its record");
@@ -407,8 +488,18 @@ fn tampered(r: Result<portico_audit::Report, VerifyError>) -> portico_audit::Fin
 #[tokio::test]
 async fn verify_names_the_first_bad_record_of_a_tampered_log() {
     let cases: &[(&str, &[&str], i64, Problem)] = &[
-        ("edited", &["UPDATE audit_log SET record = REPLACE(record, '\"st\":200', '\"st\":201') WHERE seq = 7"], 7, Problem::Edited),
-        ("deleted", &["DELETE FROM audit_subjects WHERE seq = 5", "DELETE FROM audit_log WHERE seq = 5"], 5, Problem::Missing),
+        (
+            "edited",
+            &["UPDATE audit_log SET record = REPLACE(record, '\"st\":200', '\"st\":201') WHERE seq = 7"],
+            7,
+            Problem::Edited,
+        ),
+        (
+            "deleted",
+            &["DELETE FROM audit_subjects WHERE seq = 5", "DELETE FROM audit_log WHERE seq = 5"],
+            5,
+            Problem::Missing,
+        ),
         (
             "swapped",
             &[
@@ -420,8 +511,18 @@ async fn verify_names_the_first_bad_record_of_a_tampered_log() {
             Problem::Moved,
         ),
         ("hidden from the patient", &["DELETE FROM audit_subjects WHERE seq = 6"], 6, Problem::IndexMismatch),
-        ("hash altered", &["UPDATE audit_log SET hash = REPLACE(hash, SUBSTR(hash, 1, 1), 'x') WHERE seq = 9"], 9, Problem::Edited),
-        ("truncated", &["DELETE FROM audit_subjects WHERE seq > 10", "DELETE FROM audit_log WHERE seq > 10"], 11, Problem::Truncated { expected_last: 12 }),
+        (
+            "hash altered",
+            &["UPDATE audit_log SET hash = REPLACE(hash, SUBSTR(hash, 1, 1), 'x') WHERE seq = 9"],
+            9,
+            Problem::Edited,
+        ),
+        (
+            "truncated",
+            &["DELETE FROM audit_subjects WHERE seq > 10", "DELETE FROM audit_log WHERE seq > 10"],
+            11,
+            Problem::Truncated { expected_last: 12 },
+        ),
     ];
     for (name, sqls, seq, problem) in cases {
         for app in TestApp::all().await {
@@ -450,15 +551,26 @@ async fn a_rewritten_and_rehashed_record_is_named_by_its_mac() {
             let text = canonical::encode(*seq, r);
             let h = portico_audit::chain::link_hash(&prev, text.as_bytes());
             let hx = portico_audit::chain::to_hex(&h);
-            exec(&app, &format!("UPDATE audit_log SET record = '{}', hash = '{hx}' WHERE seq = {seq}", text.replace('\'', "''"))).await;
+            exec(
+                &app,
+                &format!(
+                    "UPDATE audit_log SET record = '{}', hash = '{hx}' WHERE seq = {seq}",
+                    text.replace('\'', "''")
+                ),
+            )
+            .await;
             prev = h;
         }
-        exec(&app, &format!("UPDATE audit_head SET hash = '{}' WHERE id = 1", portico_audit::chain::to_hex(&prev))).await;
+        exec(&app, &format!("UPDATE audit_head SET hash = '{}' WHERE id = 1", portico_audit::chain::to_hex(&prev)))
+            .await;
         let f = tampered(verify(&app, None).await);
         assert_eq!((f.seq, f.problem), (4, Problem::Forged), "{:?}: {f}", app.backend);
         // With the public key only (no MACs), the signed head catches it — if one was signed.
         let public = Trust { keys: vec![app.state.audit.public_key()], mac: None };
-        assert!(verify_store(app.state.store.as_ref(), public, None, &mut |_, _| {}).await.is_ok(), "no head was signed yet");
+        assert!(
+            verify_store(app.state.store.as_ref(), public, None, &mut |_, _| {}).await.is_ok(),
+            "no head was signed yet"
+        );
     }
 }
 
@@ -478,7 +590,8 @@ async fn signed_heads_and_the_witness_catch_truncation_and_rollback() {
         // still says more existed.
         exec(&app, "DELETE FROM audit_subjects WHERE seq > 8").await;
         exec(&app, "DELETE FROM audit_log WHERE seq > 8").await;
-        exec(&app, "UPDATE audit_head SET seq = 8, hash = (SELECT hash FROM audit_log WHERE seq = 8) WHERE id = 1").await;
+        exec(&app, "UPDATE audit_head SET seq = 8, hash = (SELECT hash FROM audit_log WHERE seq = 8) WHERE id = 1")
+            .await;
         let f = tampered(verify(&app, None).await);
         assert_eq!((f.seq, f.problem), (9, Problem::Truncated { expected_last: 12 }), "{b:?}: {f}");
         // Remove the database's later heads too — as restoring an old backup does: only the
@@ -534,14 +647,20 @@ async fn two_stores_on_one_database_append_one_unforked_chain() {
                 let gate = app.state.gate.clone();
                 tasks.push(tokio::spawn(async move {
                     for i in 0..25 {
-                        let rec = AuditRecord::new(i, &format!("s{s}-t{t}-{i}"), Interaction::Read, portico_audit::Actor::new("operator", "operator"));
+                        let rec = AuditRecord::new(
+                            i,
+                            &format!("s{s}-t{t}-{i}"),
+                            Interaction::Read,
+                            portico_audit::Actor::new("operator", "operator"),
+                        );
                         if i % 5 == 0 {
                             // A clinical write carrying its record.
                             let ctx = RequestContext::new(Principal::Operator, format!("w{s}-{t}-{i}"));
                             let id = format!("p{s}-{t}-{i}");
                             let body = json!({"resourceType": "Patient", "id": id});
                             let prepared = portico_store::prepare("Patient", &id, body, &classifier);
-                            let permit = gate.permit_write(&ctx, portico_policy::Action::Create, None, &prepared.facts).unwrap();
+                            let permit =
+                                gate.permit_write(&ctx, portico_policy::Action::Create, None, &prepared.facts).unwrap();
                             let op = portico_store::WriteOp {
                                 kind: portico_store::WriteKind::Create,
                                 resource_type: "Patient".into(),
@@ -551,7 +670,10 @@ async fn two_stores_on_one_database_append_one_unforked_chain() {
                                 condition: None,
                             };
                             let build = |_: &[portico_store::WriteResult]| vec![rec.clone(), rec.clone()];
-                            store.write(vec![(permit, op)], &WriteAudit { chainer: &chainer, records: &build }).await.expect("write");
+                            store
+                                .write(vec![(permit, op)], &WriteAudit { chainer: &chainer, records: &build })
+                                .await
+                                .expect("write");
                         } else {
                             store.audit_append(&chainer, &[rec]).await.expect("append");
                         }
@@ -585,7 +707,10 @@ async fn the_verify_command_names_the_first_bad_record() {
                 cmd.env_remove(k);
             }
         }
-        cmd.args(["audit", "verify", "--quiet"]).args(extra).env("PORTICO_DATA_DIR", &app.data_dir).env("RUST_LOG", "error");
+        cmd.args(["audit", "verify", "--quiet"])
+            .args(extra)
+            .env("PORTICO_DATA_DIR", &app.data_dir)
+            .env("RUST_LOG", "error");
         cmd.arg("--witness").arg(&witness);
         cmd.output().expect("run portico audit verify")
     };

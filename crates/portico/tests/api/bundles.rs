@@ -51,7 +51,13 @@ async fn transaction_rewrites_urn_uuid_references() {
         let b = app.backend;
         let pu = "urn:uuid:8d5f5c2e-6d0e-4a4f-9a51-0d6d1b1f7a01";
         let r = app
-            .post("/fhir", bundle("transaction", vec![post(Some(pu), patient("Urn", "u-1")), post(None, obs_about(pu)), post(None, obs_about(pu))]))
+            .post(
+                "/fhir",
+                bundle(
+                    "transaction",
+                    vec![post(Some(pu), patient("Urn", "u-1")), post(None, obs_about(pu)), post(None, obs_about(pu))],
+                ),
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{b:?}: {}", r.text);
         assert_eq!(r.json["resourceType"], "Bundle", "{b:?}");
@@ -80,7 +86,8 @@ async fn transaction_is_atomic() {
         let b = app.backend;
         // The second entry is invalid FHIR: rejected before anything is stored.
         let bad = json!({"resourceType": "Patient", "gender": "purple"});
-        let r = app.post("/fhir", bundle("transaction", vec![post(None, patient("Atomic", "a-1")), post(None, bad)])).await;
+        let r =
+            app.post("/fhir", bundle("transaction", vec![post(None, patient("Atomic", "a-1")), post(None, bad)])).await;
         assert_outcome(&r, StatusCode::BAD_REQUEST, b);
         assert!(r.text.contains("entry[1]"), "{b:?}: the failing entry is named: {}", r.text);
         assert_eq!(count(&app, "/fhir/Patient?name=atomic").await, 0, "{b:?}");
@@ -92,7 +99,11 @@ async fn transaction_is_atomic() {
         let stale = json!({"resource": upd, "request": {"method": "PUT", "url": format!("Patient/{existing}"), "ifMatch": "W/\"7\""}});
         let r = app.post("/fhir", bundle("transaction", vec![post(None, patient("Atomic", "a-3")), stale])).await;
         assert_outcome(&r, StatusCode::PRECONDITION_FAILED, b);
-        assert_eq!(count(&app, "/fhir/Patient?name=atomic").await, 0, "{b:?}: a failed transaction left a write behind");
+        assert_eq!(
+            count(&app, "/fhir/Patient?name=atomic").await,
+            0,
+            "{b:?}: a failed transaction left a write behind"
+        );
         let e = app.get(&format!("/fhir/Patient/{existing}")).await;
         assert_eq!(e.json["name"][0]["family"], "Existing", "{b:?}");
         assert_eq!(e.header("etag"), Some("W/\"1\""), "{b:?}");
@@ -107,7 +118,9 @@ async fn conditional_references_and_if_none_exist() {
         let existing = app.create(patient("Known", "c-1")).await;
 
         // A conditional reference resolves to the one match.
-        let r = app.post("/fhir", bundle("transaction", vec![post(None, obs_about(&format!("Patient?identifier={MRN}|c-1")))])).await;
+        let r = app
+            .post("/fhir", bundle("transaction", vec![post(None, obs_about(&format!("Patient?identifier={MRN}|c-1")))]))
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{b:?}: {}", r.text);
         let oid = id_of_location(&r.json["entry"][0]);
         let o = app.get(&format!("/fhir/Observation/{oid}")).await;
@@ -115,7 +128,12 @@ async fn conditional_references_and_if_none_exist() {
 
         // No match: the transaction fails and writes nothing.
         let before = count(&app, "/fhir/Observation").await;
-        let r = app.post("/fhir", bundle("transaction", vec![post(None, obs_about(&format!("Patient?identifier={MRN}|nobody")))])).await;
+        let r = app
+            .post(
+                "/fhir",
+                bundle("transaction", vec![post(None, obs_about(&format!("Patient?identifier={MRN}|nobody")))]),
+            )
+            .await;
         assert_outcome(&r, StatusCode::PRECONDITION_FAILED, b);
         assert_eq!(count(&app, "/fhir/Observation").await, before, "{b:?}");
 
@@ -130,7 +148,11 @@ async fn conditional_references_and_if_none_exist() {
         assert_eq!(id_of_location(&r.json["entry"][0]), existing, "{b:?}");
         assert_eq!(count(&app, "/fhir/Patient").await, 1, "{b:?}");
         let oid = id_of_location(&r.json["entry"][1]);
-        assert_eq!(app.get(&format!("/fhir/Observation/{oid}")).await.json["subject"]["reference"], format!("Patient/{existing}"), "{b:?}");
+        assert_eq!(
+            app.get(&format!("/fhir/Observation/{oid}")).await.json["subject"]["reference"],
+            format!("Patient/{existing}"),
+            "{b:?}"
+        );
 
         // ifNoneExist not matching: created.
         let mut p = post(None, patient("New", "c-2"));
@@ -181,10 +203,9 @@ async fn batch_entries_succeed_or_fail_alone() {
 async fn duplicate_targets_and_malformed_bundles() {
     for app in TestApp::all().await {
         let b = app.backend;
-        let put = |family: &str| {
-            json!({"resource": {"resourceType": "Patient", "id": "dup", "name": [{"family": family}]}, "request": {"method": "PUT", "url": "Patient/dup"}})
-        };
-        let r = app.post("/fhir", bundle("transaction", vec![post(None, patient("Dup", "d-1")), put("A"), put("B")])).await;
+        let put = |family: &str| json!({"resource": {"resourceType": "Patient", "id": "dup", "name": [{"family": family}]}, "request": {"method": "PUT", "url": "Patient/dup"}});
+        let r =
+            app.post("/fhir", bundle("transaction", vec![post(None, patient("Dup", "d-1")), put("A"), put("B")])).await;
         assert_outcome(&r, StatusCode::BAD_REQUEST, b);
         assert_eq!(count(&app, "/fhir/Patient").await, 0, "{b:?}");
         assert_eq!(app.get("/fhir/Patient/dup").await.status, StatusCode::NOT_FOUND, "{b:?}");

@@ -14,7 +14,12 @@ async fn metadata(app: &TestApp) -> Resp {
 }
 
 fn resource<'a>(cs: &'a Value, rt: &str) -> &'a Value {
-    cs["rest"][0]["resource"].as_array().unwrap().iter().find(|r| r["type"] == rt).unwrap_or_else(|| panic!("{rt} not listed"))
+    cs["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == rt)
+        .unwrap_or_else(|| panic!("{rt} not listed"))
 }
 
 #[tokio::test]
@@ -35,19 +40,22 @@ async fn capability_statement_is_public_and_describes_the_server() {
         assert!(rest["documentation"].as_str().unwrap().contains("1000"), "{b:?}: the _count cap is not documented");
 
         let patient = resource(cs, "Patient");
-        let names: BTreeSet<&str> = patient["searchParam"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+        let names: BTreeSet<&str> =
+            patient["searchParam"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
         for n in ["name", "birthdate", "family", "given", "identifier", "gender", "_id", "_lastUpdated", "_count"] {
             assert!(names.contains(n), "{b:?}: Patient searchParam {n} missing: {names:?}");
         }
         let count = patient["searchParam"].as_array().unwrap().iter().find(|p| p["name"] == "_count").unwrap();
         assert!(count["documentation"].as_str().unwrap().contains("capped"), "{b:?}: {count}");
-        let ops: Vec<&str> = patient["operation"].as_array().unwrap().iter().filter_map(|o| o["name"].as_str()).collect();
+        let ops: Vec<&str> =
+            patient["operation"].as_array().unwrap().iter().filter_map(|o| o["name"].as_str()).collect();
         assert_eq!(ops, vec!["everything"], "{b:?}");
 
         let resources = rest["resource"].as_array().unwrap();
         assert!(resources.len() >= 140, "{b:?}: {} types", resources.len());
         for res in resources {
-            let codes: BTreeSet<&str> = res["interaction"].as_array().unwrap().iter().filter_map(|i| i["code"].as_str()).collect();
+            let codes: BTreeSet<&str> =
+                res["interaction"].as_array().unwrap().iter().filter_map(|i| i["code"].as_str()).collect();
             if res["type"] == "AuditEvent" {
                 // The audit trail is read-only.
                 assert_eq!(codes, ["read", "search-type", "vread"].into_iter().collect(), "{b:?}");
@@ -57,7 +65,8 @@ async fn capability_statement_is_public_and_describes_the_server() {
                 assert!(codes.contains(c), "{b:?}: {} lacks {c}", res["type"]);
             }
         }
-        let system: BTreeSet<&str> = rest["interaction"].as_array().unwrap().iter().filter_map(|i| i["code"].as_str()).collect();
+        let system: BTreeSet<&str> =
+            rest["interaction"].as_array().unwrap().iter().filter_map(|i| i["code"].as_str()).collect();
         assert_eq!(system, ["batch", "history-system", "transaction"].into_iter().collect(), "{b:?}");
 
         // With a token it is the same document.
@@ -96,7 +105,14 @@ async fn every_listed_search_parameter_is_accepted() {
                     continue;
                 }
                 let uri = format!("/fhir/{rt}?{name}={v}");
-                let r = app.raw(Method::GET, &uri, &[("authorization", auth.as_str()), ("prefer", "handling=strict")], Vec::new()).await;
+                let r = app
+                    .raw(
+                        Method::GET,
+                        &uri,
+                        &[("authorization", auth.as_str()), ("prefer", "handling=strict")],
+                        Vec::new(),
+                    )
+                    .await;
                 assert_eq!(r.status, StatusCode::OK, "{b:?}: {uri}: {}", r.text);
                 checked += 1;
             }

@@ -10,13 +10,20 @@ use std::sync::Arc;
 const N: usize = 20;
 
 fn headers<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, String)> {
-    let mut h = vec![("authorization", format!("Bearer {TOKEN}")), ("content-type", "application/fhir+json".to_string())];
+    let mut h =
+        vec![("authorization", format!("Bearer {TOKEN}")), ("content-type", "application/fhir+json".to_string())];
     h.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     h
 }
 
 /// Send from a spawned task: owned inputs, the shared app.
-async fn send(app: Arc<TestApp>, method: Method, uri: String, extra: Vec<(&'static str, String)>, body: serde_json::Value) -> Resp {
+async fn send(
+    app: Arc<TestApp>,
+    method: Method,
+    uri: String,
+    extra: Vec<(&'static str, String)>,
+    body: serde_json::Value,
+) -> Resp {
     let mut h = headers(&[]);
     h.extend(extra);
     let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -56,7 +63,11 @@ async fn same_if_match_puts_exactly_one_wins() {
             let counts = status_counts(&rs);
             let ok = counts.get(&200).copied().unwrap_or(0);
             let pf = counts.get(&412).copied().unwrap_or(0);
-            let odd: Vec<_> = rs.iter().filter(|r| !matches!(r.status.as_u16(), 200 | 412)).map(|r| (r.status, r.text.clone())).collect();
+            let odd: Vec<_> = rs
+                .iter()
+                .filter(|r| !matches!(r.status.as_u16(), 200 | 412))
+                .map(|r| (r.status, r.text.clone()))
+                .collect();
             assert!(odd.is_empty(), "{backend:?} round {round}: unexpected responses {odd:?}");
             assert_eq!((ok, pf), (1, N - 1), "{backend:?} round {round}: {counts:?}");
             let winner = rs.iter().find(|r| r.status == StatusCode::OK).expect("winner");
@@ -97,13 +108,21 @@ async fn same_if_none_exist_creates_exactly_one() {
                 rs.push(t.await.expect("task"));
             }
             let counts = status_counts(&rs);
-            let odd: Vec<_> = rs.iter().filter(|r| !matches!(r.status.as_u16(), 200 | 201)).map(|r| (r.status, r.text.clone())).collect();
+            let odd: Vec<_> = rs
+                .iter()
+                .filter(|r| !matches!(r.status.as_u16(), 200 | 201))
+                .map(|r| (r.status, r.text.clone()))
+                .collect();
             assert!(odd.is_empty(), "{backend:?} round {round}: unexpected responses {odd:?}");
             assert_eq!(counts.get(&201), Some(&1), "{backend:?} round {round}: {counts:?}");
             let created = rs.iter().find(|r| r.status == StatusCode::CREATED).expect("created");
             let id = created.json["id"].as_str().expect("id").to_string();
             for r in &rs {
-                assert_eq!(r.json["id"].as_str(), Some(id.as_str()), "{backend:?}: every answer names the one resource");
+                assert_eq!(
+                    r.json["id"].as_str(),
+                    Some(id.as_str()),
+                    "{backend:?}: every answer names the one resource"
+                );
             }
             let s = app.get(&format!("/fhir/Patient?identifier=urn:example:mrn|{mrn}&_total=accurate")).await;
             assert_eq!(s.json["total"], 1, "{backend:?}: {}", s.text);
@@ -131,7 +150,8 @@ async fn same_if_none_exist_in_transactions_creates_exactly_one() {
         for t in tasks {
             rs.push(t.await.expect("task"));
         }
-        let odd: Vec<_> = rs.iter().filter(|r| r.status != StatusCode::OK).map(|r| (r.status, r.text.clone())).collect();
+        let odd: Vec<_> =
+            rs.iter().filter(|r| r.status != StatusCode::OK).map(|r| (r.status, r.text.clone())).collect();
         assert!(odd.is_empty(), "{backend:?}: unexpected responses {odd:?}");
         let statuses: Vec<String> =
             rs.iter().map(|r| r.json["entry"][0]["response"]["status"].as_str().unwrap_or("").to_string()).collect();
@@ -196,7 +216,8 @@ async fn concurrent_blind_updates_serialise() {
         for t in tasks {
             rs.push(t.await.expect("task"));
         }
-        let bad: Vec<_> = rs.iter().filter(|r| r.status != StatusCode::OK).map(|r| (r.status, r.text.clone())).collect();
+        let bad: Vec<_> =
+            rs.iter().filter(|r| r.status != StatusCode::OK).map(|r| (r.status, r.text.clone())).collect();
         assert!(bad.is_empty(), "{backend:?}: {bad:?}");
         let mut versions: Vec<i64> =
             rs.iter().map(|r| r.json["meta"]["versionId"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0)).collect();
@@ -219,21 +240,35 @@ async fn concurrent_conditional_updates_create_exactly_one() {
             let mut tasks = Vec::new();
             for k in 0..N {
                 let body = json!({"resourceType": "Patient", "identifier": [{"system": "urn:example:mrn", "value": mrn}], "name": [{"family": format!("Upsert{k}")}]});
-                tasks.push(tokio::spawn(send(app.clone(), Method::PUT, format!("/fhir/Patient?identifier=urn:example:mrn|{mrn}"), vec![], body)));
+                tasks.push(tokio::spawn(send(
+                    app.clone(),
+                    Method::PUT,
+                    format!("/fhir/Patient?identifier=urn:example:mrn|{mrn}"),
+                    vec![],
+                    body,
+                )));
             }
             let mut rs = Vec::new();
             for t in tasks {
                 rs.push(t.await.expect("task"));
             }
             let counts = status_counts(&rs);
-            let odd: Vec<_> = rs.iter().filter(|r| !matches!(r.status.as_u16(), 200 | 201)).map(|r| (r.status, r.text.clone())).collect();
+            let odd: Vec<_> = rs
+                .iter()
+                .filter(|r| !matches!(r.status.as_u16(), 200 | 201))
+                .map(|r| (r.status, r.text.clone()))
+                .collect();
             assert!(odd.is_empty(), "{backend:?} round {round}: unexpected responses {odd:?}");
             assert_eq!(counts.get(&201), Some(&1), "{backend:?} round {round}: {counts:?}");
             let s = app.get(&format!("/fhir/Patient?identifier=urn:example:mrn|{mrn}&_total=accurate")).await;
             assert_eq!(s.json["total"], 1, "{backend:?}: {}", s.text);
             let id = s.ids().pop().expect("id");
             let r = app.get(&format!("/fhir/Patient/{id}")).await;
-            assert_eq!(r.header("etag").map(str::to_string), Some(format!("W/\"{N}\"")), "{backend:?}: one version per write");
+            assert_eq!(
+                r.header("etag").map(str::to_string),
+                Some(format!("W/\"{N}\"")),
+                "{backend:?}: one version per write"
+            );
         }
     }
 }
@@ -261,7 +296,8 @@ async fn concurrent_conditional_updates_in_transactions_create_exactly_one() {
         for t in tasks {
             rs.push(t.await.expect("task"));
         }
-        let odd: Vec<_> = rs.iter().filter(|r| r.status != StatusCode::OK).map(|r| (r.status, r.text.clone())).collect();
+        let odd: Vec<_> =
+            rs.iter().filter(|r| r.status != StatusCode::OK).map(|r| (r.status, r.text.clone())).collect();
         assert!(odd.is_empty(), "{backend:?}: unexpected responses {odd:?}");
         let statuses: Vec<String> =
             rs.iter().map(|r| r.json["entry"][0]["response"]["status"].as_str().unwrap_or("").to_string()).collect();

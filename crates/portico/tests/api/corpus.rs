@@ -32,7 +32,8 @@ fn read_json(p: &Path) -> Value {
 /// error, not a warning, so every element of the corpus must be known.
 async fn send_strict(app: &TestApp, method: Method, uri: &str, body: &Value) -> Resp {
     let auth = format!("Bearer {TOKEN}");
-    let headers = [("authorization", auth.as_str()), ("content-type", "application/fhir+json"), ("prefer", "handling=strict")];
+    let headers =
+        [("authorization", auth.as_str()), ("content-type", "application/fhir+json"), ("prefer", "handling=strict")];
     app.raw(method, uri, &headers, body.to_string().into_bytes()).await
 }
 
@@ -69,9 +70,11 @@ fn find_refs(v: &Value, out: &mut Vec<String>) {
 }
 
 fn has_category(r: &Value, code: &str) -> bool {
-    r["category"].as_array().into_iter().flatten().any(|c| {
-        c["coding"].as_array().into_iter().flatten().any(|cd| cd["code"] == code)
-    })
+    r["category"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["coding"].as_array().into_iter().flatten().any(|cd| cd["code"] == code))
 }
 
 /// Import every bundle, then check entries, references, counts and searches.
@@ -106,7 +109,14 @@ async fn synthea(backend: Backend) {
         }
     }
     for (f, entries, r) in &posted {
-        assert_eq!(r.status, StatusCode::OK, "{:?} {}: {}", backend, f.display(), r.text.chars().take(2000).collect::<String>());
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{:?} {}: {}",
+            backend,
+            f.display(),
+            r.text.chars().take(2000).collect::<String>()
+        );
         let answers = r.json["entry"].as_array().expect("response entries");
         assert_eq!(answers.len(), entries.len(), "{}", f.display());
         let mut patient = None;
@@ -130,7 +140,8 @@ async fn synthea(backend: Backend) {
                 "Encounter" => encounters += 1,
                 "Condition" => {
                     for c in res["code"]["coding"].as_array().into_iter().flatten() {
-                        let key = format!("{}|{}", c["system"].as_str().unwrap_or(""), c["code"].as_str().unwrap_or(""));
+                        let key =
+                            format!("{}|{}", c["system"].as_str().unwrap_or(""), c["code"].as_str().unwrap_or(""));
                         *condition_codes.entry(key).or_default() += 1;
                     }
                 }
@@ -139,7 +150,12 @@ async fn synthea(backend: Backend) {
         }
         per_patient.push((patient.expect("a Patient per bundle"), labs, encounters, dates));
     }
-    eprintln!("{backend:?}: imported {} bundles ({} resources) in {:.1} s", files.len(), entry_counts.values().sum::<usize>(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "{backend:?}: imported {} bundles ({} resources) in {:.1} s",
+        files.len(),
+        entry_counts.values().sum::<usize>(),
+        started.elapsed().as_secs_f64()
+    );
 
     // Counts per type, and every stored reference is rewritten (no urn:uuid left) and
     // resolves to a stored resource.
@@ -246,8 +262,10 @@ fn without_bookkeeping(mut v: Value) -> Value {
 async fn hl7_round_trip(backend: Backend) {
     let Some(app) = TestApp::new(backend).await else { return };
     // Every resource file (the npm package manifest beside them is not one).
-    let files: Vec<PathBuf> =
-        json_files(&fixtures().join("hl7-r4-examples")).into_iter().filter(|f| read_json(f).get("resourceType").is_some()).collect();
+    let files: Vec<PathBuf> = json_files(&fixtures().join("hl7-r4-examples"))
+        .into_iter()
+        .filter(|f| read_json(f).get("resourceType").is_some())
+        .collect();
     assert_eq!(files.len(), 198, "the HL7 example fixtures");
     let mut rejected = Vec::new();
     let mut differ = Vec::new();
@@ -294,9 +312,19 @@ async fn hl7_round_trip(backend: Backend) {
             differ.push(format!("{name}:\n  sent {}\n  got  {}", want, got));
         }
         // The PUT's own answer is the stored version too.
-        assert_eq!(without_bookkeeping(r.json.clone()), got, "{backend:?} {name}: the write's answer differs from the read");
+        assert_eq!(
+            without_bookkeeping(r.json.clone()),
+            got,
+            "{backend:?} {name}: the write's answer differs from the read"
+        );
     }
-    assert!(rejected.is_empty(), "{backend:?}: {} of {} HL7 examples rejected:\n{}", rejected.len(), files.len(), rejected.join("\n"));
+    assert!(
+        rejected.is_empty(),
+        "{backend:?}: {} of {} HL7 examples rejected:\n{}",
+        rejected.len(),
+        files.len(),
+        rejected.join("\n")
+    );
     assert!(differ.is_empty(), "{backend:?}: {} HL7 examples changed in storage:\n{}", differ.len(), differ.join("\n"));
     assert!(refused_by_policy <= 9, "{backend:?}: only the 9 AuditEvents may be refused by policy");
 }

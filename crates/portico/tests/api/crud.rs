@@ -36,7 +36,11 @@ fn assert_outcome(r: &Resp, status: StatusCode, backend: Backend) {
     assert_eq!(r.status, status, "{backend:?}: {}", r.text);
     assert_eq!(r.json["resourceType"], "OperationOutcome", "{backend:?}: {}", r.text);
     assert!(r.json["issue"].as_array().is_some_and(|a| !a.is_empty()), "{backend:?}: {}", r.text);
-    assert!(r.header("content-type").is_some_and(|c| c.starts_with("application/fhir+json")), "{backend:?}: {:?}", r.headers);
+    assert!(
+        r.header("content-type").is_some_and(|c| c.starts_with("application/fhir+json")),
+        "{backend:?}: {:?}",
+        r.headers
+    );
 }
 
 fn patient(family: &str) -> Value {
@@ -65,7 +69,11 @@ async fn create_assigns_id_version_and_location() {
         assert_eq!(r.json["meta"]["versionId"], "1", "{b:?}: client versionId ignored: {}", r.text);
         assert_ne!(r.json["meta"]["lastUpdated"], "2001-01-01T00:00:00Z", "{b:?}");
         assert_eq!(r.header("etag"), Some("W/\"1\""), "{b:?}");
-        assert_eq!(r.header("location"), Some(format!("http://localhost/fhir/Patient/{id}/_history/1").as_str()), "{b:?}");
+        assert_eq!(
+            r.header("location"),
+            Some(format!("http://localhost/fhir/Patient/{id}/_history/1").as_str()),
+            "{b:?}"
+        );
         assert!(r.header("last-modified").is_some(), "{b:?}");
         assert!(r.header("content-type").is_some_and(|c| c.starts_with("application/fhir+json")), "{b:?}");
         assert_eq!(r.json["name"][0]["family"], "Adeyemi", "{b:?}");
@@ -112,7 +120,11 @@ async fn update_bumps_version_and_identical_update_is_noop() {
         assert_eq!(r.status, StatusCode::OK, "{b:?}: {}", r.text);
         assert_eq!(r.header("etag"), Some("W/\"2\""), "{b:?}");
         assert_eq!(r.json["meta"]["versionId"], "2", "{b:?}");
-        assert_eq!(r.header("location"), Some(format!("http://localhost/fhir/Patient/{id}/_history/2").as_str()), "{b:?}");
+        assert_eq!(
+            r.header("location"),
+            Some(format!("http://localhost/fhir/Patient/{id}/_history/2").as_str()),
+            "{b:?}"
+        );
         let lu = r.json["meta"]["lastUpdated"].clone();
 
         // The same content again (even with a stale client meta) changes nothing.
@@ -393,7 +405,9 @@ async fn json_patch() {
         assert_outcome(&r, StatusCode::BAD_REQUEST, b);
         // Wrong content type.
         let patch = json!([{"op": "replace", "path": "/gender", "value": "other"}]);
-        let r = send(&app, Method::PATCH, &url, &[("content-type", "application/fhir+json")], patch.to_string().as_bytes()).await;
+        let r =
+            send(&app, Method::PATCH, &url, &[("content-type", "application/fhir+json")], patch.to_string().as_bytes())
+                .await;
         assert_outcome(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, b);
         // Stale If-Match.
         let r = send(&app, Method::PATCH, &url, &[jp[0], ("if-match", "W/\"1\"")], patch.to_string().as_bytes()).await;
@@ -422,13 +436,16 @@ async fn prefer_return() {
 
         let mut body = patient("Min2");
         body["id"] = json!(id);
-        let r = write(&app, Method::PUT, &format!("/fhir/Patient/{id}"), &[("prefer", "return=OperationOutcome")], &body).await;
+        let r =
+            write(&app, Method::PUT, &format!("/fhir/Patient/{id}"), &[("prefer", "return=OperationOutcome")], &body)
+                .await;
         assert_eq!(r.status, StatusCode::OK, "{b:?}: {}", r.text);
         assert_eq!(r.json["resourceType"], "OperationOutcome", "{b:?}: {}", r.text);
         assert_eq!(r.json["issue"][0]["severity"], "information", "{b:?}");
         assert_eq!(r.header("etag"), Some("W/\"2\""), "{b:?}");
 
-        let r = write(&app, Method::POST, "/fhir/Patient", &[("prefer", "return=representation")], &patient("Rep")).await;
+        let r =
+            write(&app, Method::POST, "/fhir/Patient", &[("prefer", "return=representation")], &patient("Rep")).await;
         assert_eq!(r.status, StatusCode::CREATED, "{b:?}");
         assert_eq!(r.json["resourceType"], "Patient", "{b:?}");
     }
@@ -460,9 +477,20 @@ async fn decimals_round_trip_exactly() {
     for app in TestApp::all().await {
         let b = app.backend;
         let text = r#"{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"2339-0"}]},"valueQuantity":{"value":1.50,"unit":"mg/dL"},"component":[{"code":{"text":"big"},"valueQuantity":{"value":12345678901234567890.1}},{"code":{"text":"tiny"},"valueQuantity":{"value":0.000000000000000000001000}}]}"#;
-        let r = send(&app, Method::POST, "/fhir/Observation", &[("content-type", "application/fhir+json")], text.as_bytes()).await;
+        let r = send(
+            &app,
+            Method::POST,
+            "/fhir/Observation",
+            &[("content-type", "application/fhir+json")],
+            text.as_bytes(),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::CREATED, "{b:?}: {}", r.text);
-        for t in [&r.text, &app.get(&format!("/fhir/Observation/{}", r.json["id"].as_str().unwrap())).await.text, &app.get("/fhir/Observation").await.text] {
+        for t in [
+            &r.text,
+            &app.get(&format!("/fhir/Observation/{}", r.json["id"].as_str().unwrap())).await.text,
+            &app.get("/fhir/Observation").await.text,
+        ] {
             assert!(t.contains("\"value\":1.50,"), "{b:?}: 1.50 lost: {t}");
             assert!(t.contains("12345678901234567890.1}"), "{b:?}: big decimal lost: {t}");
             assert!(t.contains("0.000000000000000000001000}"), "{b:?}: tiny decimal lost: {t}");

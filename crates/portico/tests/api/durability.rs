@@ -78,7 +78,10 @@ impl Server {
         .expect("the server did not start within 60 s");
         let Some(addr) = addr else {
             let status = child.wait().await;
-            panic!("the server exited before listening ({status:?}); log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            panic!(
+                "the server exited before listening ({status:?}); log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -126,7 +129,13 @@ impl Client {
         Client { http, base: base.to_string() }
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>, if_match: Option<i64>) -> Result<Answer, reqwest::Error> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<i64>,
+    ) -> Result<Answer, reqwest::Error> {
         let url = if path.starts_with("http") { path.to_string() } else { format!("{}{path}", self.base) };
         let mut rb = self.http.request(method, url).bearer_auth(TOKEN);
         if let Some(b) = body {
@@ -238,7 +247,13 @@ async fn writer(client: Client, ledger: Arc<Mutex<Ledger>>, w: usize, cycle: usi
                 r.inspect(|a| {
                     if a.status == 200 {
                         let v = etag_version(a.etag.as_deref()).expect("etag");
-                        ledger.lock().unwrap().acked.entry(("Patient".into(), id.clone())).or_default().insert(v, Acked::Family(family.clone()));
+                        ledger
+                            .lock()
+                            .unwrap()
+                            .acked
+                            .entry(("Patient".into(), id.clone()))
+                            .or_default()
+                            .insert(v, Acked::Family(family.clone()));
                         mine[t].version = v;
                     }
                 })
@@ -250,7 +265,13 @@ async fn writer(client: Client, ledger: Arc<Mutex<Ledger>>, w: usize, cycle: usi
                 r.inspect(|a| {
                     if a.status == 204 {
                         let v = etag_version(a.etag.as_deref()).expect("etag of a delete");
-                        ledger.lock().unwrap().acked.entry(("Patient".into(), id.clone())).or_default().insert(v, Acked::Deleted);
+                        ledger
+                            .lock()
+                            .unwrap()
+                            .acked
+                            .entry(("Patient".into(), id.clone()))
+                            .or_default()
+                            .insert(v, Acked::Deleted);
                     }
                 })
             }
@@ -270,7 +291,9 @@ async fn writer(client: Client, ledger: Arc<Mutex<Ledger>>, w: usize, cycle: usi
                         let mut l = ledger.lock().unwrap();
                         let mut patient = None;
                         for e in a.json["entry"].as_array().expect("entries") {
-                            let (rt, id, v) = version_of_location(e["response"]["location"].as_str().expect("location")).expect("location");
+                            let (rt, id, v) =
+                                version_of_location(e["response"]["location"].as_str().expect("location"))
+                                    .expect("location");
                             let what = if rt == "Patient" {
                                 patient = Some(id.clone());
                                 Acked::Family(family.clone())
@@ -295,7 +318,10 @@ async fn writer(client: Client, ledger: Arc<Mutex<Ledger>>, w: usize, cycle: usi
                     if a.status == 201 {
                         let id = a.json["id"].as_str().expect("id").to_string();
                         let mut l = ledger.lock().unwrap();
-                        l.acked.entry(("Patient".into(), id.clone())).or_default().insert(1, Acked::Family(family.clone()));
+                        l.acked
+                            .entry(("Patient".into(), id.clone()))
+                            .or_default()
+                            .insert(1, Acked::Family(family.clone()));
                         l.touched.insert(("Patient".into(), id.clone()));
                         mine.push(Live { id, version: 1 });
                     }
@@ -304,7 +330,11 @@ async fn writer(client: Client, ledger: Arc<Mutex<Ledger>>, w: usize, cycle: usi
         };
         match result {
             Ok(a) if (200..300).contains(&a.status) => {}
-            Ok(a) => ledger.lock().unwrap().unexpected.push(format!("writer {w}: {} {}", a.status, a.text.chars().take(300).collect::<String>())),
+            Ok(a) => ledger.lock().unwrap().unexpected.push(format!(
+                "writer {w}: {} {}",
+                a.status,
+                a.text.chars().take(300).collect::<String>()
+            )),
             // The server is gone (killed): stop.
             Err(_) => return,
         }
@@ -332,10 +362,17 @@ async fn verify(client: &Client, ledger: &Mutex<Ledger>, label: &str) -> Vec<Liv
         let (&top, what) = versions.iter().next_back().expect("a version");
         let r = client.get(&format!("/{rt}/{id}")).await;
         match what {
-            Acked::Deleted => assert_eq!(r.status, 410, "{label}: acknowledged delete of {rt}/{id} v{top} lost: {}", r.text),
+            Acked::Deleted => {
+                assert_eq!(r.status, 410, "{label}: acknowledged delete of {rt}/{id} v{top} lost: {}", r.text)
+            }
             _ => {
                 // A later, unacknowledged write may have landed; then it may also be a delete.
-                assert!(r.status == 200 || r.status == 410, "{label}: acknowledged {rt}/{id} v{top} missing: {} {}", r.status, r.text);
+                assert!(
+                    r.status == 200 || r.status == 410,
+                    "{label}: acknowledged {rt}/{id} v{top} missing: {} {}",
+                    r.status,
+                    r.text
+                );
                 if r.status == 200 {
                     let v = etag_version(r.etag.as_deref()).expect("etag");
                     assert!(v >= top, "{label}: {rt}/{id} is at v{v}, but v{top} was acknowledged");
@@ -348,11 +385,19 @@ async fn verify(client: &Client, ledger: &Mutex<Ledger>, label: &str) -> Vec<Liv
                 Acked::Deleted => assert_eq!(r.status, 410, "{label}: {rt}/{id} v{v}"),
                 Acked::Family(f) => {
                     assert_eq!(r.status, 200, "{label}: acknowledged {rt}/{id} v{v} missing: {}", r.text);
-                    assert_eq!(r.json["name"][0]["family"].as_str(), Some(f.as_str()), "{label}: {rt}/{id} v{v} content");
+                    assert_eq!(
+                        r.json["name"][0]["family"].as_str(),
+                        Some(f.as_str()),
+                        "{label}: {rt}/{id} v{v} content"
+                    );
                 }
                 Acked::ObsOf(p) => {
                     assert_eq!(r.status, 200, "{label}: acknowledged {rt}/{id} v{v} missing: {}", r.text);
-                    assert_eq!(r.json["subject"]["reference"].as_str(), Some(format!("Patient/{p}").as_str()), "{label}: {rt}/{id}");
+                    assert_eq!(
+                        r.json["subject"]["reference"].as_str(),
+                        Some(format!("Patient/{p}").as_str()),
+                        "{label}: {rt}/{id}"
+                    );
                 }
             }
         }
@@ -362,7 +407,11 @@ async fn verify(client: &Client, ledger: &Mutex<Ledger>, label: &str) -> Vec<Liv
     // history ending at the version a read returns, current index rows only.
     let known: BTreeSet<(String, String)> = acked.keys().cloned().collect();
     let unacknowledged = patients.iter().filter(|id| !known.contains(&("Patient".to_string(), id.to_string()))).count();
-    eprintln!("{label}: {} live patients, {} observations, {unacknowledged} patients from writes cut off by the kill", patients.len(), observations.len());
+    eprintln!(
+        "{label}: {} live patients, {} observations, {unacknowledged} patients from writes cut off by the kill",
+        patients.len(),
+        observations.len()
+    );
     let mut deep: BTreeSet<(String, String)> = touched;
     deep.extend(patients.iter().map(|id| ("Patient".to_string(), id.clone())).filter(|k| !known.contains(k)));
     if label.ends_with("final") {
@@ -417,10 +466,17 @@ async fn verify(client: &Client, ledger: &Mutex<Ledger>, label: &str) -> Vec<Liv
         assert_eq!(*count, 2, "{label}: transaction of Patient/{p} is partly stored");
         let h = client.get(&format!("/Patient/{p}/_history/1")).await;
         assert_eq!(h.status, 200, "{label}: Observations of a transaction whose Patient/{p} is missing");
-        assert!(h.json["identifier"][0]["value"].as_str().is_some_and(|v| v.starts_with("tx-")), "{label}: Patient/{p}");
+        assert!(
+            h.json["identifier"][0]["value"].as_str().is_some_and(|v| v.starts_with("tx-")),
+            "{label}: Patient/{p}"
+        );
     }
     for p in &tx_patients {
-        assert_eq!(obs_by_patient.get(p), Some(&2), "{label}: acknowledged transaction of Patient/{p} lost Observations");
+        assert_eq!(
+            obs_by_patient.get(p),
+            Some(&2),
+            "{label}: acknowledged transaction of Patient/{p} lost Observations"
+        );
     }
     for id in &patients {
         let r = client.get(&format!("/Patient/{id}/_history/1")).await;
@@ -476,7 +532,16 @@ fn consistency_queries() -> Vec<(String, String)> {
         ),
         ("duplicate change sequence numbers".into(), "SELECT COUNT(*) - COUNT(DISTINCT seq) FROM resource_versions".into()),
     ];
-    for t in ["idx_token", "idx_string", "idx_date", "idx_reference", "idx_number", "idx_quantity", "idx_uri", "idx_compartment"] {
+    for t in [
+        "idx_token",
+        "idx_string",
+        "idx_date",
+        "idx_reference",
+        "idx_number",
+        "idx_quantity",
+        "idx_uri",
+        "idx_compartment",
+    ] {
         q.push((
             format!("{t} row of an absent or deleted resource"),
             format!("SELECT COUNT(*) FROM {t} x WHERE NOT EXISTS (SELECT 1 FROM resources r WHERE r.res_type = x.res_type AND r.id = x.id AND r.deleted = 0)"),
@@ -515,7 +580,8 @@ async fn check_database(database_url: Option<&str>, data_dir: &Path, label: &str
         None => {
             let url = format!("sqlite://{}", data_dir.join("portico.db").display());
             let mut c = sqlx::SqliteConnection::connect(&url).await.expect("open the SQLite file");
-            let ok: String = sqlx::query("PRAGMA integrity_check").fetch_one(&mut c).await.expect("integrity_check").get(0);
+            let ok: String =
+                sqlx::query("PRAGMA integrity_check").fetch_one(&mut c).await.expect("integrity_check").get(0);
             if ok != "ok" {
                 problems.push(format!("integrity_check: {ok}"));
             }

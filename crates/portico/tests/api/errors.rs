@@ -56,7 +56,11 @@ async fn authentication_is_required() {
             (Method::GET, "/fhir/Patient".into(), vec![("authorization", "Bearer ")]),
             (Method::GET, "/fhir/_history".into(), vec![]),
             (Method::POST, "/fhir/Patient".into(), vec![("content-type", "application/fhir+json")]),
-            (Method::POST, "/fhir/Patient".into(), vec![("content-type", "application/fhir+json"), ("authorization", "Bearer nope")]),
+            (
+                Method::POST,
+                "/fhir/Patient".into(),
+                vec![("content-type", "application/fhir+json"), ("authorization", "Bearer nope")],
+            ),
             (Method::DELETE, format!("/fhir/Patient/{id}"), vec![("authorization", "Bearer nope")]),
             (Method::PUT, format!("/fhir/Patient/{id}"), vec![("content-type", "application/fhir+json")]),
         ];
@@ -65,11 +69,19 @@ async fn authentication_is_required() {
             let r = app.raw(m.clone(), &uri, &headers, send_body).await;
             let what = format!("{m} {uri} {headers:?}");
             assert_outcome(&r, StatusCode::UNAUTHORIZED, b, &what);
-            assert!(r.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")), "{b:?}: {what}: {:?}", r.headers);
+            assert!(
+                r.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")),
+                "{b:?}: {what}: {:?}",
+                r.headers
+            );
             assert!(!r.text.contains(&id), "{b:?}: {what}: leaked the resource");
         }
         assert_eq!(count(&app, "Patient").await, 1, "{b:?}");
-        assert_eq!(app.get(&format!("/fhir/Patient/{id}")).await.status, StatusCode::OK, "{b:?}: an unauthenticated delete ran");
+        assert_eq!(
+            app.get(&format!("/fhir/Patient/{id}")).await.status,
+            StatusCode::OK,
+            "{b:?}: an unauthenticated delete ran"
+        );
     }
 }
 
@@ -93,12 +105,17 @@ async fn malformed_bodies_are_400_and_write_nothing() {
             ("string body", br#""Patient""#.to_vec()),
             ("invalid UTF-8", b"{\"resourceType\": \"Patient\", \"name\": [{\"family\": \"\xff\xfe\"}]}".to_vec()),
             ("duplicate keys", br#"{"resourceType": "Patient", "gender": "male", "gender": "female"}"#.to_vec()),
-            ("nested duplicate keys", br#"{"resourceType": "Patient", "name": [{"family": "a", "family": "b"}]}"#.to_vec()),
+            (
+                "nested duplicate keys",
+                br#"{"resourceType": "Patient", "name": [{"family": "a", "family": "b"}]}"#.to_vec(),
+            ),
             ("deep array", deep_array),
             ("deep object", deep_object),
         ];
         for (what, body) in cases {
-            for (m, uri) in [(Method::POST, "/fhir/Patient"), (Method::PUT, "/fhir/Patient/p1"), (Method::POST, "/fhir")] {
+            for (m, uri) in
+                [(Method::POST, "/fhir/Patient"), (Method::PUT, "/fhir/Patient/p1"), (Method::POST, "/fhir")]
+            {
                 let t = Instant::now();
                 let r = send(&app, m.clone(), uri, "application/fhir+json", body.clone()).await;
                 assert_outcome(&r, StatusCode::BAD_REQUEST, b, &format!("{what} {m} {uri}"));
@@ -123,7 +140,9 @@ async fn oversized_bodies_are_413() {
         }
         // A huge _search form body too.
         let form = format!("name={}", "x".repeat(5000));
-        let r = send(&app, Method::POST, "/fhir/Patient/_search", "application/x-www-form-urlencoded", form.into_bytes()).await;
+        let r =
+            send(&app, Method::POST, "/fhir/Patient/_search", "application/x-www-form-urlencoded", form.into_bytes())
+                .await;
         assert_outcome(&r, StatusCode::PAYLOAD_TOO_LARGE, b, "_search");
         assert_eq!(count(&app, "Patient").await, 1, "{b:?}");
     }
@@ -135,13 +154,20 @@ async fn wrong_content_type_is_415() {
         let b = app.backend;
         let body = br#"{"resourceType":"Patient"}"#.to_vec();
         for ct in ["text/plain", "application/xml", "application/x-www-form-urlencoded", ""] {
-            for (m, uri) in [(Method::POST, "/fhir/Patient"), (Method::PUT, "/fhir/Patient/p1"), (Method::POST, "/fhir")] {
+            for (m, uri) in
+                [(Method::POST, "/fhir/Patient"), (Method::PUT, "/fhir/Patient/p1"), (Method::POST, "/fhir")]
+            {
                 let r = send(&app, m.clone(), uri, ct, body.clone()).await;
                 assert_outcome(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, b, &format!("{ct} {m} {uri}"));
             }
         }
         // The accepted JSON media types, with parameters.
-        for ct in ["application/fhir+json; charset=utf-8", "application/json", "application/json+fhir", "APPLICATION/FHIR+JSON"] {
+        for ct in [
+            "application/fhir+json; charset=utf-8",
+            "application/json",
+            "application/json+fhir",
+            "APPLICATION/FHIR+JSON",
+        ] {
             let r = send(&app, Method::POST, "/fhir/Patient", ct, body.clone()).await;
             assert_eq!(r.status, StatusCode::CREATED, "{b:?}: {ct}: {}", r.text);
         }
@@ -157,19 +183,47 @@ async fn invalid_resources_are_400_with_issues() {
         let div = |inner: &str| json!({"status": "generated", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{inner}</div>")});
         let inst = format!("/fhir/Patient/{id}");
         let cases = vec![
-            ("type mismatch", "/fhir/Patient", json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}})),
+            (
+                "type mismatch",
+                "/fhir/Patient",
+                json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}}),
+            ),
             ("no resourceType", "/fhir/Patient", json!({"name": [{"family": "x"}]})),
             ("unknown element", "/fhir/Patient", json!({"resourceType": "Patient", "favouriteColour": "blue"})),
-            ("nested unknown element", "/fhir/Patient", json!({"resourceType": "Patient", "name": [{"family": "x", "nickname": "y"}]})),
+            (
+                "nested unknown element",
+                "/fhir/Patient",
+                json!({"resourceType": "Patient", "name": [{"family": "x", "nickname": "y"}]}),
+            ),
             ("impossible date", "/fhir/Patient", json!({"resourceType": "Patient", "birthDate": "1970-13-45"})),
             ("bad code", "/fhir/Patient", json!({"resourceType": "Patient", "gender": "purple"})),
             ("wrong JSON kind", "/fhir/Patient", json!({"resourceType": "Patient", "active": "yes"})),
             ("single for array", "/fhir/Patient", json!({"resourceType": "Patient", "name": {"family": "x"}})),
-            ("script in narrative", "/fhir/Patient", json!({"resourceType": "Patient", "text": div("<script>alert(1)</script>")})),
-            ("event handler in narrative", "/fhir/Patient", json!({"resourceType": "Patient", "text": div("<img src=\"x\" onerror=\"alert(1)\"/>")})),
-            ("javascript URL in narrative", "/fhir/Patient", json!({"resourceType": "Patient", "text": div("<a href=\"javascript:alert(1)\">x</a>")})),
-            ("type mismatch on update", inst.as_str(), json!({"resourceType": "Observation", "id": id, "status": "final", "code": {"text": "x"}})),
-            ("unknown element on update", inst.as_str(), json!({"resourceType": "Patient", "id": id, "favouriteColour": "blue"})),
+            (
+                "script in narrative",
+                "/fhir/Patient",
+                json!({"resourceType": "Patient", "text": div("<script>alert(1)</script>")}),
+            ),
+            (
+                "event handler in narrative",
+                "/fhir/Patient",
+                json!({"resourceType": "Patient", "text": div("<img src=\"x\" onerror=\"alert(1)\"/>")}),
+            ),
+            (
+                "javascript URL in narrative",
+                "/fhir/Patient",
+                json!({"resourceType": "Patient", "text": div("<a href=\"javascript:alert(1)\">x</a>")}),
+            ),
+            (
+                "type mismatch on update",
+                inst.as_str(),
+                json!({"resourceType": "Observation", "id": id, "status": "final", "code": {"text": "x"}}),
+            ),
+            (
+                "unknown element on update",
+                inst.as_str(),
+                json!({"resourceType": "Patient", "id": id, "favouriteColour": "blue"}),
+            ),
         ];
         for (what, uri, body) in cases {
             let m = if uri == "/fhir/Patient" { Method::POST } else { Method::PUT };
@@ -177,7 +231,9 @@ async fn invalid_resources_are_400_with_issues() {
             assert_outcome(&r, StatusCode::BAD_REQUEST, b, what);
         }
         // The validation issue names the unknown element and where it is.
-        let r = app.post("/fhir/Patient", json!({"resourceType": "Patient", "name": [{"family": "x", "nickname": "y"}]})).await;
+        let r = app
+            .post("/fhir/Patient", json!({"resourceType": "Patient", "name": [{"family": "x", "nickname": "y"}]}))
+            .await;
         let issues = r.json["issue"].as_array().unwrap();
         assert!(
             issues.iter().any(|i| i["diagnostics"].as_str().unwrap_or("").contains("nickname")
@@ -197,7 +253,11 @@ async fn invalid_resources_are_400_with_issues() {
             .raw(
                 Method::POST,
                 "/fhir/Patient",
-                &[("authorization", auth.as_str()), ("content-type", "application/fhir+json"), ("prefer", "handling=lenient")],
+                &[
+                    ("authorization", auth.as_str()),
+                    ("content-type", "application/fhir+json"),
+                    ("prefer", "handling=lenient"),
+                ],
                 br#"{"resourceType":"Patient","favouriteColour":"blue"}"#.to_vec(),
             )
             .await;
@@ -275,11 +335,20 @@ async fn json_patch_bodies_pass_the_same_guard() {
         let mut deep = "[".repeat(100_000).into_bytes();
         deep.extend("]".repeat(100_000).into_bytes());
         let cases: Vec<(&str, Vec<u8>)> = vec![
-            ("duplicate key in a value", br#"[{"op": "replace", "path": "/gender", "value": "female", "value": "other"}]"#.to_vec()),
+            (
+                "duplicate key in a value",
+                br#"[{"op": "replace", "path": "/gender", "value": "female", "value": "other"}]"#.to_vec(),
+            ),
             ("duplicate op", br#"[{"op": "test", "op": "replace", "path": "/gender", "value": "female"}]"#.to_vec()),
-            ("nested duplicate", br#"[{"op": "add", "path": "/name", "value": [{"family": "a", "family": "b"}]}]"#.to_vec()),
+            (
+                "nested duplicate",
+                br#"[{"op": "add", "path": "/name", "value": [{"family": "a", "family": "b"}]}]"#.to_vec(),
+            ),
             ("deep nesting", deep),
-            ("invalid UTF-8", b"[{\"op\": \"add\", \"path\": \"/name\", \"value\": [{\"family\": \"\xff\"}]}]".to_vec()),
+            (
+                "invalid UTF-8",
+                b"[{\"op\": \"add\", \"path\": \"/name\", \"value\": [{\"family\": \"\xff\"}]}]".to_vec(),
+            ),
             ("malformed", br#"[{"op": "replace""#.to_vec()),
             ("trailing garbage", br#"[] []"#.to_vec()),
             ("empty", Vec::new()),
@@ -308,25 +377,88 @@ async fn odd_search_parameters_never_fail_the_server() {
         let b = app.backend;
         app.create(json!({"resourceType": "Patient", "name": [{"family": "Odd"}], "birthDate": "1980-01-01"})).await;
         let params = [
-            "_id:missing=true", "_id:missing=false", "_lastUpdated:missing=true", "_lastUpdated:missing=false",
-            "_id:not=x", "_id:exact=x", "_id:text=x", "_lastUpdated:not=2020", "_lastUpdated:exact=2020",
-            "name:missing=true", "name:text=x", "name:below=x", "identifier:text=x", "identifier:above=x",
-            "identifier:of-type=x", "identifier:in=http://x", "_profile:above=http://x", "_tag:not=x",
-            "general-practitioner:missing=true", "general-practitioner:identifier=x", "link:Patient=x",
-            "organization:Unicorn=x", "_has:Observation:patient:code=x", "_text=x", "_content=x", "_list=x",
-            "_query=x", "_filter=x", "_security=x", "_source=http://x", "deceased=true", "address-postalcode:contains=1",
-            "_id=", "name=", "birthdate=", "gender=", "_sort=", "_sort=-", "_count=", "_elements=", "_include=",
-            "_revinclude=", "_summary=", "_total=", "_type=Patient", "_since=2020", "_cursor=",
-            "birthdate=ap1980", "birthdate=sa1979", "birthdate=eb1981", "birthdate=2020-02-30",
-            "birthdate=10000", "birthdate=0000", "birthdate=1980-01-01T25:00:00Z", "_lastUpdated=ap2020",
-            "_include=Patient:general-practitioner", "_include:iterate=Patient:link", "_include=Patient:*",
-            "_revinclude=Observation:*", "_sort=_id", "_sort=-_id", "_sort=gender", "_sort=general-practitioner",
-            "_sort=address", "_sort=_tag", "_sort=phonetic", "_elements=name,nonexistent", "_summary=text",
-            "_summary=data", "name=%00", "name:exact=%00", "_id=%00", "name:contains=%E2%80%AE",
+            "_id:missing=true",
+            "_id:missing=false",
+            "_lastUpdated:missing=true",
+            "_lastUpdated:missing=false",
+            "_id:not=x",
+            "_id:exact=x",
+            "_id:text=x",
+            "_lastUpdated:not=2020",
+            "_lastUpdated:exact=2020",
+            "name:missing=true",
+            "name:text=x",
+            "name:below=x",
+            "identifier:text=x",
+            "identifier:above=x",
+            "identifier:of-type=x",
+            "identifier:in=http://x",
+            "_profile:above=http://x",
+            "_tag:not=x",
+            "general-practitioner:missing=true",
+            "general-practitioner:identifier=x",
+            "link:Patient=x",
+            "organization:Unicorn=x",
+            "_has:Observation:patient:code=x",
+            "_text=x",
+            "_content=x",
+            "_list=x",
+            "_query=x",
+            "_filter=x",
+            "_security=x",
+            "_source=http://x",
+            "deceased=true",
+            "address-postalcode:contains=1",
+            "_id=",
+            "name=",
+            "birthdate=",
+            "gender=",
+            "_sort=",
+            "_sort=-",
+            "_count=",
+            "_elements=",
+            "_include=",
+            "_revinclude=",
+            "_summary=",
+            "_total=",
+            "_type=Patient",
+            "_since=2020",
+            "_cursor=",
+            "birthdate=ap1980",
+            "birthdate=sa1979",
+            "birthdate=eb1981",
+            "birthdate=2020-02-30",
+            "birthdate=10000",
+            "birthdate=0000",
+            "birthdate=1980-01-01T25:00:00Z",
+            "_lastUpdated=ap2020",
+            "_include=Patient:general-practitioner",
+            "_include:iterate=Patient:link",
+            "_include=Patient:*",
+            "_revinclude=Observation:*",
+            "_sort=_id",
+            "_sort=-_id",
+            "_sort=gender",
+            "_sort=general-practitioner",
+            "_sort=address",
+            "_sort=_tag",
+            "_sort=phonetic",
+            "_elements=name,nonexistent",
+            "_summary=text",
+            "_summary=data",
+            "name=%00",
+            "name:exact=%00",
+            "_id=%00",
+            "name:contains=%E2%80%AE",
         ];
         for q in params {
             let r = app.get(&format!("/fhir/Patient?{q}")).await;
-            assert!(r.status == StatusCode::OK || r.status == StatusCode::BAD_REQUEST, "{b:?}: {q}: {} {}", r.status, r.text);
+            assert!(
+                r.status == StatusCode::OK || r.status == StatusCode::BAD_REQUEST,
+                "{b:?}: {q}: {} {}",
+                r.status,
+                r.text
+            );
             if r.status == StatusCode::BAD_REQUEST {
                 assert_eq!(r.json["resourceType"], "OperationOutcome", "{b:?}: {q}");
             } else {
@@ -361,21 +493,44 @@ async fn nul_and_invalid_ids_never_fail_the_server() {
             assert_outcome(&r, StatusCode::BAD_REQUEST, b, &format!("DELETE {bad}"));
             let auth = bearer();
             let r = app
-                .raw(Method::PATCH, &format!("/fhir/Patient/{bad}"), &[("authorization", auth.as_str()), ("content-type", "application/json-patch+json")], b"[]".to_vec())
+                .raw(
+                    Method::PATCH,
+                    &format!("/fhir/Patient/{bad}"),
+                    &[("authorization", auth.as_str()), ("content-type", "application/json-patch+json")],
+                    b"[]".to_vec(),
+                )
                 .await;
             assert_outcome(&r, StatusCode::NOT_FOUND, b, &format!("PATCH {bad}"));
         }
         // NUL inside resource content.
-        let r = send(&app, Method::POST, "/fhir/Patient", "application/fhir+json", br#"{"resourceType":"Patient","name":[{"family":"a\u0000b"}]}"#.to_vec()).await;
+        let r = send(
+            &app,
+            Method::POST,
+            "/fhir/Patient",
+            "application/fhir+json",
+            br#"{"resourceType":"Patient","name":[{"family":"a\u0000b"}]}"#.to_vec(),
+        )
+        .await;
         assert_outcome(&r, StatusCode::BAD_REQUEST, b, "NUL in a string");
-        let r = send(&app, Method::POST, "/fhir/Patient", "application/fhir+json", br#"{"resourceType":"Patient","\u0000":1}"#.to_vec()).await;
+        let r = send(
+            &app,
+            Method::POST,
+            "/fhir/Patient",
+            "application/fhir+json",
+            br#"{"resourceType":"Patient","\u0000":1}"#.to_vec(),
+        )
+        .await;
         assert_outcome(&r, StatusCode::BAD_REQUEST, b, "NUL in a key");
         // NUL in conditional criteria and transaction URLs.
         let r = app
             .raw(
                 Method::POST,
                 "/fhir/Patient",
-                &[("authorization", bearer().as_str()), ("content-type", "application/fhir+json"), ("if-none-exist", "identifier=a%00b")],
+                &[
+                    ("authorization", bearer().as_str()),
+                    ("content-type", "application/fhir+json"),
+                    ("if-none-exist", "identifier=a%00b"),
+                ],
                 br#"{"resourceType":"Patient"}"#.to_vec(),
             )
             .await;
@@ -391,7 +546,8 @@ async fn nul_and_invalid_ids_never_fail_the_server() {
         ]});
         let r = app.post("/fhir", bundle).await;
         assert_eq!(r.status, StatusCode::OK, "{b:?}: {}", r.text);
-        let statuses: Vec<&str> = r.json["entry"].as_array().unwrap().iter().map(|e| e["response"]["status"].as_str().unwrap()).collect();
+        let statuses: Vec<&str> =
+            r.json["entry"].as_array().unwrap().iter().map(|e| e["response"]["status"].as_str().unwrap()).collect();
         assert_eq!(statuses, vec!["404 Not Found", "400 Bad Request", "400 Bad Request"], "{b:?}: {}", r.text);
         assert_eq!(app.get(&format!("/fhir/Patient/{id}")).await.status, StatusCode::OK, "{b:?}");
     }
@@ -416,7 +572,12 @@ async fn forged_cursors_are_400_or_harmless() {
         for c in ["W1sxLDFlMzA4LDAsIngiXSwtNV0", "W1swLCJhIl0sMV0", "W1tdLDFd", "W1sieCIsMV0sMV0"] {
             for q in ["_sort=family", "_sort=-birthdate", "_sort=family,-birthdate", "_sort=-_lastUpdated", ""] {
                 let r = app.get(&format!("/fhir/Patient?{q}&_cursor={c}")).await;
-                assert!(r.status == StatusCode::OK || r.status == StatusCode::BAD_REQUEST, "{b:?}: {q} cursor {c}: {} {}", r.status, r.text);
+                assert!(
+                    r.status == StatusCode::OK || r.status == StatusCode::BAD_REQUEST,
+                    "{b:?}: {q} cursor {c}: {} {}",
+                    r.status,
+                    r.text
+                );
             }
         }
     }

@@ -135,7 +135,11 @@ async fn type_and_system_history() {
             ],
             "{b:?}"
         );
-        assert_eq!(get_ok(&app, "/fhir/Observation/_history").await.json["entry"].as_array().unwrap().len(), 1, "{b:?}");
+        assert_eq!(
+            get_ok(&app, "/fhir/Observation/_history").await.json["entry"].as_array().unwrap().len(),
+            1,
+            "{b:?}"
+        );
         // An empty history is an empty Bundle.
         let r = get_ok(&app, "/fhir/Condition/_history").await;
         assert!(r.json.get("entry").is_none_or(|e| e.as_array().is_some_and(Vec::is_empty)), "{b:?}: {}", r.text);
@@ -155,7 +159,10 @@ async fn history_since() {
         let since = r.json["meta"]["lastUpdated"].as_str().unwrap().to_string();
         let late = app.create(named("Late")).await;
 
-        let want = vec![row(&format!("Patient/{late}"), "1", "POST", "201"), row(&format!("Patient/{early}"), "2", "PUT", "200")];
+        let want = vec![
+            row(&format!("Patient/{late}"), "1", "POST", "201"),
+            row(&format!("Patient/{early}"), "2", "PUT", "200"),
+        ];
         for url in [format!("/fhir/Patient/_history?_since={since}"), format!("/fhir/_history?_since={since}")] {
             assert_eq!(summary(&get_ok(&app, &url).await), want, "{b:?}: {url}");
         }

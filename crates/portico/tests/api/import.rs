@@ -43,14 +43,22 @@ fn imported_count(out: &Output) -> usize {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "import failed: {:?}\nstdout: {stdout}\nstderr: {stderr}", out.status);
-    let line = stdout.lines().find(|l| l.starts_with("imported ")).unwrap_or_else(|| panic!("no summary line in {stdout:?}"));
+    let line =
+        stdout.lines().find(|l| l.starts_with("imported ")).unwrap_or_else(|| panic!("no summary line in {stdout:?}"));
     // imported 304 resources in 1.23 s (247 resources/s)
     let words: Vec<&str> = line.split_whitespace().collect();
     assert!(
-        words.len() == 8 && words[2] == "resources" && words[3] == "in" && words[5] == "s" && words[7] == "resources/s)",
+        words.len() == 8
+            && words[2] == "resources"
+            && words[3] == "in"
+            && words[5] == "s"
+            && words[7] == "resources/s)",
         "summary line: {line}"
     );
-    assert!(words[4].parse::<f64>().is_ok() && words[6].trim_start_matches('(').parse::<f64>().is_ok(), "summary line: {line}");
+    assert!(
+        words[4].parse::<f64>().is_ok() && words[6].trim_start_matches('(').parse::<f64>().is_ok(),
+        "summary line: {line}"
+    );
     words[1].parse().unwrap_or_else(|_| panic!("summary line: {line}"))
 }
 
@@ -103,7 +111,9 @@ async fn versions_of(app: &TestApp, rt: &str) -> Vec<(String, String)> {
     assert!(r.next_link().is_none());
     r.entries()
         .iter()
-        .map(|e| (e["id"].as_str().unwrap_or("").to_string(), e["meta"]["versionId"].as_str().unwrap_or("").to_string()))
+        .map(|e| {
+            (e["id"].as_str().unwrap_or("").to_string(), e["meta"]["versionId"].as_str().unwrap_or("").to_string())
+        })
         .collect()
 }
 
@@ -175,11 +185,14 @@ fn failure_text(out: &Output) -> String {
 fn bad_input_names_file_and_line() {
     let tmp = TempDir::new();
     let data = tmp.0.join("data");
-    let good = |i: usize| json!({"resourceType": "Patient", "id": format!("ok-{i}"), "name": [{"family": "Fine"}]}).to_string();
+    let good = |i: usize| {
+        json!({"resourceType": "Patient", "id": format!("ok-{i}"), "name": [{"family": "Fine"}]}).to_string()
+    };
 
     // Not JSON on line 3.
     let p = tmp.0.join("broken.ndjson");
-    std::fs::write(&p, format!("{}\n{}\n{{\"resourceType\": \"Patient\", \"id\": \n{}\n", good(1), good(2), good(4))).expect("write");
+    std::fs::write(&p, format!("{}\n{}\n{{\"resourceType\": \"Patient\", \"id\": \n{}\n", good(1), good(2), good(4)))
+        .expect("write");
     let err = failure_text(&run_import(&data, None, &[&p]));
     assert!(err.contains("broken.ndjson") && err.contains("line 3"), "message: {err}");
 

@@ -75,7 +75,11 @@ async fn all_pages(app: &TestApp, first: &str) -> Vec<Vec<String>> {
         pages.push(r.ids());
         match r.next_link() {
             Some(n) => {
-                assert!(n.starts_with(&format!("{BASE}/")), "{:?}: next link not absolute under the base: {n}", app.backend);
+                assert!(
+                    n.starts_with(&format!("{BASE}/")),
+                    "{:?}: next link not absolute under the base: {n}",
+                    app.backend
+                );
                 url = n[BASE.len() - "/fhir".len()..].to_string();
             }
             None => return pages,
@@ -129,18 +133,31 @@ async fn token_search() {
         put_as(&app, "loinc", obs(json!({"coding": [{"system": "http://loinc.org", "code": "1234-5", "display": "Glucose"}], "text": "Blood glucose"}))).await;
         put_as(&app, "snomed", obs(json!({"coding": [{"system": "http://snomed.info/sct", "code": "1234-5"}]}))).await;
         put_as(&app, "nosys", obs(json!({"coding": [{"code": "1234-5"}]}))).await;
-        put_as(&app, "hb", obs(json!({"coding": [{"system": "http://loinc.org", "code": "718-7", "display": "Hemoglobin"}]}))).await;
+        put_as(
+            &app,
+            "hb",
+            obs(json!({"coding": [{"system": "http://loinc.org", "code": "718-7", "display": "Hemoglobin"}]})),
+        )
+        .await;
 
         assert_eq!(id_set(&app, "/fhir/Observation?code=1234-5").await, set(&["loinc", "snomed", "nosys"]), "{b:?}");
         assert_eq!(id_set(&app, "/fhir/Observation?code=http://loinc.org|1234-5").await, set(&["loinc"]), "{b:?}");
         assert_eq!(id_set(&app, "/fhir/Observation?code=%7C1234-5").await, set(&["nosys"]), "{b:?}");
         assert_eq!(id_set(&app, "/fhir/Observation?code=http://loinc.org|").await, set(&["loinc", "hb"]), "{b:?}");
         assert_eq!(id_set(&app, "/fhir/Observation?code:not=1234-5").await, set(&["hb"]), "{b:?}");
-        assert_eq!(id_set(&app, "/fhir/Observation?code:not=http://loinc.org|1234-5").await, set(&["snomed", "nosys", "hb"]), "{b:?}");
+        assert_eq!(
+            id_set(&app, "/fhir/Observation?code:not=http://loinc.org|1234-5").await,
+            set(&["snomed", "nosys", "hb"]),
+            "{b:?}"
+        );
         assert_eq!(id_set(&app, "/fhir/Observation?code:text=glucose").await, set(&["loinc"]), "{b:?}");
         assert_eq!(id_set(&app, "/fhir/Observation?code:text=HEMO").await, set(&["hb"]), "{b:?}");
         assert_eq!(id_set(&app, "/fhir/Observation?code=1234").await, set(&[]), "{b:?}: tokens match exactly");
-        assert_eq!(id_set(&app, "/fhir/Observation?code=718-7,http://snomed.info/sct|1234-5").await, set(&["hb", "snomed"]), "{b:?}");
+        assert_eq!(
+            id_set(&app, "/fhir/Observation?code=718-7,http://snomed.info/sct|1234-5").await,
+            set(&["hb", "snomed"]),
+            "{b:?}"
+        );
     }
 }
 
@@ -154,13 +171,25 @@ async fn string_search() {
         put_as(&app, "smith", named("Smith", "Anna Marie")).await;
 
         assert_eq!(id_set(&app, "/fhir/Patient?name=mul").await, set(&["mueller", "muller", "mullins"]), "{b:?}");
-        assert_eq!(id_set(&app, "/fhir/Patient?family=M%C3%9CLLER").await, set(&["mueller", "muller"]), "{b:?}: accents and case");
+        assert_eq!(
+            id_set(&app, "/fhir/Patient?family=M%C3%9CLLER").await,
+            set(&["mueller", "muller"]),
+            "{b:?}: accents and case"
+        );
         assert_eq!(id_set(&app, "/fhir/Patient?family=muller").await, set(&["mueller", "muller"]), "{b:?}");
         assert_eq!(id_set(&app, "/fhir/Patient?family:exact=M%C3%BCller").await, set(&["mueller"]), "{b:?}");
-        assert_eq!(id_set(&app, "/fhir/Patient?family:exact=m%C3%BCller").await, set(&[]), "{b:?}: :exact is case-sensitive");
+        assert_eq!(
+            id_set(&app, "/fhir/Patient?family:exact=m%C3%BCller").await,
+            set(&[]),
+            "{b:?}: :exact is case-sensitive"
+        );
         assert_eq!(id_set(&app, "/fhir/Patient?family:exact=Mul").await, set(&[]), "{b:?}: :exact is not a prefix");
         assert_eq!(id_set(&app, "/fhir/Patient?name:contains=LLIN").await, set(&["mullins"]), "{b:?}");
-        assert_eq!(id_set(&app, "/fhir/Patient?family=ller").await, set(&[]), "{b:?}: plain string search is a prefix search");
+        assert_eq!(
+            id_set(&app, "/fhir/Patient?family=ller").await,
+            set(&[]),
+            "{b:?}: plain string search is a prefix search"
+        );
         assert_eq!(id_set(&app, "/fhir/Patient?given=jur").await, set(&["mueller"]), "{b:?}");
         assert_eq!(id_set(&app, "/fhir/Patient?given=anna%20ma").await, set(&["smith"]), "{b:?}");
         assert_eq!(id_set(&app, "/fhir/Patient?name=smith,mullins").await, set(&["smith", "mullins"]), "{b:?}");
@@ -195,7 +224,11 @@ async fn date_prefixes() {
             assert_eq!(got, set(want), "{b:?}: date={v}");
         }
         // Two occurrences are ANDed: a range.
-        assert_eq!(id_set(&app, "/fhir/Observation?date=ge2020-01&date=lt2020-02").await, set(&["jan15", "jan"]), "{b:?}");
+        assert_eq!(
+            id_set(&app, "/fhir/Observation?date=ge2020-01&date=lt2020-02").await,
+            set(&["jan15", "jan"]),
+            "{b:?}"
+        );
     }
 }
 
@@ -252,7 +285,11 @@ async fn reference_search() {
         assert_eq!(id_set(&app, "/fhir/Observation?subject:Patient=pa").await, set(&["oa"]), "{b:?}");
         assert_eq!(id_set(&app, "/fhir/Observation?subject:Group=pa").await, set(&["og"]), "{b:?}");
         assert_eq!(id_set(&app, "/fhir/Observation?subject=pa").await, set(&["oa", "og"]), "{b:?}");
-        assert_eq!(id_set(&app, "/fhir/Observation?subject=http://localhost/fhir/Patient/pa").await, set(&["oa"]), "{b:?}");
+        assert_eq!(
+            id_set(&app, "/fhir/Observation?subject=http://localhost/fhir/Patient/pa").await,
+            set(&["oa"]),
+            "{b:?}"
+        );
         assert_eq!(id_set(&app, "/fhir/Observation?patient=pa,pb").await, set(&["oa", "ob"]), "{b:?}");
         assert_eq!(id_set(&app, "/fhir/Observation?patient=nobody").await, set(&[]), "{b:?}");
     }
@@ -274,7 +311,12 @@ async fn uri_id_tag_profile_missing_and_combinations() {
         let mut p3 = named("Three", "z");
         p3["gender"] = json!("female");
         put_as(&app, "p3", p3).await;
-        put_as(&app, "vs", json!({"resourceType": "ValueSet", "status": "active", "url": "http://example.org/ValueSet/colours"})).await;
+        put_as(
+            &app,
+            "vs",
+            json!({"resourceType": "ValueSet", "status": "active", "url": "http://example.org/ValueSet/colours"}),
+        )
+        .await;
 
         let cases: &[(&str, &[&str])] = &[
             ("_id=p1", &["p1"]),
@@ -297,7 +339,11 @@ async fn uri_id_tag_profile_missing_and_combinations() {
             assert_eq!(id_set(&app, &format!("/fhir/Patient?{q}")).await, set(want), "{b:?}: {q}");
         }
         assert_eq!(id_set(&app, "/fhir/ValueSet?url=http://example.org/ValueSet/colours").await, set(&["vs"]), "{b:?}");
-        assert_eq!(id_set(&app, "/fhir/ValueSet?url=http://example.org/ValueSet/colour").await, set(&[]), "{b:?}: uri is exact");
+        assert_eq!(
+            id_set(&app, "/fhir/ValueSet?url=http://example.org/ValueSet/colour").await,
+            set(&[]),
+            "{b:?}: uri is exact"
+        );
     }
 }
 
@@ -317,7 +363,11 @@ async fn last_updated() {
         assert_eq!(id_set(&app, "/fhir/Patient?_lastUpdated=ge2000-01-01").await, set(&[&first_id, &second]), "{b:?}");
         assert_eq!(id_set(&app, "/fhir/Patient?_lastUpdated=lt2000-01-01").await, set(&[]), "{b:?}");
         // Sorting by it, newest first.
-        assert_eq!(ids(&app, "/fhir/Patient?_sort=-_lastUpdated").await, vec![second.clone(), first_id.clone()], "{b:?}");
+        assert_eq!(
+            ids(&app, "/fhir/Patient?_sort=-_lastUpdated").await,
+            vec![second.clone(), first_id.clone()],
+            "{b:?}"
+        );
     }
 }
 
@@ -419,7 +469,9 @@ async fn sorting_is_identical_on_every_backend() {
             }
             put_as(&app, id, p).await;
         }
-        for (id, date) in [("d1", "2021-03-01"), ("d2", "2020-01-01T12:00:00Z"), ("d3", "2022"), ("d4", "2020-01-01T08:00:00Z")] {
+        for (id, date) in
+            [("d1", "2021-03-01"), ("d2", "2020-01-01T12:00:00Z"), ("d3", "2022"), ("d4", "2020-01-01T08:00:00Z")]
+        {
             put_as(&app, id, obs_on(date)).await;
         }
         put_as(&app, "d5", obs(json!({"text": "undated"}))).await;
@@ -472,11 +524,17 @@ async fn include_and_revinclude() {
             .unwrap()
             .iter()
             .filter(|e| e["search"]["mode"] == "include")
-            .map(|e| (e["resource"]["resourceType"].as_str().unwrap().to_string(), e["resource"]["id"].as_str().unwrap().to_string()))
+            .map(|e| {
+                (
+                    e["resource"]["resourceType"].as_str().unwrap().to_string(),
+                    e["resource"]["id"].as_str().unwrap().to_string(),
+                )
+            })
             .collect();
         assert_eq!(included, vec![("Patient".to_string(), "pa".to_string())], "{b:?}: included once");
         assert_eq!(r.json["total"], 2, "{b:?}: includes are not counted");
-        let full_urls: Vec<&str> = r.json["entry"].as_array().unwrap().iter().filter_map(|e| e["fullUrl"].as_str()).collect();
+        let full_urls: Vec<&str> =
+            r.json["entry"].as_array().unwrap().iter().filter_map(|e| e["fullUrl"].as_str()).collect();
         assert!(full_urls.contains(&"http://localhost/fhir/Patient/pa"), "{b:?}: {full_urls:?}");
 
         let r = app.get("/fhir/Patient?_id=pa,lonely&_revinclude=Observation:subject").await;
@@ -487,13 +545,19 @@ async fn include_and_revinclude() {
             .unwrap()
             .iter()
             .filter(|e| e["search"]["mode"] == "include")
-            .map(|e| format!("{}/{}", e["resource"]["resourceType"].as_str().unwrap(), e["resource"]["id"].as_str().unwrap()))
+            .map(|e| {
+                format!("{}/{}", e["resource"]["resourceType"].as_str().unwrap(), e["resource"]["id"].as_str().unwrap())
+            })
             .collect();
         assert_eq!(included, set(&["Observation/o1", "Observation/o2"]), "{b:?}");
 
         // _include with a target type that does not match includes nothing.
         let r = app.get("/fhir/Observation?patient=pa&_include=Observation:subject:Group").await;
-        assert_eq!(r.json["entry"].as_array().unwrap().iter().filter(|e| e["search"]["mode"] == "include").count(), 0, "{b:?}");
+        assert_eq!(
+            r.json["entry"].as_array().unwrap().iter().filter(|e| e["search"]["mode"] == "include").count(),
+            0,
+            "{b:?}"
+        );
         // A malformed include is a 400.
         assert_outcome(&app.get("/fhir/Observation?_include=Observation:status").await, StatusCode::BAD_REQUEST, b);
     }
@@ -554,7 +618,9 @@ async fn post_search_equals_get() {
         }
         let get = app.get("/fhir/Patient?name=post&gender=female,male&_total=accurate").await;
         let form = [("content-type", "application/x-www-form-urlencoded")];
-        let post = send(&app, Method::POST, "/fhir/Patient/_search", &form, b"name=post&gender=female%2Cmale&_total=accurate").await;
+        let post =
+            send(&app, Method::POST, "/fhir/Patient/_search", &form, b"name=post&gender=female%2Cmale&_total=accurate")
+                .await;
         assert_eq!(post.status, StatusCode::OK, "{b:?}: {}", post.text);
         assert_eq!(post.ids(), get.ids(), "{b:?}");
         assert_eq!(post.ids().len(), 2, "{b:?}");
@@ -563,7 +629,8 @@ async fn post_search_equals_get() {
         let post = send(&app, Method::POST, "/fhir/Patient/_search?gender=male", &form, b"name=post").await;
         assert_eq!(post.ids().len(), 1, "{b:?}: {}", post.text);
         // A body that is not a form is refused.
-        let r = send(&app, Method::POST, "/fhir/Patient/_search", &[("content-type", "application/fhir+json")], b"{}").await;
+        let r = send(&app, Method::POST, "/fhir/Patient/_search", &[("content-type", "application/fhir+json")], b"{}")
+            .await;
         assert_outcome(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, b);
     }
 }
@@ -586,10 +653,24 @@ async fn unknown_parameters_lenient_and_strict() {
         assert_eq!(o["issue"][0]["severity"], "warning", "{b:?}");
         assert!(o["issue"][0]["diagnostics"].as_str().unwrap().contains("favourite-colour"), "{b:?}: {o}");
         // The self link does not pretend the parameter was used? It echoes the request.
-        let lenient = send(&app, Method::GET, "/fhir/Patient?name=known&favourite-colour=blue", &[("prefer", "handling=lenient")], b"").await;
+        let lenient = send(
+            &app,
+            Method::GET,
+            "/fhir/Patient?name=known&favourite-colour=blue",
+            &[("prefer", "handling=lenient")],
+            b"",
+        )
+        .await;
         assert_eq!(lenient.ids(), vec![id.clone()], "{b:?}");
 
-        let r = send(&app, Method::GET, "/fhir/Patient?name=known&favourite-colour=blue", &[("prefer", "handling=strict")], b"").await;
+        let r = send(
+            &app,
+            Method::GET,
+            "/fhir/Patient?name=known&favourite-colour=blue",
+            &[("prefer", "handling=strict")],
+            b"",
+        )
+        .await;
         assert_outcome(&r, StatusCode::BAD_REQUEST, b);
         assert!(r.text.contains("favourite-colour"), "{b:?}: {}", r.text);
         // Strict with only known parameters is fine.
@@ -604,12 +685,18 @@ async fn unknown_parameters_lenient_and_strict() {
 async fn huge_count_is_capped() {
     for app in TestApp::all().await {
         let b = app.backend;
-        bulk(&app, (0..1005).map(|i| json!({"resourceType": "Basic", "code": {"text": format!("b{i}")}})).collect()).await;
+        bulk(&app, (0..1005).map(|i| json!({"resourceType": "Basic", "code": {"text": format!("b{i}")}})).collect())
+            .await;
         let r = app.get("/fhir/Basic?_count=100000").await;
         assert_eq!(r.status, StatusCode::OK, "{b:?}: {}", &r.text[..r.text.len().min(500)]);
         assert_eq!(r.ids().len(), 1000, "{b:?}");
         assert!(r.next_link().is_some(), "{b:?}: more remain");
-        let outcome = r.json["entry"].as_array().unwrap().iter().find(|e| e["search"]["mode"] == "outcome").expect("outcome entry");
+        let outcome = r.json["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["search"]["mode"] == "outcome")
+            .expect("outcome entry");
         let issue = &outcome["resource"]["issue"][0];
         assert_eq!(issue["severity"], "information", "{b:?}");
         assert!(issue["diagnostics"].as_str().unwrap().contains("1000"), "{b:?}: {issue}");
@@ -666,7 +753,12 @@ async fn patient_everything() {
         put_as(&app, "oa1", obs_for("pa")).await;
         put_as(&app, "oa2", obs_for("pa")).await;
         put_as(&app, "ob1", obs_for("pb")).await;
-        put_as(&app, "ca", json!({"resourceType": "Condition", "subject": {"reference": "Patient/pa"}, "code": {"text": "c"}})).await;
+        put_as(
+            &app,
+            "ca",
+            json!({"resourceType": "Condition", "subject": {"reference": "Patient/pa"}, "code": {"text": "c"}}),
+        )
+        .await;
 
         let r = app.get("/fhir/Patient/pa/$everything").await;
         assert_eq!(r.status, StatusCode::OK, "{b:?}: {}", r.text);
@@ -698,7 +790,13 @@ async fn sorting_by_quantity_token_and_id_pages_identically() {
     let mut orders: Vec<(Backend, Vec<Vec<String>>)> = Vec::new();
     for app in TestApp::all().await {
         let b = app.backend;
-        for (id, code, qty) in [("v1", "b", Some(2.5)), ("v2", "a", Some(10.0)), ("v3", "c", Some(7.25)), ("v4", "a", Some(10.0)), ("v5", "a", None)] {
+        for (id, code, qty) in [
+            ("v1", "b", Some(2.5)),
+            ("v2", "a", Some(10.0)),
+            ("v3", "c", Some(7.25)),
+            ("v4", "a", Some(10.0)),
+            ("v5", "a", None),
+        ] {
             let mut o = obs(json!({"coding": [{"system": "http://example.org/codes", "code": code}]}));
             if let Some(q) = qty {
                 o["valueQuantity"] = json!({"value": q, "system": "http://unitsofmeasure.org", "code": "mg"});

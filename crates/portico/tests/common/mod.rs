@@ -88,7 +88,10 @@ pub async fn fresh_pg_schema(admin_url: &str) -> String {
     use sqlx::Connection;
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(admin_url).await.expect("connect to PORTICO_TEST_DATABASE_URL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut conn).await.expect("create schema");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await
+        .expect("create schema");
     let sep = if admin_url.contains('?') { '&' } else { '?' };
     format!("{admin_url}{sep}options[search_path]={schema}")
 }

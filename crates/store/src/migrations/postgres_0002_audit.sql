@@ -26,7 +26,7 @@ CREATE TABLE audit_subjects (
     category TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (patient, category, seq)
 );
-CREATE INDEX audit_subjects_seq ON audit_subjects (seq);
+CREATE INDEX audit_subjects_seq ON audit_subjects (seq, patient, category);
 
 -- The chain's head: the last record's number and hash (32 zero bytes before the first).
 CREATE TABLE audit_head (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT COLLATE "C" NOT NULL);

@@ -1,7 +1,7 @@
 //! Run compiled search and history SQL on either backend.
 
 use super::sql::{self, COLUMNS, Sql};
-use super::{Cursor, HistoryQuery, Include, SearchPage, SearchQuery, MAX_INCLUDED};
+use super::{Cursor, HistoryQuery, Include, MAX_INCLUDED, SearchPage, SearchQuery};
 use crate::StoredVersion;
 use crate::backend::{SqlStore, with_pool};
 use crate::error::StoreError;
@@ -178,7 +178,6 @@ impl SqlStore {
         Ok(page)
     }
 }
-
 
 /// Resources the page's rows point at (`_include`) or that point at them (`_revinclude`),
 /// confined by the same permit.

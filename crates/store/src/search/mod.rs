@@ -45,18 +45,47 @@ pub enum StrMode {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cond {
     /// `system|code`, `|code` (no system: `system = Some(None)`), `system|`, `code`.
-    Token { system: Option<Option<String>>, code: Option<String> },
+    Token {
+        system: Option<Option<String>>,
+        code: Option<String>,
+    },
     /// `:text` on a token: match in the display/text.
     TokenText(String),
-    Str { value: String, mode: StrMode },
+    Str {
+        value: String,
+        mode: StrMode,
+    },
     /// A date range [lo, hi) in epoch ms with its prefix.
-    Date { prefix: Prefix, lo: i64, hi: i64 },
+    Date {
+        prefix: Prefix,
+        lo: i64,
+        hi: i64,
+    },
     /// A number with its implicit precision range [lo, hi).
-    Number { prefix: Prefix, value: f64, lo: f64, hi: f64 },
-    Quantity { prefix: Prefix, value: f64, lo: f64, hi: f64, system: Option<String>, code: Option<String> },
+    Number {
+        prefix: Prefix,
+        value: f64,
+        lo: f64,
+        hi: f64,
+    },
+    Quantity {
+        prefix: Prefix,
+        value: f64,
+        lo: f64,
+        hi: f64,
+        system: Option<String>,
+        code: Option<String>,
+    },
     /// Reference: by type and id, by id alone, or by exact URL.
-    Reference { target_type: Option<String>, id: Option<String>, url: Option<String> },
-    Uri { value: String, below: bool },
+    Reference {
+        target_type: Option<String>,
+        id: Option<String>,
+        url: Option<String>,
+    },
+    Uri {
+        value: String,
+        below: bool,
+    },
 }
 
 /// Where a parameter's values live.

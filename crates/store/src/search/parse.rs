@@ -1,9 +1,7 @@
 //! From URL query parameters to a [`SearchQuery`]. Values are data, never SQL: everything
 //! parsed here ends up in bind parameters.
 
-use super::{
-    Cond, Cursor, DEFAULT_COUNT, Filter, Include, MAX_COUNT, Prefix, SearchQuery, SortKey, StrMode, Target,
-};
+use super::{Cond, Cursor, DEFAULT_COUNT, Filter, Include, MAX_COUNT, Prefix, SearchQuery, SortKey, StrMode, Target};
 use portico_fhir::datetime;
 use portico_fhir::search_params::{self, ParamType};
 
@@ -56,7 +54,8 @@ pub fn parse_search(resource_type: Option<&str>, params: &[(String, String)]) ->
         };
         match name {
             "_count" => {
-                let n: usize = value.parse().map_err(|_| ParseError(format!("_count must be a number, got '{}'", clip(value))))?;
+                let n: usize =
+                    value.parse().map_err(|_| ParseError(format!("_count must be a number, got '{}'", clip(value))))?;
                 out.count_capped = n > MAX_COUNT;
                 out.query.count = n.min(MAX_COUNT);
                 if n == 0 {
@@ -65,7 +64,8 @@ pub fn parse_search(resource_type: Option<&str>, params: &[(String, String)]) ->
                 }
             }
             "_cursor" => {
-                out.query.cursor = Some(Cursor::decode(value).ok_or_else(|| ParseError("invalid paging cursor".into()))?);
+                out.query.cursor =
+                    Some(Cursor::decode(value).ok_or_else(|| ParseError("invalid paging cursor".into()))?);
             }
             "_sort" => {
                 for key in value.split(',').filter(|k| !k.is_empty()) {
@@ -109,7 +109,8 @@ pub fn parse_search(resource_type: Option<&str>, params: &[(String, String)]) ->
             }
             "_format" | "_pretty" => {}
             "_since" if resource_type.is_none() || out.query.in_compartment.is_some() => {
-                let (lo, _) = datetime::parse_range(value).ok_or_else(|| ParseError("_since must be an instant".into()))?;
+                let (lo, _) =
+                    datetime::parse_range(value).ok_or_else(|| ParseError("_since must be an instant".into()))?;
                 out.query.since_ms = Some(lo);
             }
             "_type" if resource_type.is_none() => {
@@ -159,11 +160,20 @@ fn parse_include(value: &str) -> Result<Include, ParseError> {
     if !known {
         return err(format!("'{}:{}' is not a reference search parameter", clip(source), clip(param)));
     }
-    Ok(Include { source_type: source.to_string(), param: param.to_string(), target_type: parts.next().map(str::to_string) })
+    Ok(Include {
+        source_type: source.to_string(),
+        param: param.to_string(),
+        target_type: parts.next().map(str::to_string),
+    })
 }
 
 /// Parse one `name[:modifier]=value` into a filter; `Ok(None)` for unknown parameters.
-fn parse_filter(resource_type: &str, name: &str, modifier: Option<&str>, value: &str) -> Result<Option<Filter>, ParseError> {
+fn parse_filter(
+    resource_type: &str,
+    name: &str,
+    modifier: Option<&str>,
+    value: &str,
+) -> Result<Option<Filter>, ParseError> {
     let Some(target) = target_for(resource_type, name) else { return Ok(None) };
     let kind = match &target {
         Target::Id => ParamType::Token,
@@ -190,7 +200,9 @@ fn parse_filter(resource_type: &str, name: &str, modifier: Option<&str>, value: 
                 parse_token(&v)
             }
             (ParamType::Token, Some("text")) => Cond::TokenText(v.to_lowercase()),
-            (ParamType::String, None) => Cond::Str { value: portico_fhir::extract::normalize(&v), mode: StrMode::Prefix },
+            (ParamType::String, None) => {
+                Cond::Str { value: portico_fhir::extract::normalize(&v), mode: StrMode::Prefix }
+            }
             (ParamType::String, Some("exact")) => Cond::Str { value: v, mode: StrMode::Exact },
             (ParamType::String, Some("contains")) => {
                 Cond::Str { value: portico_fhir::extract::normalize(&v), mode: StrMode::Contains }
@@ -355,11 +367,9 @@ mod tests {
 
     #[test]
     fn parses_the_portal_hot_path() {
-        let parsed = parse_search(
-            Some("Observation"),
-            &p(&[("patient", "pt-1"), ("category", "laboratory"), ("_count", "50")]),
-        )
-        .unwrap();
+        let parsed =
+            parse_search(Some("Observation"), &p(&[("patient", "pt-1"), ("category", "laboratory"), ("_count", "50")]))
+                .unwrap();
         assert_eq!(parsed.query.count, 50);
         assert_eq!(parsed.query.filters.len(), 2);
         assert!(parsed.unknown.is_empty());
@@ -367,10 +377,10 @@ mod tests {
 
     #[test]
     fn token_forms() {
-        assert_eq!(parse_token("http://loinc.org|1234-5"), Cond::Token {
-            system: Some(Some("http://loinc.org".into())),
-            code: Some("1234-5".into())
-        });
+        assert_eq!(
+            parse_token("http://loinc.org|1234-5"),
+            Cond::Token { system: Some(Some("http://loinc.org".into())), code: Some("1234-5".into()) }
+        );
         assert_eq!(parse_token("|x"), Cond::Token { system: Some(None), code: Some("x".into()) });
         assert_eq!(parse_token("sys|"), Cond::Token { system: Some(Some("sys".into())), code: None });
         assert_eq!(parse_token("a\\|b"), Cond::Token { system: None, code: Some("a|b".into()) });
@@ -395,21 +405,18 @@ mod tests {
 
     #[test]
     fn references() {
-        assert_eq!(parse_reference("Patient/1", None).unwrap(), Cond::Reference {
-            target_type: Some("Patient".into()),
-            id: Some("1".into()),
-            url: None
-        });
-        assert_eq!(parse_reference("http://x/fhir/Patient/1/_history/2", None).unwrap(), Cond::Reference {
-            target_type: Some("Patient".into()),
-            id: Some("1".into()),
-            url: None
-        });
-        assert_eq!(parse_reference("1", Some("Patient")).unwrap(), Cond::Reference {
-            target_type: Some("Patient".into()),
-            id: Some("1".into()),
-            url: None
-        });
+        assert_eq!(
+            parse_reference("Patient/1", None).unwrap(),
+            Cond::Reference { target_type: Some("Patient".into()), id: Some("1".into()), url: None }
+        );
+        assert_eq!(
+            parse_reference("http://x/fhir/Patient/1/_history/2", None).unwrap(),
+            Cond::Reference { target_type: Some("Patient".into()), id: Some("1".into()), url: None }
+        );
+        assert_eq!(
+            parse_reference("1", Some("Patient")).unwrap(),
+            Cond::Reference { target_type: Some("Patient".into()), id: Some("1".into()), url: None }
+        );
     }
 
     #[test]

@@ -130,8 +130,8 @@ pub(crate) fn where_clause(sql: &mut Sql, permit: &SearchPermit, q: &SearchQuery
     // Most selective first: SQLite drives the lookup from the first usable `IN` list.
     let mut filters: Vec<&Filter> = q.filters.iter().collect();
     filters.sort_by_key(|f| selectivity_rank(f));
-    for f in filters {
-        filter(sql, f, only_type);
+    for (i, f) in filters.into_iter().enumerate() {
+        filter(sql, f, only_type, i == 0);
     }
 }
 
@@ -172,7 +172,7 @@ pub(crate) fn compartment_filter(sql: &mut Sql, compartments: Option<&[String]>)
     sql.push("))");
 }
 
-fn filter(sql: &mut Sql, f: &Filter, only_type: Option<&str>) {
+fn filter(sql: &mut Sql, f: &Filter, only_type: Option<&str>, drive: bool) {
     // `:missing` on a column every resource has: nothing is missing it. (Without this the
     // alternatives are empty and the SQL below would be `IN ()` / `AND ()`.)
     if let (Target::Id | Target::LastUpdated, Some(missing)) = (&f.target, f.missing) {
@@ -214,12 +214,20 @@ fn filter(sql: &mut Sql, f: &Filter, only_type: Option<&str>) {
                 Some(false) => true,
                 None => !f.negate,
             };
-            sql.push(if present { " AND r.id IN (SELECT x.id FROM " } else { " AND r.id NOT IN (SELECT x.id FROM " });
-            sql.push(table).push(" x WHERE ");
-            match only_type {
-                Some(t) => sql.push("x.res_type = ").text(t),
-                None => sql.push("x.res_type = r.res_type"),
-            };
+            if drive && present {
+                // The driving filter: an uncorrelated list the lookup starts from.
+                sql.push(" AND r.id IN (SELECT x.id FROM ").push(table).push(" x WHERE ");
+                match only_type {
+                    Some(t) => sql.push("x.res_type = ").text(t),
+                    None => sql.push("x.res_type = r.res_type"),
+                };
+            } else {
+                // Every other filter probes the candidate's own index rows through
+                // `(res_type, id)`, instead of materialising every match of an unselective
+                // value (all laboratory results) on each request.
+                sql.push(if present { " AND EXISTS (SELECT 1 FROM " } else { " AND NOT EXISTS (SELECT 1 FROM " });
+                sql.push(table).push(" x WHERE x.res_type = r.res_type AND x.id = r.id");
+            }
             sql.push(" AND x.param = ").text(param);
             if f.missing.is_none() && !f.alternatives.is_empty() {
                 sql.push(" AND (");
@@ -325,7 +333,9 @@ fn cond(sql: &mut Sql, c: &Cond) {
 fn date_cond(sql: &mut Sql, rlo: &str, rhi: &str, prefix: Prefix, lo: i64, hi: i64) {
     match prefix {
         Prefix::Eq => sql.push(rlo).push(" >= ").int(lo).push(" AND ").push(rhi).push(" <= ").int(hi),
-        Prefix::Ne => sql.push("NOT (").push(rlo).push(" >= ").int(lo).push(" AND ").push(rhi).push(" <= ").int(hi).push(")"),
+        Prefix::Ne => {
+            sql.push("NOT (").push(rlo).push(" >= ").int(lo).push(" AND ").push(rhi).push(" <= ").int(hi).push(")")
+        }
         Prefix::Gt => sql.push(rhi).push(" > ").int(hi),
         Prefix::Ge => sql.push(rhi).push(" > ").int(lo),
         Prefix::Lt => sql.push(rlo).push(" < ").int(lo),
@@ -336,7 +346,13 @@ fn date_cond(sql: &mut Sql, rlo: &str, rhi: &str, prefix: Prefix, lo: i64, hi: i
             // Approximately: overlaps the value widened by 10 % of its distance from now,
             // at least a day (a documented simplification).
             let widen = ((hi - lo) / 10).max(86_400_000);
-            sql.push(rlo).push(" < ").int(hi.saturating_add(widen)).push(" AND ").push(rhi).push(" > ").int(lo.saturating_sub(widen))
+            sql.push(rlo)
+                .push(" < ")
+                .int(hi.saturating_add(widen))
+                .push(" AND ")
+                .push(rhi)
+                .push(" > ")
+                .int(lo.saturating_sub(widen))
         }
     };
 }
@@ -399,7 +415,9 @@ fn sort_expr(key: &SortKey) -> Option<(String, bool, Option<String>)> {
                 _ => return None,
             };
             (
-                format!("(SELECT {agg}(s.{col}) FROM {table} s WHERE s.res_type = r.res_type AND s.id = r.id AND s.param = "),
+                format!(
+                    "(SELECT {agg}(s.{col}) FROM {table} s WHERE s.res_type = r.res_type AND s.id = r.id AND s.param = "
+                ),
                 numeric,
                 Some(param.clone()),
             )
@@ -444,7 +462,9 @@ pub(crate) fn page_query(permit: &SearchPermit, q: &SearchQuery) -> Sql {
         };
         // The flag is cast so both drivers return a 64-bit integer (PostgreSQL's CASE of
         // literals is int4, which the executor cannot read as i64).
-        sql.push(&format!(", CAST(CASE WHEN {e} IS NULL THEN 1 ELSE 0 END AS BIGINT) AS f{i}, COALESCE({e}, {zero}) AS k{i}"));
+        sql.push(&format!(
+            ", CAST(CASE WHEN {e} IS NULL THEN 1 ELSE 0 END AS BIGINT) AS f{i}, COALESCE({e}, {zero}) AS k{i}"
+        ));
     }
     sql.push(" FROM resources r");
     where_clause(&mut sql, permit, q);

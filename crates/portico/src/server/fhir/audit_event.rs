@@ -30,7 +30,11 @@ pub fn capability() -> Value {
     let params: Vec<Value> = [
         ("patient", "reference", "Records about this patient"),
         ("date", "date", "When the interaction happened (prefixes ge, gt, le, lt, eq)"),
-        ("subtype", "token", "The RESTful interaction (read, vread, search-type, create, update, patch, delete, history-*, operation)"),
+        (
+            "subtype",
+            "token",
+            "The RESTful interaction (read, vread, search-type, create, update, patch, delete, history-*, operation)",
+        ),
         ("action", "token", "C, R, U, D or E"),
         ("outcome", "token", "0 success, 4 refused or failed, 8 server failure"),
         ("agent", "reference", "Who acted: operator or Patient/{id}"),
@@ -93,11 +97,7 @@ pub async fn get_vread(
 
 /// `GET /fhir/AuditEvent/{id}/{op}`: the audit trail has no history or operations.
 pub async fn get_instance_op(Path((_id, op)): Path<(String, String)>) -> ApiError {
-    if op == "_history" {
-        not_supported()
-    } else {
-        ApiError::not_found("Unknown operation.")
-    }
+    if op == "_history" { not_supported() } else { ApiError::not_found("Unknown operation.") }
 }
 
 /// `GET /fhir/AuditEvent/_history`.
@@ -231,7 +231,8 @@ fn parse(params: &[(String, String)]) -> Result<(AuditQuery, Vec<String>), ApiEr
                 }
             }
             "_count" => {
-                q.count = v.parse::<usize>().map_err(|_| ApiError::bad_request("_count must be a number"))?.min(MAX_COUNT);
+                q.count =
+                    v.parse::<usize>().map_err(|_| ApiError::bad_request("_count must be a number"))?.min(MAX_COUNT);
             }
             "_cursor" => q.before_seq = Some(v.parse().map_err(|_| ApiError::bad_request("invalid paging cursor"))?),
             "_total" => q.total = v == "accurate",
@@ -246,13 +247,21 @@ fn parse(params: &[(String, String)]) -> Result<(AuditQuery, Vec<String>), ApiEr
     Ok((q, unknown))
 }
 
-async fn search(state: &AppState, ctx: &RequestContext, params: Vec<(String, String)>, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn search(
+    state: &AppState,
+    ctx: &RequestContext,
+    params: Vec<(String, String)>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let query_text = params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
     ctx.scope.ensure(Interaction::SearchType, Some("AuditEvent"));
     ctx.scope.edit(|r| r.query = Some(query_text));
     let (q, unknown) = parse(&params)?;
     if prefer(headers).handling == Handling::Strict && !unknown.is_empty() {
-        return Err(ApiError::bad_request(format!("Unknown or unsupported search parameter(s): {}", unknown.join(", "))));
+        return Err(ApiError::bad_request(format!(
+            "Unknown or unsupported search parameter(s): {}",
+            unknown.join(", ")
+        )));
     }
     let permit = state.gate.permit_search(ctx, Action::Search, Some("AuditEvent")).map_err(|r| refusal(r, false))?;
     let page = state.store.audit_search(&permit, &q).await?;
@@ -270,7 +279,8 @@ async fn search(state: &AppState, ctx: &RequestContext, params: Vec<(String, Str
     let mine = view_for(ctx).or_else(|| permit.compartments().map(<[String]>::to_vec));
     let view = mine.as_deref().map_or(View::Full, View::Patients);
     let keep: Vec<(String, String)> = params.iter().filter(|(k, _)| k != "_cursor").cloned().collect();
-    let mut links = vec![json!({"relation": "self", "url": urls::with_query(path.clone(), urls::query_string(&params, None))})];
+    let mut links =
+        vec![json!({"relation": "self", "url": urls::with_query(path.clone(), urls::query_string(&params, None))})];
     if let Some(next) = page.next {
         let url = urls::with_query(path.clone(), urls::query_string(&keep, Some(("_cursor", &next.to_string()))));
         links.push(json!({"relation": "next", "url": url}));
@@ -294,7 +304,8 @@ async fn search(state: &AppState, ctx: &RequestContext, params: Vec<(String, Str
         "link": links,
         "entry": entries,
     });
-    let total = page.total.or_else(|| (page.next.is_none() && q.before_seq.is_none()).then_some(page.entries.len() as i64));
+    let total =
+        page.total.or_else(|| (page.next.is_none() && q.before_seq.is_none()).then_some(page.entries.len() as i64));
     if let Some(t) = total {
         bundle["total"] = json!(t);
     }
@@ -315,7 +326,9 @@ mod tests {
     #[test]
     fn parses_the_audit_event_parameters() {
         let p = |s: &str| parse(&parse_query_string(s)).unwrap();
-        let (q, unknown) = p("patient=Patient/p1&date=ge2026-01-01&date=lt2026-02&subtype=read,operation&agent=operator&outcome=4&foo=1");
+        let (q, unknown) = p(
+            "patient=Patient/p1&date=ge2026-01-01&date=lt2026-02&subtype=read,operation&agent=operator&outcome=4&foo=1",
+        );
         assert_eq!(q.patient.as_deref(), Some("p1"));
         assert!(q.since_ms.unwrap() < q.until_ms.unwrap());
         assert_eq!(q.interactions, vec!["read", "everything"]);

@@ -32,7 +32,8 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::bad_request("The request body is empty."));
     }
-    portico_fhir::json::parse_resource_json(bytes).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "structure", e.to_string()))
+    portico_fhir::json::parse_resource_json(bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "structure", e.to_string()))
 }
 
 /// Parse a JSON Patch body (a top-level array) through the same intake guard as resources,
@@ -43,7 +44,8 @@ pub fn parse_json_patch(bytes: &[u8]) -> Result<Value, ApiError> {
         return Err(ApiError::bad_request("The request body is empty."));
     }
     let structure = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "structure", m);
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| structure(format!("The patch is not valid JSON: {e}")))?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map_err(|e| structure(format!("The patch is not valid JSON: {e}")))?;
     let mut wrapped = Vec::with_capacity(bytes.len() + 10);
     wrapped.extend_from_slice(b"{\"patch\":");
     wrapped.extend_from_slice(bytes);

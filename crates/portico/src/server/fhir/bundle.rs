@@ -161,7 +161,11 @@ pub fn history(base: &str, self_url: &str, next_url: Option<&str>, versions: &[S
             } else if v.version == 1 {
                 (Request { method: "POST", url: v.resource_type.clone() }, "201", Some(Body::stored(&v.body)))
             } else {
-                (Request { method: "PUT", url: format!("{}/{}", v.resource_type, v.id) }, "200", Some(Body::stored(&v.body)))
+                (
+                    Request { method: "PUT", url: format!("{}/{}", v.resource_type, v.id) },
+                    "200",
+                    Some(Body::stored(&v.body)),
+                )
             };
             Entry {
                 full_url: Some(format!("{base}/{}/{}", v.resource_type, v.id)),

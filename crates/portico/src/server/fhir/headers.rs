@@ -1,8 +1,8 @@
 //! FHIR HTTP headers: ETag / If-Match, Prefer, content types, and single-resource responses.
 
+use super::service::Handling;
 use crate::server::FHIR_JSON;
 use crate::server::error::ApiError;
-use super::service::Handling;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portico_store::StoredVersion;

@@ -11,8 +11,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use portico_policy::{Action, RequestContext};
-use portico_store::search::{Cursor, DEFAULT_COUNT, MAX_COUNT, parse_search};
 use portico_store::HistoryQuery;
+use portico_store::search::{Cursor, DEFAULT_COUNT, MAX_COUNT, parse_search};
 
 pub async fn get_system_history(
     State(state): State<AppState>,
@@ -63,12 +63,30 @@ async fn history(
     let mut hq = HistoryQuery { resource_type: rt.clone(), id: id.clone(), count: DEFAULT_COUNT, ..Default::default() };
     for (k, v) in &params {
         match k.as_str() {
-            "_count" => hq.count = v.parse::<usize>().map_err(|_| ApiError::bad_request("_count must be a number"))?.clamp(1, MAX_COUNT),
+            "_count" => {
+                hq.count = v
+                    .parse::<usize>()
+                    .map_err(|_| ApiError::bad_request("_count must be a number"))?
+                    .clamp(1, MAX_COUNT)
+            }
             "_since" => hq.since_ms = Some(instant(v, "_since")?),
-            "_at" => hq.at_ms = Some(portico_fhir::datetime::parse_range(v).map(|(_, hi)| hi - 1).ok_or_else(|| ApiError::bad_request("_at must be a date"))?),
-            "_cursor" => hq.cursor = Some(Cursor::decode(v).ok_or_else(|| ApiError::bad_request("invalid paging cursor"))?),
+            "_at" => {
+                hq.at_ms = Some(
+                    portico_fhir::datetime::parse_range(v)
+                        .map(|(_, hi)| hi - 1)
+                        .ok_or_else(|| ApiError::bad_request("_at must be a date"))?,
+                )
+            }
+            "_cursor" => {
+                hq.cursor = Some(Cursor::decode(v).ok_or_else(|| ApiError::bad_request("invalid paging cursor"))?)
+            }
             "_format" | "_pretty" => {}
-            other => return Err(ApiError::bad_request(format!("'{}' is not a history parameter", other.chars().take(64).collect::<String>()))),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "'{}' is not a history parameter",
+                    other.chars().take(64).collect::<String>()
+                )));
+            }
         }
     }
     let page = Fhir::new(state).history(ctx, &hq).await?;
@@ -82,12 +100,17 @@ async fn history(
     }
     path.push_str("/_history");
     let self_url = urls::with_query(path.clone(), urls::query_string(&params, None));
-    let next = page.next.as_ref().map(|c| urls::with_query(path.clone(), urls::query_string(&params, Some(("_cursor", &c.encode())))));
+    let next = page
+        .next
+        .as_ref()
+        .map(|c| urls::with_query(path.clone(), urls::query_string(&params, Some(("_cursor", &c.encode())))));
     Ok(fhir_json(StatusCode::OK, bundle::history(&base, &self_url, next.as_deref(), &page.entries)))
 }
 
 fn instant(v: &str, name: &str) -> Result<i64, ApiError> {
-    portico_fhir::datetime::parse_range(v).map(|(lo, _)| lo).ok_or_else(|| ApiError::bad_request(format!("{name} must be an instant")))
+    portico_fhir::datetime::parse_range(v)
+        .map(|(lo, _)| lo)
+        .ok_or_else(|| ApiError::bad_request(format!("{name} must be an instant")))
 }
 
 /// `Patient/{id}/$everything`: the patient and everything in their compartment, paged.
@@ -105,7 +128,10 @@ pub async fn everything(
     let params = parse_query_string(q.as_deref().unwrap_or(""));
     for (k, _) in &params {
         if !matches!(k.as_str(), "_since" | "_type" | "_count" | "_cursor" | "_format" | "_pretty") {
-            return Err(ApiError::bad_request(format!("'{}' is not a $everything parameter", k.chars().take(64).collect::<String>())));
+            return Err(ApiError::bad_request(format!(
+                "'{}' is not a $everything parameter",
+                k.chars().take(64).collect::<String>()
+            )));
         }
     }
     let mut parsed = parse_search(None, &[]).map_err(|e| ApiError::bad_request(e.0))?;

@@ -22,7 +22,8 @@ pub async fn get_read(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let v = Fhir::new(&state).read(&ctx, &rt, &id).await?;
-    Ok(conditional_read(&headers, &v).unwrap_or_else(|| resource_response(StatusCode::OK, &v, &urls::base_url(&headers), Return::Representation)))
+    Ok(conditional_read(&headers, &v)
+        .unwrap_or_else(|| resource_response(StatusCode::OK, &v, &urls::base_url(&headers), Return::Representation)))
 }
 
 /// `If-None-Match` / `If-Modified-Since`: 304 when the client's copy is current.
@@ -82,7 +83,11 @@ pub async fn post_create(
     require_json(&headers)?;
     let body = parse_json(&body)?;
     let p = prefer(&headers);
-    let if_none_exist = headers.get("if-none-exist").map(|v| v.to_str().map(str::to_string)).transpose().map_err(|_| ApiError::bad_request("If-None-Exist is not text"))?;
+    let if_none_exist = headers
+        .get("if-none-exist")
+        .map(|v| v.to_str().map(str::to_string))
+        .transpose()
+        .map_err(|_| ApiError::bad_request("If-None-Exist is not text"))?;
     let fhir = Fhir::new(&state);
     let id = new_id();
     let body = fhir.validated_body(&rt, &id, body, p.handling)?;
@@ -142,7 +147,11 @@ async fn update_or_create(
     if !state.config.create_on_update && im.is_none() {
         let exists = state.store.head(rt, id).await?.is_some_and(|h| !h.deleted);
         if !exists {
-            return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "not-supported", "This server does not create resources by PUT."));
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "not-supported",
+                "This server does not create resources by PUT.",
+            ));
         }
     }
     let body = fhir.validated_body(rt, id, body, p.handling)?;
@@ -167,7 +176,11 @@ pub async fn put_conditional(
     require_json(&headers)?;
     let criteria = parse_query_string(q.as_deref().unwrap_or(""));
     if criteria.is_empty() {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "not-supported", "PUT needs an id or search criteria."));
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not-supported",
+            "PUT needs an id or search criteria.",
+        ));
     }
     let body = parse_json(&body)?;
     let fhir = Fhir::new(&state);
@@ -187,7 +200,13 @@ pub async fn put_conditional(
                 }
             },
             [one] => (one.clone(), None),
-            _ => return Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "multiple-matches", "The criteria match more than one resource.")),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "multiple-matches",
+                    "The criteria match more than one resource.",
+                ));
+            }
         };
         match update_or_create(&state, &ctx, &rt, &id, body.clone(), &headers, only_if_none).await? {
             Some(response) => return Ok(response),
@@ -208,17 +227,30 @@ pub async fn patch_resource(
     check_type(&rt)?;
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.trim().to_ascii_lowercase().starts_with("application/json-patch+json") {
-        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not-supported", "PATCH takes application/json-patch+json."));
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-supported",
+            "PATCH takes application/json-patch+json.",
+        ));
     }
     let fhir = Fhir::new(&state);
     ctx.scope.begin(portico_audit::Interaction::Patch, Some(&rt));
     let current = fhir.read(&ctx, &rt, &id).await?;
     let patch_json = super::body::parse_json_patch(&body)?;
-    let patch: json_patch::Patch = serde_json::from_value(patch_json).map_err(|e| ApiError::bad_request(format!("Invalid JSON Patch: {e}")))?;
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch_json).map_err(|e| ApiError::bad_request(format!("Invalid JSON Patch: {e}")))?;
     let mut doc: Value = serde_json::from_str(&current.body).map_err(|_| ApiError::internal())?;
-    json_patch::patch(&mut doc, &patch).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "processing", format!("The patch cannot be applied: {e}")))?;
-    if doc.get("resourceType").and_then(Value::as_str) != Some(rt.as_str()) || doc.get("id").and_then(Value::as_str) != Some(id.as_str()) {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "processing", "A patch may not change resourceType or id."));
+    json_patch::patch(&mut doc, &patch).map_err(|e| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "processing", format!("The patch cannot be applied: {e}"))
+    })?;
+    if doc.get("resourceType").and_then(Value::as_str) != Some(rt.as_str())
+        || doc.get("id").and_then(Value::as_str) != Some(id.as_str())
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "processing",
+            "A patch may not change resourceType or id.",
+        ));
     }
     let p = prefer(&headers);
     // Without If-Match, the patch applies to the version just read: a concurrent change
@@ -258,7 +290,11 @@ pub async fn delete_conditional(
     check_type(&rt)?;
     let criteria = parse_query_string(q.as_deref().unwrap_or(""));
     if criteria.is_empty() {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "not-supported", "DELETE needs an id or search criteria."));
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not-supported",
+            "DELETE needs an id or search criteria.",
+        ));
     }
     let fhir = Fhir::new(&state);
     let ids = fhir.matching_ids(&ctx, &rt, &criteria, 1).await?;
@@ -268,6 +304,10 @@ pub async fn delete_conditional(
             fhir.write_one(&ctx, WriteKind::Delete, &rt, id, None, None, None).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        _ => Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "multiple-matches", "The criteria match more than one resource.")),
+        _ => Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "multiple-matches",
+            "The criteria match more than one resource.",
+        )),
     }
 }

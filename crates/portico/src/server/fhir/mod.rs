@@ -32,12 +32,21 @@ pub fn routes(_state: AppState) -> Router<AppState> {
         .route("/AuditEvent/{id}", get(audit_event::get_read))
         .route("/AuditEvent/{id}/{op}", get(audit_event::get_instance_op))
         .route("/AuditEvent/{id}/_history/{vid}", get(audit_event::get_vread))
-        .route("/{rt}", get(search::get_search).post(instance::post_create).put(instance::put_conditional).delete(instance::delete_conditional))
+        .route(
+            "/{rt}",
+            get(search::get_search)
+                .post(instance::post_create)
+                .put(instance::put_conditional)
+                .delete(instance::delete_conditional),
+        )
         .route("/{rt}/_search", post(search::post_search))
         .route("/{rt}/_history", get(history::get_type_history))
         .route(
             "/{rt}/{id}",
-            get(instance::get_read).put(instance::put_update).patch(instance::patch_resource).delete(instance::delete_resource),
+            get(instance::get_read)
+                .put(instance::put_update)
+                .patch(instance::patch_resource)
+                .delete(instance::delete_resource),
         )
         .route("/{rt}/{id}/{op}", get(instance::get_instance_op))
         .route("/{rt}/{id}/_history/{vid}", get(instance::get_vread))

@@ -1,18 +1,18 @@
 //! The FHIR service: every interaction asks the gate, then the store. Handlers, transaction
 //! bundles and the importer all come through here, so there is one path to clinical data.
 
+use super::trail;
 use crate::server::AppState;
 use crate::server::error::ApiError;
 use axum::http::StatusCode;
+use portico_audit::{Interaction, Slot};
 use portico_fhir::validate::{self, Severity};
 use portico_policy::{Action, Refusal, RequestContext, ResourceFacts, SearchPermit, WritePermit};
 use portico_store::search::{self, Parsed};
-use portico_audit::{Interaction, Slot};
 use portico_store::{
     Condition, HistoryQuery, SearchPage, SearchQuery, StoreError, StoredVersion, WriteAudit, WriteKind, WriteOp,
     WriteResult, prepare,
 };
-use super::trail;
 use serde_json::Value;
 
 /// How strictly to treat unknown content (`Prefer: handling=`). Without a preference, a
@@ -124,7 +124,11 @@ impl<'a> Fhir<'a> {
             o.insert("id".into(), Value::from(id));
         }
         if contains_nul(&body) {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "value", "Strings may not contain the character U+0000."));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "value",
+                "Strings may not contain the character U+0000.",
+            ));
         }
         let issues = validate::validate_resource(&body);
         let errors: Vec<_> = issues
@@ -182,11 +186,8 @@ impl<'a> Fhir<'a> {
             Some(p) => p.facts.clone(),
             None => pre.clone().unwrap_or_else(|| ResourceFacts::type_level(rt)),
         };
-        let permit = self
-            .state
-            .gate
-            .permit_write(ctx, action, pre.as_ref(), &post)
-            .map_err(|r| refusal(r, pre.is_some()))?;
+        let permit =
+            self.state.gate.permit_write(ctx, action, pre.as_ref(), &post).map_err(|r| refusal(r, pre.is_some()))?;
         Ok((
             permit,
             WriteOp { kind, resource_type: rt.to_string(), id: id.to_string(), if_match, prepared, condition: None },
@@ -194,7 +195,11 @@ impl<'a> Fhir<'a> {
     }
 
     /// Store writes atomically, each op described by the current audit interaction.
-    pub async fn commit(&self, ctx: &RequestContext, ops: Vec<(WritePermit, WriteOp)>) -> Result<Vec<WriteResult>, ApiError> {
+    pub async fn commit(
+        &self,
+        ctx: &RequestContext,
+        ops: Vec<(WritePermit, WriteOp)>,
+    ) -> Result<Vec<WriteResult>, ApiError> {
         let slot = ctx.scope.ensure(Interaction::Update, None);
         let slots = vec![slot; ops.len()];
         Ok(self.store_writes(ctx, ops, &slots).await?)
@@ -301,7 +306,12 @@ impl<'a> Fhir<'a> {
         Ok(page)
     }
 
-    pub fn search_permit(&self, ctx: &RequestContext, action: Action, rt: Option<&str>) -> Result<SearchPermit, ApiError> {
+    pub fn search_permit(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+        rt: Option<&str>,
+    ) -> Result<SearchPermit, ApiError> {
         self.state.gate.permit_search(ctx, action, rt).map_err(|r| refusal(r, false))
     }
 

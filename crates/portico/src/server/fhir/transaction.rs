@@ -63,13 +63,18 @@ pub async fn post_bundle(
         Some(_) => return Err(ApiError::bad_request("Bundle.entry must be an array.")),
     };
     if raw_entries.len() > MAX_ENTRIES {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-long", format!("A Bundle may hold at most {MAX_ENTRIES} entries.")));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-long",
+            format!("A Bundle may hold at most {MAX_ENTRIES} entries."),
+        ));
     }
     let p = prefer(&headers);
     let base = urls::base_url(&headers);
     match kind {
         "transaction" => {
-            let entries = raw_entries.iter().enumerate().map(|(i, e)| parse_entry(i, e)).collect::<Result<Vec<_>, _>>()?;
+            let entries =
+                raw_entries.iter().enumerate().map(|(i, e)| parse_entry(i, e)).collect::<Result<Vec<_>, _>>()?;
             let out = transaction(&state, &ctx, entries, p.handling, p.ret == Return::Representation).await?;
             Ok(fhir_json(StatusCode::OK, response_bundle("transaction-response", out, &base)))
         }
@@ -78,7 +83,9 @@ pub async fn post_bundle(
             for (i, e) in raw_entries.iter().enumerate() {
                 let mark = ctx.scope.mark();
                 let r = match parse_entry(i, e) {
-                    Ok(entry) => transaction(&state, &ctx, vec![entry], p.handling, p.ret == Return::Representation).await,
+                    Ok(entry) => {
+                        transaction(&state, &ctx, vec![entry], p.handling, p.ret == Return::Representation).await
+                    }
                     Err(e) => Err(e),
                 };
                 match r {
@@ -239,7 +246,13 @@ async fn transaction_once(
                             existing.insert(i, fhir.read(ctx, &e.rt, one).await?);
                             e.id = Some(one.clone());
                         }
-                        _ => return Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "multiple-matches", format!("Bundle.entry[{i}]: ifNoneExist matches more than one resource."))),
+                        _ => {
+                            return Err(ApiError::new(
+                                StatusCode::PRECONDITION_FAILED,
+                                "multiple-matches",
+                                format!("Bundle.entry[{i}]: ifNoneExist matches more than one resource."),
+                            ));
+                        }
                     }
                 } else {
                     e.id = Some(new_id());
@@ -247,24 +260,34 @@ async fn transaction_once(
             }
             Method::Put | Method::Delete if e.id.is_none() => {
                 if e.criteria.is_empty() {
-                    return Err(ApiError::bad_request(format!("Bundle.entry[{i}]: request.url needs an id or criteria")));
+                    return Err(ApiError::bad_request(format!(
+                        "Bundle.entry[{i}]: request.url needs an id or criteria"
+                    )));
                 }
                 let found = fhir.matching_ids(ctx, &e.rt, &e.criteria, 1).await?;
                 e.id = match found.as_slice() {
-                    [] if e.method == Method::Put => match e.resource.as_ref().and_then(|r| r.get("id")).and_then(Value::as_str) {
-                        Some(id) => Some(id.to_string()),
-                        // A new resource: created under the criteria's lock, like a
-                        // conditional create.
-                        None => {
-                            let mut cond = fhir.condition(ctx, &e.rt, e.raw_query.as_deref().unwrap_or(""))?;
-                            cond.abort_on_match = true;
-                            conditions.insert(i, cond);
-                            Some(new_id())
+                    [] if e.method == Method::Put => {
+                        match e.resource.as_ref().and_then(|r| r.get("id")).and_then(Value::as_str) {
+                            Some(id) => Some(id.to_string()),
+                            // A new resource: created under the criteria's lock, like a
+                            // conditional create.
+                            None => {
+                                let mut cond = fhir.condition(ctx, &e.rt, e.raw_query.as_deref().unwrap_or(""))?;
+                                cond.abort_on_match = true;
+                                conditions.insert(i, cond);
+                                Some(new_id())
+                            }
                         }
-                    },
+                    }
                     [] => None,
                     [one] => Some(one.clone()),
-                    _ => return Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "multiple-matches", format!("Bundle.entry[{i}]: the criteria match more than one resource."))),
+                    _ => {
+                        return Err(ApiError::new(
+                            StatusCode::PRECONDITION_FAILED,
+                            "multiple-matches",
+                            format!("Bundle.entry[{i}]: the criteria match more than one resource."),
+                        ));
+                    }
                 };
             }
             _ => {}
@@ -290,7 +313,16 @@ async fn transaction_once(
         let found = fhir.matching_ids(ctx, rt, &parse_query_string(q), 1).await?;
         match found.as_slice() {
             [one] => *target = format!("{rt}/{one}"),
-            _ => return Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "not-found", format!("The conditional reference '{}' does not match exactly one resource.", reference.chars().take(100).collect::<String>()))),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "not-found",
+                    format!(
+                        "The conditional reference '{}' does not match exactly one resource.",
+                        reference.chars().take(100).collect::<String>()
+                    ),
+                ));
+            }
         }
     }
     ids.extend(conditional);
@@ -307,19 +339,29 @@ async fn transaction_once(
         }
         let id = e.id.clone().unwrap_or_default();
         if !seen.insert((e.rt.clone(), id.clone())) {
-            return Err(ApiError::bad_request(format!("Bundle.entry[{i}]: {}/{id} appears twice in the transaction.", e.rt)));
+            return Err(ApiError::bad_request(format!(
+                "Bundle.entry[{i}]: {}/{id} appears twice in the transaction.",
+                e.rt
+            )));
         }
         let (kind, body) = match e.method {
             Method::Post | Method::Put => {
-                let mut r = e.resource.take().ok_or_else(|| ApiError::bad_request(format!("Bundle.entry[{i}]: resource is required")))?;
+                let mut r = e
+                    .resource
+                    .take()
+                    .ok_or_else(|| ApiError::bad_request(format!("Bundle.entry[{i}]: resource is required")))?;
                 if e.method == Method::Put {
                     if let Some(body_id) = r.get("id") {
                         if body_id.as_str() != Some(id.as_str()) {
-                            return Err(ApiError::bad_request(format!("Bundle.entry[{i}]: resource.id does not match request.url.")));
+                            return Err(ApiError::bad_request(format!(
+                                "Bundle.entry[{i}]: resource.id does not match request.url."
+                            )));
                         }
                     }
                     if !portico_fhir::extract::is_fhir_id(&id) {
-                        return Err(ApiError::bad_request(format!("Bundle.entry[{i}]: the id in request.url is not a valid FHIR id.")));
+                        return Err(ApiError::bad_request(format!(
+                            "Bundle.entry[{i}]: the id in request.url is not a valid FHIR id."
+                        )));
                     }
                 }
                 rewrite_references(&mut r, &ids);
