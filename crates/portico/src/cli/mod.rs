@@ -111,6 +111,13 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
     if made {
         tracing::info!(key_id = %key.public().key_id(), "audit key created");
     }
+    if config.audit.witness_file.is_empty() {
+        tracing::info!("no audit.witness_file: truncation and rollback are checked against the database's own heads");
+    } else if std::path::Path::new(&config.audit.witness_file).starts_with(&config.data_dir) {
+        tracing::warn!(
+            "audit.witness_file lies inside the data dir: keep it where the data dir's keepers cannot write"
+        );
+    }
     let audit = crate::audit::AuditTrail::start(store.clone(), key, &config.audit);
     Ok(AppState {
         store,
