@@ -22,8 +22,6 @@ use sqlx::Row;
 /// Rows per multi-row INSERT into the audit tables (10 and 3 bind values per row).
 pub(crate) const LOG_ROWS_PER_INSERT: usize = 100;
 const SUBJECT_ROWS_PER_INSERT: usize = 300;
-/// Attempts for an append that hit a transient conflict.
-const ATTEMPTS: usize = 4;
 
 /// Audit records that belong to a clinical write: built from the write's results inside
 /// its transaction and appended before it commits, so the write and its records are
@@ -404,10 +402,8 @@ macro_rules! chain_state {
 impl SqlStore {
     /// Append records on their own (reads, searches, denials), durably, in chain order.
     pub(crate) async fn run_audit_append(&self, chainer: &Chainer, records: &[AuditRecord]) -> Result<i64, StoreError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let r = match &self.db {
+        crate::error::retry_transient(move || async move {
+            match &self.db {
                 Db::Sqlite(pool) => {
                     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                     match append_audit!(tx, chainer, records, "") {
@@ -422,14 +418,9 @@ impl SqlStore {
                         Err(e) => Err(e),
                     }
                 }
-            };
-            match r {
-                Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
-                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
-                }
-                other => return other,
             }
-        }
+        })
+        .await
     }
 
     /// The head row: last record number and its hash.

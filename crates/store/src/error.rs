@@ -69,3 +69,26 @@ impl From<sqlx::Error> for StoreError {
         StoreError::from_sqlx(e)
     }
 }
+
+/// Attempts for a transaction that hit a transient failure.
+const ATTEMPTS: usize = 4;
+
+/// Run a whole database transaction again when it fails transiently (busy, serialisation
+/// failure, a lost unique race) — including at `BEGIN` — with a short growing pause; other
+/// errors and the last attempt's error are returned as they are.
+pub(crate) async fn retry_transient<T, F, Fut>(mut transaction: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match transaction().await {
+            Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
+            }
+            other => return other,
+        }
+    }
+}

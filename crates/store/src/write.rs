@@ -17,8 +17,6 @@ use sqlx::Row;
 
 /// Index rows per multi-row INSERT (well under both engines' bind-parameter limits).
 pub(crate) const ROWS_PER_INSERT: usize = 200;
-/// Attempts for a write that hit a transient conflict.
-const ATTEMPTS: usize = 4;
 
 /// The current time as (RFC 3339 with milliseconds, epoch ms).
 pub(crate) fn now_rfc3339() -> (String, i64) {
@@ -141,10 +139,9 @@ impl SqlStore {
         ops: Vec<(WritePermit, WriteOp)>,
         audit: &crate::WriteAudit<'_>,
     ) -> Result<Vec<WriteResult>, StoreError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let r = match &self.db {
+        let ops = &ops;
+        crate::error::retry_transient(move || async move {
+            match &self.db {
                 Db::Sqlite(pool) => {
                     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                     let out = write_ops!(
@@ -186,14 +183,9 @@ impl SqlStore {
                         Err(e) => Err(e),
                     }
                 }
-            };
-            match r {
-                Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
-                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
-                }
-                other => return other,
             }
-        }
+        })
+        .await
     }
 }
 
