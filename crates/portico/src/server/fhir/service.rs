@@ -83,6 +83,20 @@ impl<'a> Fhir<'a> {
         Ok(v)
     }
 
+    /// Whether the caller may learn that this resource (live or deleted) exists: 404 when it
+    /// is absent or the gate refuses `action` on its current version.
+    pub async fn ensure_visible(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+        rt: &str,
+        id: &str,
+    ) -> Result<(), ApiError> {
+        let sealed = self.state.store.read(rt, id).await?.ok_or_else(|| not_found(rt, id))?;
+        let decision = self.state.gate.decide(ctx, action, sealed.facts()).map_err(|r| refusal(r, true))?;
+        if decision.is_permit() { Ok(()) } else { Err(not_found(rt, id)) }
+    }
+
     /// One version, if the caller may see it.
     pub async fn vread(&self, ctx: &RequestContext, rt: &str, id: &str, vid: i64) -> Result<StoredVersion, ApiError> {
         trail::begin(ctx, Interaction::VRead, rt, format!("{rt}/{id}/_history/{vid}"));
