@@ -1,17 +1,27 @@
 //! Who is asking, for what, about which resource.
 
+use crate::scopes::ScopeSet;
 use portico_audit::{Actor, Scope};
 use serde::Serialize;
 
-/// The authenticated party behind a request. Identity (users, apps) plugs in here; for now
-/// the only principal the server can authenticate is the operator, by the admin token.
+/// The authenticated party behind a request, as the gateway (`server/auth.rs`) resolved it
+/// from the admin token, an OAuth access token or a portal session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Principal {
     /// The deployment's operator or a system integration holding the admin token.
     Operator,
-    /// A patient user acting for themself.
+    /// A patient user acting for themself (`patient` is their Patient id).
     Patient { patient: String },
+    /// A caregiver user (linked through RelatedPerson to `patients`); acts for one of them at
+    /// a time, named by `RequestContext::acting_for`.
+    Caregiver { user: String, patients: Vec<String> },
+    /// A clinician user, linked to a Practitioner.
+    Clinician { user: String, practitioner: String },
+    /// A portico administrator user (administration, not clinical access).
+    Admin { user: String },
+    /// A backend service authenticated by `client_credentials` (SMART Backend Services).
+    System { client: String },
     /// Nobody authenticated.
     Anonymous,
 }
@@ -22,6 +32,10 @@ impl Principal {
         match self {
             Principal::Operator => Actor::new("operator", "operator"),
             Principal::Patient { patient } => Actor::new("patient", patient),
+            Principal::Caregiver { user, .. } => Actor::new("caregiver", user),
+            Principal::Clinician { user, .. } => Actor::new("clinician", user),
+            Principal::Admin { user } => Actor::new("admin", user),
+            Principal::System { client } => Actor::new("system", client),
             Principal::Anonymous => Actor::new("anonymous", ""),
         }
     }
@@ -31,6 +45,24 @@ impl Principal {
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestContext {
     pub principal: Principal,
+    /// The patient the request acts for (the token's or session's patient context): the
+    /// patient themself, or the one patient a caregiver chose.
+    pub acting_for: Option<String>,
+    /// The user behind the request (portico user id), when one signed in.
+    pub user: Option<String>,
+    /// The OAuth client (app) the request came through, if any.
+    pub client: Option<String>,
+    /// The device (session or token's device id), if known.
+    pub device: Option<String>,
+    /// The SMART scopes granted to the app. `None`: no app limits this request (the
+    /// operator, or the portal's own pages acting with the user's full role).
+    #[serde(skip)]
+    pub scopes: Option<ScopeSet>,
+    /// When the user last completed step-up verification (Unix ms), if ever in this session
+    /// or grant.
+    pub stepup_at_ms: Option<i64>,
+    /// The request's time (Unix ms), so the pure engine can judge freshness and periods.
+    pub now_ms: i64,
     /// HL7 v3 PurposeOfUse code, when the client declared one.
     pub purpose: Option<String>,
     /// Correlates the decision with operational logs and the audit record.
@@ -53,8 +85,29 @@ impl RequestContext {
     /// writes the scope's records before the response leaves).
     pub fn with_scope(principal: Principal, scope: Scope) -> Self {
         scope.set_actor(principal.actor(), None, None, None);
-        RequestContext { principal, purpose: None, request_id: scope.request_id(), scope }
+        let acting_for = match &principal {
+            Principal::Patient { patient } => Some(patient.clone()),
+            _ => None,
+        };
+        RequestContext {
+            principal,
+            acting_for,
+            user: None,
+            client: None,
+            device: None,
+            scopes: None,
+            stepup_at_ms: None,
+            now_ms: now_ms(),
+            purpose: None,
+            request_id: scope.request_id(),
+            scope,
+        }
     }
+}
+
+/// The current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// The interaction being attempted. Writes are distinct from delete on purpose: a write
@@ -91,6 +144,9 @@ pub struct ResourceFacts {
     pub compartments: Vec<String>,
     pub category: String,
     pub labels: Vec<String>,
+    /// The resource's own `category` codings as `system|code` (for SMART scopes narrowed
+    /// with `?category=`); empty when it has none.
+    pub category_codes: Vec<String>,
 }
 
 impl ResourceFacts {
@@ -103,6 +159,7 @@ impl ResourceFacts {
             compartments: Vec::new(),
             category: String::new(),
             labels: Vec::new(),
+            category_codes: Vec::new(),
         }
     }
 }

@@ -21,14 +21,17 @@ pub struct Verdict {
     /// For a permitted search: the patient compartments the results are confined to
     /// (`None` = not confined, e.g. the operator).
     pub compartments: Option<Vec<String>>,
+    /// For a permitted search under app scopes: the types and categories results must
+    /// have (`None` = no app scopes apply).
+    pub limits: Option<Vec<crate::scopes::TypeLimit>>,
 }
 
 impl Verdict {
     fn permit(rule: &'static str, reason: impl Into<String>, compartments: Option<Vec<String>>) -> Self {
-        Verdict { effect: Effect::Permit, rule, reason: reason.into(), compartments }
+        Verdict { effect: Effect::Permit, rule, reason: reason.into(), compartments, limits: None }
     }
     fn deny(rule: &'static str, reason: impl Into<String>) -> Self {
-        Verdict { effect: Effect::Deny, rule, reason: reason.into(), compartments: None }
+        Verdict { effect: Effect::Deny, rule, reason: reason.into(), compartments: None, limits: None }
     }
     pub fn is_permit(&self) -> bool {
         self.effect == Effect::Permit
@@ -48,6 +51,8 @@ pub fn evaluate(ctx: &RequestContext, action: Action, facts: &ResourceFacts) -> 
             Verdict::permit("operator", "The server operator holds administrative access to all records.", None)
         }
         Principal::Patient { patient } => evaluate_patient(patient, action, facts),
+        // TODO(policy helper): caregivers, clinicians, admins and backend services.
+        _ => Verdict::deny("not-yet-supported", "This kind of account cannot see clinical records yet."),
     }
 }
 
@@ -81,6 +86,7 @@ mod tests {
             compartments: comp.iter().map(|s| s.to_string()).collect(),
             category: "labs".into(),
             labels: vec![],
+            category_codes: vec![],
         }
     }
 
@@ -133,7 +139,7 @@ mod tests {
                 Action::Update, Action::Patch, Action::Delete, Action::Everything];
             let ctx = RequestContext::new(Principal::Patient { patient: me.clone() }, "r");
             let f = ResourceFacts { resource_type: "Observation".into(), id: Some("x".into()), version: None,
-                compartments: others.clone(), category: "labs".into(), labels: vec![] };
+                compartments: others.clone(), category: "labs".into(), labels: vec![], category_codes: vec![] };
             let v = evaluate(&ctx, actions[act], &f);
             if v.is_permit() {
                 prop_assert!(others.contains(&me));

@@ -2,6 +2,7 @@
 
 use crate::context::{Action, RequestContext, ResourceFacts};
 use crate::engine::{self, Verdict};
+use crate::scopes::TypeLimit;
 use portico_audit::{DecisionNote, Interaction};
 use std::sync::Arc;
 
@@ -109,6 +110,8 @@ impl Decision {
 pub struct SearchPermit {
     resource_type: Option<String>,
     compartments: Option<Vec<String>>,
+    /// App scopes: the types (and categories) results may have. `None`: not limited.
+    limits: Option<Vec<TypeLimit>>,
 }
 
 impl SearchPermit {
@@ -119,6 +122,11 @@ impl SearchPermit {
     /// Patient compartments the results must lie in (`None`: not confined).
     pub fn compartments(&self) -> Option<&[String]> {
         self.compartments.as_deref()
+    }
+    /// The SMART scope limits (types, categories) the results must meet, applied in SQL to
+    /// the page, the total, includes and paging alike (`None`: no app scopes apply).
+    pub fn limits(&self) -> Option<&[TypeLimit]> {
+        self.limits.as_deref()
     }
     /// Whether a resource with these facts may appear under this permit; the store applies
     /// the same condition in SQL and uses this for rows it already holds (e.g. includes).
@@ -201,7 +209,11 @@ impl Gate {
         if !verdict.is_permit() {
             return Err(Refusal { verdict: Some(verdict), audit_failure: None });
         }
-        Ok(SearchPermit { resource_type: resource_type.map(str::to_string), compartments: verdict.compartments })
+        Ok(SearchPermit {
+            resource_type: resource_type.map(str::to_string),
+            compartments: verdict.compartments,
+            limits: verdict.limits,
+        })
     }
 
     /// Permit a write: the pre-image (what is stored now, if anything) and the post-image
@@ -249,6 +261,7 @@ mod tests {
             compartments: vec!["p2".into()],
             category: "labs".into(),
             labels: vec![],
+            category_codes: vec![],
         };
         let d = gate.decide(&ctx, Action::Read, &facts).unwrap();
         assert!(!d.is_permit());

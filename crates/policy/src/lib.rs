@@ -13,9 +13,13 @@
 pub mod context;
 pub mod engine;
 pub mod gate;
+pub mod scopes;
 pub mod sealed;
+pub mod stepup;
 
-pub use context::{Action, Principal, RequestContext, ResourceFacts};
+pub use context::{Action, Principal, RequestContext, ResourceFacts, now_ms};
 pub use engine::{Effect, Verdict};
 pub use gate::{AuditFailure, AuditSink, Decision, Gate, Refusal, SearchPermit, TracingSink, WritePermit};
+pub use scopes::{ScopeSet, TypeLimit};
 pub use sealed::{Denied, Sealed};
+pub use stepup::Sensitive;

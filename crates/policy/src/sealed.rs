@@ -43,6 +43,7 @@ mod tests {
             compartments: vec![patient.into()],
             category: "labs".into(),
             labels: vec![],
+            category_codes: vec![],
         }
     }
 

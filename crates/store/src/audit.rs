@@ -634,5 +634,6 @@ pub fn audit_facts(seq: i64, record: &AuditRecord) -> ResourceFacts {
         compartments: record.patients.clone(),
         category: "administrative".into(),
         labels: Vec::new(),
+        category_codes: Vec::new(),
     }
 }

@@ -28,8 +28,51 @@ pub fn prepare(resource_type: &str, id: &str, body: Value, classifier: &Classifi
             compartments,
             category: class.category,
             labels: class.labels,
+            category_codes: category_codes(&body),
         },
         body,
         index,
+    }
+}
+
+/// The resource's own `category` codings as `system|code` (what SMART scopes narrowed with
+/// `?category=` are matched against). Resources whose `category` is not a CodeableConcept
+/// (AllergyIntolerance's codes) have none.
+fn category_codes(body: &Value) -> Vec<String> {
+    let concepts: Vec<&Value> = match body.get("category") {
+        Some(Value::Array(items)) => items.iter().collect(),
+        Some(v @ Value::Object(_)) => vec![v],
+        _ => Vec::new(),
+    };
+    let mut codes: Vec<String> = concepts
+        .iter()
+        .filter_map(|c| c.get("coding").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|coding| {
+            let code = coding.get("code")?.as_str()?;
+            let system = coding.get("system").and_then(Value::as_str).unwrap_or("");
+            Some(format!("{system}|{code}"))
+        })
+        .collect();
+    codes.sort();
+    codes.dedup();
+    codes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::category_codes;
+    use serde_json::json;
+
+    #[test]
+    fn category_codings_become_system_bar_code() {
+        let body = json!({"category": [{"coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"},
+            {"code": "local"}]}]});
+        assert_eq!(
+            category_codes(&body),
+            vec!["http://terminology.hl7.org/CodeSystem/observation-category|laboratory", "|local"]
+        );
+        assert!(category_codes(&json!({"category": ["food"]})).is_empty());
     }
 }

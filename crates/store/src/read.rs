@@ -43,6 +43,8 @@ impl SqlStore {
                 compartments: split_words(&row.try_get::<String, _>("compartments")?),
                 category: row.try_get("category")?,
                 labels: split_words(&row.try_get::<String, _>("labels")?),
+                // TODO(identity helper): read the `category_codes` column (migration 0003).
+                category_codes: Vec::new(),
             };
             Ok(Some(Sealed::new(facts, v)))
         })

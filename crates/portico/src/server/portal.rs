@@ -42,7 +42,15 @@ pub fn subject_patient(ctx: &RequestContext, requested: Option<&str>) -> Result<
         (Principal::Patient { .. }, Some(_)) => Err(ApiError::not_found("No such patient.")),
         (Principal::Operator, Some(p)) if portico_fhir::extract::is_fhir_id(p) => Ok(p.to_string()),
         (Principal::Operator, _) => Err(ApiError::bad_request("Name the patient: ?patient=<Patient id>.")),
+        (Principal::Caregiver { patients, .. }, requested) => match (&ctx.acting_for, requested) {
+            (Some(p), None) if patients.contains(p) => Ok(p.clone()),
+            (Some(p), Some(r)) if p == r && patients.contains(p) => Ok(p.clone()),
+            _ => Err(ApiError::not_found("No such patient.")),
+        },
         (Principal::Anonymous, _) => Err(ApiError::unauthorized("Sign in to see an access log.")),
+        (Principal::Clinician { .. } | Principal::Admin { .. } | Principal::System { .. }, _) => {
+            Err(ApiError::not_found("No such patient."))
+        }
     }
 }
 

@@ -62,7 +62,13 @@ fn view_for(ctx: &RequestContext) -> Option<Vec<String>> {
     match &ctx.principal {
         Principal::Operator => None,
         Principal::Patient { patient } => Some(vec![patient.clone()]),
-        Principal::Anonymous => Some(Vec::new()),
+        // A caregiver sees the log of the one patient they act for.
+        Principal::Caregiver { patients, .. } => {
+            Some(ctx.acting_for.iter().filter(|p| patients.contains(p)).cloned().collect())
+        }
+        Principal::Clinician { .. } | Principal::Admin { .. } | Principal::System { .. } | Principal::Anonymous => {
+            Some(Vec::new())
+        }
     }
 }
 
