@@ -37,6 +37,25 @@ pub fn subtype(i: Interaction) -> &'static str {
     }
 }
 
+/// AuditEvent.type: `rest` for FHIR interactions; DICOM "User Authentication" for sign-in,
+/// sign-out and step-up; DICOM "Security Alert" for tokens, grants and settings.
+fn event_type(i: Interaction) -> Value {
+    match i {
+        Interaction::Login | Interaction::Logout | Interaction::StepUp => coding(DCM, "110114", "User Authentication"),
+        i if i.is_security() => coding(DCM, "110113", "Security Alert"),
+        _ => coding("http://terminology.hl7.org/CodeSystem/audit-event-type", "rest", "Restful Operation"),
+    }
+}
+
+fn event_subtype(i: Interaction) -> Value {
+    match i {
+        Interaction::Login => coding(DCM, "110122", "Login"),
+        Interaction::Logout => coding(DCM, "110123", "Logout"),
+        i if i.is_security() => coding("urn:portico:audit-subtype", i.code(), i.code()),
+        i => coding("http://hl7.org/fhir/restful-interaction", subtype(i), subtype(i)),
+    }
+}
+
 /// AuditEvent.outcome: 0 success, 4 minor failure (refused, client error), 8 serious failure.
 pub fn outcome_code(r: &AuditRecord) -> &'static str {
     match r.outcome {
@@ -178,8 +197,8 @@ pub fn audit_event(seq: i64, r: &AuditRecord, server: Server<'_>, view: View<'_>
         "resourceType": "AuditEvent",
         "id": seq.to_string(),
         "meta": meta,
-        "type": coding("http://terminology.hl7.org/CodeSystem/audit-event-type", "rest", "Restful Operation"),
-        "subtype": [coding("http://hl7.org/fhir/restful-interaction", subtype(r.interaction), subtype(r.interaction))],
+        "type": event_type(r.interaction),
+        "subtype": [event_subtype(r.interaction)],
         "action": r.interaction.action(),
         "recorded": recorded,
         "outcome": outcome_code(r),

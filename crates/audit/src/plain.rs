@@ -136,6 +136,18 @@ pub fn describe(r: &AuditRecord, patient: &str) -> AccessEntry {
         }
         Interaction::Delete => (format!("deleted your {}", thing(false)), format!("delete your {}", thing(false))),
         Interaction::AccessLog => ("viewed your access log".to_string(), "view your access log".to_string()),
+        Interaction::Login => ("signed in".to_string(), "sign in".to_string()),
+        Interaction::Logout => ("signed out".to_string(), "sign out".to_string()),
+        Interaction::StepUp => ("confirmed a verification code".to_string(), "confirm a verification code".to_string()),
+        Interaction::Authorize => ("connected an app to your record".to_string(), "connect an app".to_string()),
+        Interaction::TokenIssue => {
+            ("received access to your record".to_string(), "get access to your record".to_string())
+        }
+        Interaction::TokenRefresh => ("renewed its access to your record".to_string(), "renew access".to_string()),
+        Interaction::Revoke => ("ended an app's or device's access".to_string(), "end access".to_string()),
+        Interaction::SecuritySettings => {
+            ("changed security settings".to_string(), "change security settings".to_string())
+        }
     };
     let who = who(r, patient);
     let app = r.client.clone();

@@ -20,11 +20,27 @@ pub enum Interaction {
     Delete,
     /// The patient's plain-language access log was read.
     AccessLog,
+    /// A user signed in (or failed to).
+    Login,
+    /// A user signed out.
+    Logout,
+    /// A step-up verification (TOTP) was attempted.
+    StepUp,
+    /// A user approved or denied an app's authorization request.
+    Authorize,
+    /// Tokens were issued (authorization code, client credentials, operator CLI).
+    TokenIssue,
+    /// A refresh token was exchanged.
+    TokenRefresh,
+    /// A token, grant (connected app) or device was revoked.
+    Revoke,
+    /// Security settings changed: password, TOTP enrolment.
+    SecuritySettings,
 }
 
 impl Interaction {
     /// Every interaction, in code order.
-    pub const ALL: [Interaction; 13] = [
+    pub const ALL: [Interaction; 21] = [
         Interaction::Read,
         Interaction::VRead,
         Interaction::SearchType,
@@ -38,6 +54,14 @@ impl Interaction {
         Interaction::Patch,
         Interaction::Delete,
         Interaction::AccessLog,
+        Interaction::Login,
+        Interaction::Logout,
+        Interaction::StepUp,
+        Interaction::Authorize,
+        Interaction::TokenIssue,
+        Interaction::TokenRefresh,
+        Interaction::Revoke,
+        Interaction::SecuritySettings,
     ];
 
     /// The stable code stored in records and index columns.
@@ -56,6 +80,14 @@ impl Interaction {
             Interaction::Patch => "patch",
             Interaction::Delete => "delete",
             Interaction::AccessLog => "access-log",
+            Interaction::Login => "login",
+            Interaction::Logout => "logout",
+            Interaction::StepUp => "step-up",
+            Interaction::Authorize => "authorize",
+            Interaction::TokenIssue => "token-issue",
+            Interaction::TokenRefresh => "token-refresh",
+            Interaction::Revoke => "revoke",
+            Interaction::SecuritySettings => "security-settings",
         }
     }
 
@@ -74,6 +106,14 @@ impl Interaction {
             Interaction::SearchType | Interaction::SearchSystem | Interaction::Everything | Interaction::AccessLog => {
                 "E"
             }
+            Interaction::Login
+            | Interaction::Logout
+            | Interaction::StepUp
+            | Interaction::Authorize
+            | Interaction::TokenIssue
+            | Interaction::TokenRefresh
+            | Interaction::Revoke
+            | Interaction::SecuritySettings => "E",
             Interaction::Create => "C",
             Interaction::Update | Interaction::Patch => "U",
             Interaction::Delete => "D",
@@ -87,7 +127,24 @@ impl Interaction {
 
     /// Whether the interaction returns a list (query-shaped: BALP Query).
     pub fn is_query(self) -> bool {
-        self.action() == "E" || matches!(self, Interaction::HistoryType | Interaction::HistorySystem)
+        (self.action() == "E" && !self.is_security())
+            || matches!(self, Interaction::HistoryType | Interaction::HistorySystem)
+    }
+
+    /// Whether the interaction is about identity and access (sign-in, tokens, settings)
+    /// rather than about clinical data.
+    pub fn is_security(self) -> bool {
+        matches!(
+            self,
+            Interaction::Login
+                | Interaction::Logout
+                | Interaction::StepUp
+                | Interaction::Authorize
+                | Interaction::TokenIssue
+                | Interaction::TokenRefresh
+                | Interaction::Revoke
+                | Interaction::SecuritySettings
+        )
     }
 }
 

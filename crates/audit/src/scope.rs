@@ -121,6 +121,11 @@ impl Scope {
         s.device = device;
     }
 
+    /// The device the request came from, once the credential named it.
+    pub fn set_origin_device(&self, device: Option<String>) {
+        self.lock().device = device;
+    }
+
     /// Record a gate decision (called by the gate, before the caller sees the decision).
     pub fn note(&self, d: DecisionNote) {
         let mut s = self.lock();

@@ -3,6 +3,8 @@
 use crate::context::{Action, RequestContext, ResourceFacts};
 use crate::engine::{self, Verdict};
 use crate::scopes::TypeLimit;
+use crate::stepup::{self, Sensitive};
+use crate::{Principal, engine::Effect};
 use portico_audit::{DecisionNote, Interaction};
 use std::sync::Arc;
 
@@ -16,6 +18,12 @@ pub trait AuditSink: Send + Sync {
         facts: &ResourceFacts,
         verdict: &Verdict,
     ) -> Result<(), AuditFailure>;
+
+    /// Record a step-up decision (see [`Gate::require_step_up`]). The default records
+    /// nothing beyond the request's audit scope.
+    fn record_step_up(&self, _ctx: &RequestContext, _what: Sensitive, _verdict: &Verdict) -> Result<(), AuditFailure> {
+        Ok(())
+    }
 }
 
 /// The audit sink could not record a decision.
@@ -42,6 +50,18 @@ impl AuditSink for TracingSink {
             rule = verdict.rule,
             effect = ?verdict.effect,
             "decision"
+        );
+        Ok(())
+    }
+
+    fn record_step_up(&self, ctx: &RequestContext, what: Sensitive, verdict: &Verdict) -> Result<(), AuditFailure> {
+        tracing::debug!(
+            target: "portico::gate",
+            request_id = %ctx.request_id,
+            step_up = what.code(),
+            rule = verdict.rule,
+            effect = ?verdict.effect,
+            "step-up decision"
         );
         Ok(())
     }
@@ -136,7 +156,12 @@ impl SearchPermit {
             None => true,
             Some(allowed) => facts.compartments.iter().any(|c| allowed.contains(c)),
         };
-        type_ok && comp_ok
+        // The limits are alternatives: one must admit the resource's type and category.
+        let limits_ok = self
+            .limits
+            .as_ref()
+            .is_none_or(|limits| limits.iter().any(|l| l.admits(&facts.resource_type, &facts.category_codes)));
+        type_ok && comp_ok && limits_ok
     }
 }
 
@@ -183,7 +208,7 @@ impl Gate {
     fn judge(&self, ctx: &RequestContext, action: Action, facts: &ResourceFacts) -> Result<Verdict, Refusal> {
         let verdict = engine::evaluate(ctx, action, facts);
         // Into the request's audit scope first: no decision reaches the caller unrecorded.
-        ctx.scope.set_actor(ctx.principal.actor(), None, None, ctx.purpose.clone());
+        set_actor(ctx);
         ctx.scope.note(note(action, facts, &verdict));
         self.sink
             .record(ctx, action, facts, &verdict)
@@ -216,6 +241,42 @@ impl Gate {
         })
     }
 
+    /// Require a fresh step-up verification for a sensitive action: fresh when the request's
+    /// step-up time (`ctx.stepup_at_ms`) lies at most `fresh_ms` before `ctx.now_ms` (see
+    /// [`stepup::is_fresh`]). The decision is recorded in the request's audit scope (a
+    /// type-level note of interaction `StepUp`, rule `step-up-fresh` or `step-up-required`)
+    /// and handed to the sink before the caller sees it; a refusal carries the
+    /// [`stepup::STEP_UP_REQUIRED`] sentence for `what` as its reason.
+    pub fn require_step_up(&self, ctx: &RequestContext, what: Sensitive, fresh_ms: i64) -> Result<(), Refusal> {
+        let verdict = if stepup::is_fresh(ctx.stepup_at_ms, ctx.now_ms, fresh_ms) {
+            Verdict::permit("step-up-fresh", "A verification code was entered recently enough for this.", None)
+        } else {
+            Verdict::deny("step-up-required", what.required_reason())
+        };
+        set_actor(ctx);
+        ctx.scope.note(DecisionNote {
+            interaction: Interaction::StepUp,
+            resource_type: "*".to_string(),
+            reference: None,
+            patients: match &ctx.acting_for {
+                Some(p) if what.concerns_patient() => vec![p.clone()],
+                _ => Vec::new(),
+            },
+            category: String::new(),
+            rule: verdict.rule.to_string(),
+            permit: verdict.is_permit(),
+            reason: verdict.reason.clone(),
+            confined_to: Vec::new(),
+        });
+        self.sink
+            .record_step_up(ctx, what, &verdict)
+            .map_err(|f| Refusal { verdict: None, audit_failure: Some(f.0) })?;
+        match verdict.effect {
+            Effect::Permit => Ok(()),
+            Effect::Deny => Err(Refusal { verdict: Some(verdict), audit_failure: None }),
+        }
+    }
+
     /// Permit a write: the pre-image (what is stored now, if anything) and the post-image
     /// (what will be stored) must both be permitted.
     pub fn permit_write(
@@ -242,6 +303,16 @@ impl Gate {
             pre_version: pre.and_then(|p| p.version),
         })
     }
+}
+
+/// Who acts, for whom (a caregiver's patient; a patient acting for themself is not "on
+/// behalf of" anyone), through which app, for what purpose.
+fn set_actor(ctx: &RequestContext) {
+    let on_behalf_of = match &ctx.principal {
+        Principal::Patient { patient } if ctx.acting_for.as_deref() == Some(patient) => None,
+        _ => ctx.acting_for.clone(),
+    };
+    ctx.scope.set_actor(ctx.principal.actor(), on_behalf_of, ctx.client.clone(), ctx.purpose.clone());
 }
 
 #[cfg(test)]
@@ -278,5 +349,111 @@ mod tests {
         let s = &ctx.scope.finish(200, 2)[0];
         assert_eq!(s.interaction, Interaction::SearchType);
         assert_eq!(s.patients, vec!["p1"], "a confined search concerns the patient it is confined to");
+    }
+
+    fn obs(id: &str, patient: &str, codes: &[&str]) -> ResourceFacts {
+        ResourceFacts {
+            resource_type: "Observation".into(),
+            id: Some(id.into()),
+            version: Some(1),
+            compartments: vec![patient.into()],
+            category: "labs".into(),
+            labels: vec![],
+            category_codes: codes.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn search_permits_admit_only_what_the_scopes_allow() {
+        let gate = Gate::new(Arc::new(TracingSink));
+        let mut ctx = RequestContext::new(Principal::Patient { patient: "p1".into() }, "r");
+        ctx.scopes =
+            Some(crate::ScopeSet::parse("patient/Observation.rs?category=laboratory patient/Condition.rs").unwrap());
+        let lab = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory";
+        let vitals = "http://terminology.hl7.org/CodeSystem/observation-category|vital-signs";
+        let p = gate.permit_search(&ctx, Action::Search, Some("Observation")).unwrap();
+        assert_eq!(p.limits().map(<[_]>::len), Some(1));
+        assert!(p.admits(&obs("a", "p1", &[lab])));
+        assert!(!p.admits(&obs("b", "p1", &[vitals])), "category outside the scope");
+        assert!(!p.admits(&obs("c", "p1", &[])), "no category at all");
+        assert!(!p.admits(&obs("d", "p2", &[lab])), "other compartment");
+        let all = gate.permit_search(&ctx, Action::Everything, None).unwrap();
+        let mut cond = obs("e", "p1", &[]);
+        cond.resource_type = "Condition".into();
+        assert!(all.admits(&cond));
+        assert!(all.admits(&obs("a", "p1", &[lab])));
+        assert!(!all.admits(&obs("b", "p1", &[vitals])));
+        let mut imm = cond.clone();
+        imm.resource_type = "Immunization".into();
+        assert!(!all.admits(&imm), "type outside the scopes");
+        let refused = gate.permit_search(&ctx, Action::Search, Some("Immunization")).unwrap_err();
+        assert_eq!(refused.verdict.unwrap().rule, "outside-scopes");
+    }
+
+    #[test]
+    fn step_up_is_judged_by_freshness_and_recorded() {
+        let gate = Gate::new(Arc::new(TracingSink));
+        let mut ctx =
+            RequestContext::new(Principal::Caregiver { user: "u1".into(), patients: vec!["c1".into()] }, "req-5");
+        ctx.acting_for = Some("c1".into());
+        ctx.client = Some("diary-app".into());
+        ctx.now_ms = 10_000_000;
+        ctx.stepup_at_ms = Some(ctx.now_ms - 60_000);
+        gate.require_step_up(&ctx, Sensitive::BulkExport, crate::stepup::DEFAULT_FRESH_MS).unwrap();
+        let r = &ctx.scope.finish(200, 1)[0];
+        assert_eq!(r.interaction, Interaction::StepUp);
+        assert_eq!(r.outcome, Outcome::Success);
+        assert_eq!(r.rules, vec!["step-up-fresh"]);
+        assert_eq!(r.patients, vec!["c1"]);
+        assert_eq!(r.on_behalf_of.as_deref(), Some("c1"));
+        assert_eq!(r.client.as_deref(), Some("diary-app"));
+
+        let refused = gate.require_step_up(&ctx, Sensitive::AddCaregiver, 59_999).unwrap_err();
+        let v = refused.verdict.unwrap();
+        assert_eq!(v.rule, "step-up-required");
+        assert_eq!(v.reason, "Adding a caregiver needs a fresh verification code.");
+        let r = &ctx.scope.finish(403, 2)[0];
+        assert_eq!((r.outcome, r.reason.as_deref()), (Outcome::Denied, Some(v.reason.as_str())));
+
+        ctx.stepup_at_ms = None;
+        assert!(gate.require_step_up(&ctx, Sensitive::SecuritySettings, i64::MAX).is_err());
+        let r = &ctx.scope.finish(403, 3)[0];
+        assert!(r.patients.is_empty(), "security settings concern the user, not a patient's data");
+        assert_eq!(r.reason.as_deref(), Some(Sensitive::SecuritySettings.required_reason()));
+    }
+
+    #[test]
+    fn a_step_up_joins_the_open_interaction() {
+        let gate = Gate::new(Arc::new(TracingSink));
+        let mut ctx = RequestContext::new(Principal::Patient { patient: "p1".into() }, "r");
+        ctx.now_ms = 1_000;
+        ctx.stepup_at_ms = Some(900);
+        ctx.scope.begin(Interaction::Everything, Some("Patient"));
+        gate.require_step_up(&ctx, Sensitive::BulkExport, 1_000).unwrap();
+        gate.permit_search(&ctx, Action::Everything, None).unwrap();
+        let recs = ctx.scope.finish(200, 1);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].rules, vec!["step-up-fresh", "patient-own-compartment"]);
+        assert_eq!(recs[0].on_behalf_of, None, "a patient acting for themself is not on anyone's behalf");
+    }
+
+    struct Broken;
+    impl AuditSink for Broken {
+        fn record(&self, _: &RequestContext, _: Action, _: &ResourceFacts, _: &Verdict) -> Result<(), AuditFailure> {
+            Err(AuditFailure("disk full".into()))
+        }
+        fn record_step_up(&self, _: &RequestContext, _: Sensitive, _: &Verdict) -> Result<(), AuditFailure> {
+            Err(AuditFailure("disk full".into()))
+        }
+    }
+
+    #[test]
+    fn a_sink_that_cannot_record_fails_closed() {
+        let gate = Gate::new(Arc::new(Broken));
+        let mut ctx = RequestContext::new(Principal::Patient { patient: "p1".into() }, "r");
+        ctx.stepup_at_ms = Some(ctx.now_ms);
+        let r = gate.require_step_up(&ctx, Sensitive::CreateShare, 1_000).unwrap_err();
+        assert_eq!((r.verdict.is_none(), r.audit_failure.as_deref()), (true, Some("disk full")));
+        assert!(gate.permit_search(&ctx, Action::Search, Some("Observation")).is_err());
     }
 }

@@ -28,6 +28,104 @@ pub struct Config {
     pub classification_file: String,
     /// The audit trail (`[audit]` in the file).
     pub audit: AuditConfig,
+    /// Identity, OAuth and sessions (`[auth]` in the file).
+    pub auth: AuthConfig,
+    /// Rate limits (`[limits]` in the file).
+    pub limits: LimitsConfig,
+    /// HTTPS and proxies (`[tls]` in the file).
+    pub tls: TlsConfig,
+}
+
+/// The authorization server, users and web sessions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The public base URL (`https://portal.example.org`); empty: taken from each request's
+    /// `Host` (and, behind a trusted proxy, its forwarded headers).
+    pub public_url: String,
+    /// The RS256 key that signs id_tokens (PKCS#8 PEM); empty: `oauth-signing-key.pem` in
+    /// the data dir, made on first start.
+    pub signing_key_file: String,
+    /// Access-token lifetime.
+    pub access_token_secs: i64,
+    /// Refresh-token lifetime (`offline_access`); `online_access` refresh tokens end with
+    /// the web session's absolute timeout.
+    pub refresh_token_days: i64,
+    /// A reused refresh token within this window is taken for a concurrent refresh (refused
+    /// without revoking the family); later reuse revokes the family.
+    pub refresh_grace_secs: i64,
+    /// Authorization-code lifetime.
+    pub code_secs: i64,
+    /// How long a step-up verification stays fresh.
+    pub step_up_fresh_secs: i64,
+    /// Web sessions end after this much inactivity…
+    pub session_idle_secs: i64,
+    /// …and this long after login, whatever the activity.
+    pub session_absolute_secs: i64,
+    /// Consecutive failed logins before a temporary lockout…
+    pub lockout_threshold: i64,
+    /// …which lasts this long.
+    pub lockout_secs: i64,
+    /// Argon2id cost: memory (KiB) and passes.
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    /// Let the server fetch client JWK Sets from loopback, link-local and private addresses
+    /// (development only).
+    pub allow_private_jwks_urls: bool,
+    /// RFC 7591 dynamic client registration (`POST /oauth2/register`).
+    pub dynamic_registration: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            public_url: String::new(),
+            signing_key_file: String::new(),
+            access_token_secs: 900,
+            refresh_token_days: 30,
+            refresh_grace_secs: 10,
+            code_secs: 60,
+            step_up_fresh_secs: 300,
+            session_idle_secs: 30 * 60,
+            session_absolute_secs: 12 * 3600,
+            lockout_threshold: 5,
+            lockout_secs: 15 * 60,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            allow_private_jwks_urls: false,
+            dynamic_registration: false,
+        }
+    }
+}
+
+/// Requests per minute before 429 (0: unlimited).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Every request, per source address.
+    pub per_ip_per_minute: u32,
+    /// Every request, per OAuth client.
+    pub per_client_per_minute: u32,
+    /// Login and token endpoints, per source address.
+    pub auth_per_ip_per_minute: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { per_ip_per_minute: 6000, per_client_per_minute: 6000, auth_per_ip_per_minute: 60 }
+    }
+}
+
+/// TLS termination and proxies.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain and private key: when both are set, `serve` speaks HTTPS
+    /// (TLS 1.2+) and reloads them when the files change.
+    pub cert_file: String,
+    pub key_file: String,
+    /// Trust `X-Forwarded-For`/`-Proto`/`-Host` (only behind a proxy you run).
+    pub trust_forwarded: bool,
 }
 
 /// Audit trail settings.
@@ -73,6 +171,9 @@ impl Default for Config {
             max_body_bytes: 16 * 1024 * 1024,
             classification_file: String::new(),
             audit: AuditConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -88,6 +189,9 @@ impl std::fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("create_on_update", &self.create_on_update)
             .field("audit", &self.audit)
+            .field("auth", &self.auth)
+            .field("limits", &self.limits)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -163,6 +267,65 @@ impl Config {
         if let Some(v) = env("PORTICO_AUDIT_APPEND") {
             cfg.audit.append = v;
         }
+        let num = |name: &str| -> anyhow::Result<Option<i64>> {
+            env(name)
+                .map(|v| v.parse::<i64>().map_err(|_| anyhow::anyhow!("{name} must be a whole number")))
+                .transpose()
+        };
+        let flag = |name: &str| env(name).map(|v| matches!(v.as_str(), "1" | "true" | "yes"));
+        if let Some(v) = env("PORTICO_PUBLIC_URL") {
+            cfg.auth.public_url = v.trim_end_matches('/').to_string();
+        }
+        if let Some(v) = env("PORTICO_SIGNING_KEY_FILE") {
+            cfg.auth.signing_key_file = v;
+        }
+        let a = &mut cfg.auth;
+        for (name, slot) in [
+            ("PORTICO_ACCESS_TOKEN_SECS", &mut a.access_token_secs),
+            ("PORTICO_REFRESH_TOKEN_DAYS", &mut a.refresh_token_days),
+            ("PORTICO_REFRESH_GRACE_SECS", &mut a.refresh_grace_secs),
+            ("PORTICO_CODE_SECS", &mut a.code_secs),
+            ("PORTICO_STEP_UP_FRESH_SECS", &mut a.step_up_fresh_secs),
+            ("PORTICO_SESSION_IDLE_SECS", &mut a.session_idle_secs),
+            ("PORTICO_SESSION_ABSOLUTE_SECS", &mut a.session_absolute_secs),
+            ("PORTICO_LOCKOUT_THRESHOLD", &mut a.lockout_threshold),
+            ("PORTICO_LOCKOUT_SECS", &mut a.lockout_secs),
+        ] {
+            if let Some(v) = num(name)? {
+                *slot = v;
+            }
+        }
+        if let Some(v) = num("PORTICO_ARGON2_MEMORY_KIB")? {
+            a.argon2_memory_kib = u32::try_from(v).map_err(|_| anyhow::anyhow!("PORTICO_ARGON2_MEMORY_KIB"))?;
+        }
+        if let Some(v) = num("PORTICO_ARGON2_ITERATIONS")? {
+            a.argon2_iterations = u32::try_from(v).map_err(|_| anyhow::anyhow!("PORTICO_ARGON2_ITERATIONS"))?;
+        }
+        if let Some(v) = flag("PORTICO_ALLOW_PRIVATE_JWKS_URLS") {
+            a.allow_private_jwks_urls = v;
+        }
+        if let Some(v) = flag("PORTICO_DYNAMIC_REGISTRATION") {
+            a.dynamic_registration = v;
+        }
+        let l = &mut cfg.limits;
+        for (name, slot) in [
+            ("PORTICO_RATE_PER_IP", &mut l.per_ip_per_minute),
+            ("PORTICO_RATE_PER_CLIENT", &mut l.per_client_per_minute),
+            ("PORTICO_RATE_AUTH_PER_IP", &mut l.auth_per_ip_per_minute),
+        ] {
+            if let Some(v) = num(name)? {
+                *slot = u32::try_from(v).map_err(|_| anyhow::anyhow!("{name} must be ≥ 0"))?;
+            }
+        }
+        if let Some(v) = env("PORTICO_TLS_CERT_FILE") {
+            cfg.tls.cert_file = v;
+        }
+        if let Some(v) = env("PORTICO_TLS_KEY_FILE") {
+            cfg.tls.key_file = v;
+        }
+        if let Some(v) = flag("PORTICO_TRUST_FORWARDED") {
+            cfg.tls.trust_forwarded = v;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -180,6 +343,25 @@ impl Config {
         if !self.admin_token.is_empty() && self.admin_token.len() < 16 {
             anyhow::bail!("PORTICO_ADMIN_TOKEN must be at least 16 characters");
         }
+        let a = &self.auth;
+        if a.access_token_secs < 30 || a.access_token_secs > 24 * 3600 {
+            anyhow::bail!("auth.access_token_secs must be between 30 and 86400");
+        }
+        if a.code_secs < 10 || a.code_secs > 600 {
+            anyhow::bail!("auth.code_secs must be between 10 and 600");
+        }
+        if a.session_idle_secs <= 0 || a.session_absolute_secs < a.session_idle_secs {
+            anyhow::bail!("auth.session_idle_secs must be positive and not above auth.session_absolute_secs");
+        }
+        if a.lockout_threshold < 1 || a.argon2_iterations < 1 || a.argon2_memory_kib < 8 {
+            anyhow::bail!("auth.lockout_threshold, argon2_iterations and argon2_memory_kib must be positive");
+        }
+        if !a.public_url.is_empty() && !(a.public_url.starts_with("https://") || a.public_url.starts_with("http://")) {
+            anyhow::bail!("PORTICO_PUBLIC_URL must be an http(s) URL");
+        }
+        if self.tls.cert_file.is_empty() != self.tls.key_file.is_empty() {
+            anyhow::bail!("tls.cert_file and tls.key_file must be set together");
+        }
         if !self.database_url.is_empty()
             && !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| self.database_url.starts_with(p))
         {
@@ -195,6 +377,20 @@ impl Config {
         } else {
             PathBuf::from(&self.audit.key_file)
         }
+    }
+
+    /// The id_token signing key, defaulting to `oauth-signing-key.pem` in the data dir.
+    pub fn signing_key_path(&self) -> PathBuf {
+        if self.auth.signing_key_file.is_empty() {
+            self.data_dir.join("oauth-signing-key.pem")
+        } else {
+            PathBuf::from(&self.auth.signing_key_file)
+        }
+    }
+
+    /// Whether `serve` terminates TLS itself.
+    pub fn tls_enabled(&self) -> bool {
+        !self.tls.cert_file.is_empty()
     }
 
     /// The database URL, defaulting to a SQLite file in the data dir.

@@ -8,6 +8,16 @@
 //! database at lookup time: [`IdentityStore::access_lookup`] joins the token to its grant,
 //! user and device and refuses anything revoked, disabled or expired.
 
+mod clients;
+mod devices;
+mod imp;
+mod jti;
+mod oauth;
+mod rows;
+mod sessions;
+mod tokens;
+mod users;
+
 use crate::StoreError;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -4,6 +4,7 @@
 use crate::backend::{SqlStore, with_pool};
 use crate::error::StoreError;
 use crate::search::exec::row_to_version;
+use crate::search::limits::decode_codes;
 use crate::{Head, StoredVersion};
 use portico_policy::{ResourceFacts, Sealed};
 use sqlx::Row;
@@ -21,10 +22,10 @@ impl SqlStore {
     ) -> Result<Option<Sealed<StoredVersion>>, StoreError> {
         let sql = match version {
             None => {
-                "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.seq, r.deleted, r.body, r.compartments, r.category, r.labels FROM resources r WHERE r.res_type = $1 AND r.id = $2"
+                "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.seq, r.deleted, r.body, r.compartments, r.category, r.labels, r.category_codes FROM resources r WHERE r.res_type = $1 AND r.id = $2"
             }
             Some(_) => {
-                "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.seq, r.deleted, r.body, r.compartments, r.category, r.labels FROM resource_versions r WHERE r.res_type = $1 AND r.id = $2 AND r.version_id = $3"
+                "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.seq, r.deleted, r.body, r.compartments, r.category, r.labels, r.category_codes FROM resource_versions r WHERE r.res_type = $1 AND r.id = $2 AND r.version_id = $3"
             }
         };
         with_pool!(&self.db, pool => {
@@ -43,8 +44,7 @@ impl SqlStore {
                 compartments: split_words(&row.try_get::<String, _>("compartments")?),
                 category: row.try_get("category")?,
                 labels: split_words(&row.try_get::<String, _>("labels")?),
-                // TODO(identity helper): read the `category_codes` column (migration 0003).
-                category_codes: Vec::new(),
+                category_codes: decode_codes(&row.try_get::<String, _>("category_codes")?),
             };
             Ok(Some(Sealed::new(facts, v)))
         })

@@ -64,6 +64,7 @@ macro_rules! write_ops {
                         compartments: row.try_get("compartments")?,
                         category: row.try_get("category")?,
                         labels: row.try_get("labels")?,
+                        category_codes: row.try_get("category_codes")?,
                     };
                     current.insert((row.try_get("res_type")?, row.try_get("id")?), c);
                 }

@@ -2,6 +2,7 @@
 
 mod audit;
 mod demo;
+mod identity;
 
 use crate::config::Config;
 use crate::server::{self, AppState};
@@ -48,6 +49,21 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// OAuth clients (apps and backend services): add, list, remove.
+    Client {
+        #[command(subcommand)]
+        command: identity::ClientCommand,
+    },
+    /// Users: add, list, disable.
+    User {
+        #[command(subcommand)]
+        command: identity::UserCommand,
+    },
+    /// Operator-issued access tokens (for scripts, support and black-box tests).
+    Token {
+        #[command(subcommand)]
+        command: identity::TokenCommand,
+    },
 }
 
 /// Operational logs go to stderr; `RUST_LOG` sets the filter (default `info`).
@@ -81,6 +97,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit { command } => audit::run(config, command).await,
+        Command::Client { command } => identity::client(config, command).await,
+        Command::User { command } => identity::user(config, command).await,
+        Command::Token { command } => identity::token(config, command).await,
     }
 }
 
@@ -105,7 +124,9 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
             .with_context(|| format!("cannot read classification file {}", config.classification_file))?;
         Classifier::from_json(&text).map_err(|e| anyhow::anyhow!("invalid classification file: {e}"))?
     };
-    let store: Arc<dyn portico_store::Store> = Arc::new(store);
+    let store = Arc::new(store);
+    let identity_store: Arc<dyn portico_store::IdentityStore> = store.clone();
+    let store: Arc<dyn portico_store::Store> = store;
     let key_path = config.audit_key_path();
     let (key, made) = crate::audit::keyfile::load_or_create(&key_path)?;
     if made {
@@ -119,7 +140,12 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
         );
     }
     let audit = crate::audit::AuditTrail::start(store.clone(), key, &config.audit);
+    let keys = portico_identity::jose::SigningKey::load_or_create(&config.signing_key_path())
+        .map_err(|e| anyhow::anyhow!("cannot load or create the OAuth signing key: {e}"))?;
+    let identity = crate::identity::Identity::new(identity_store, Arc::new(keys), &config.auth);
     Ok(AppState {
+        identity,
+        limits: crate::server::ratelimit::Limits::new(&config.limits),
         store,
         audit,
         gate: Gate::new(Arc::new(TracingSink)),

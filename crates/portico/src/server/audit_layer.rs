@@ -15,7 +15,10 @@ use std::net::SocketAddr;
 pub async fn audit_layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let scope = Scope::new(&request_id);
-    let source = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    let source = match req.extensions().get::<super::origin::ClientIp>() {
+        Some(ip) => ip.0.map(|ip| ip.to_string()),
+        None => req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()),
+    };
     scope.set_origin(source, None);
     req.extensions_mut().insert(scope.clone());
     let mut resp = next.run(req).await;

@@ -1,23 +1,45 @@
-//! Who is asking: the request context every handler gets. For now the only principal is the
-//! operator, proven by the admin bearer token; identity (users, SMART apps) plugs in here.
+//! The gateway: who is asking. Every FHIR and portal request is authenticated here, and the
+//! result is the `RequestContext` the gate receives — principal, patient acted for, client,
+//! scopes, step-up state, device.
+//!
+//! Credentials, in order: the operator's admin token; an OAuth access token (opaque, looked
+//! up by its SHA-256 together with its grant, user and device, so revocation bites on the
+//! next request in every process); a portal session cookie (unsafe methods also need the
+//! session's CSRF token in `X-CSRF-Token`).
 
 use super::AppState;
 use super::error::ApiError;
+use super::session;
+use crate::identity::now_ms;
+use crate::identity::principal::{apply_grant, apply_session, principal_of_grant, principal_of_user};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
+use portico_identity::secret;
 use portico_policy::{Principal, RequestContext};
+use portico_store::identity::TokenAuth;
 
 /// The authenticated request context. Extracting it fails with 401 when no valid
 /// credential is presented.
 pub struct Ctx(pub RequestContext);
 
-/// Compare secrets in time independent of where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// The bearer token of a request, if it carries one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+}
+
+/// The live grant behind an access token (what the microbenchmark measures).
+pub async fn lookup_token(state: &AppState, token: &str) -> Result<Option<TokenAuth>, ApiError> {
+    // Our tokens are 43 base64url characters; anything else cannot be one.
+    if token.is_empty() || token.len() > 128 {
+        return Ok(None);
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    state.identity.store.access_lookup(&secret::digest(token), now_ms()).await.map_err(ApiError::from)
 }
 
 impl FromRequestParts<AppState> for Ctx {
@@ -31,36 +53,32 @@ impl FromRequestParts<AppState> for Ctx {
             .get::<portico_audit::Scope>()
             .cloned()
             .unwrap_or_else(|| portico_audit::Scope::new(&uuid::Uuid::new_v4().to_string()));
-        let expected = state.config.admin_token.as_bytes();
-        if expected.is_empty() {
-            return Err(ApiError::unauthorized(
-                "No credentials are configured on this server: set PORTICO_ADMIN_TOKEN to use the FHIR API.",
-            ));
-        }
-        let presented = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim);
-        match presented {
-            None => Err(ApiError::unauthorized("Authorization: Bearer <token> is required.")),
-            Some(t) if constant_time_eq(t.as_bytes(), expected) => {
-                Ok(Ctx(RequestContext::with_scope(Principal::Operator, scope)))
+        if let Some(token) = bearer(&parts.headers) {
+            let admin = state.config.admin_token.as_bytes();
+            if !admin.is_empty() && secret::ct_eq(token.as_bytes(), admin) {
+                return Ok(Ctx(RequestContext::with_scope(Principal::Operator, scope)));
             }
-            Some(_) => Err(ApiError::unauthorized("The bearer token is not valid.")),
+            let Some(auth) = lookup_token(state, token).await? else {
+                return Err(ApiError::invalid_token());
+            };
+            state.limits.check_client(&auth.grant.client_id)?;
+            let principal = principal_of_grant(&auth.grant, auth.user.as_ref());
+            let mut ctx = RequestContext::with_scope(principal, scope);
+            apply_grant(&mut ctx, &auth.grant, auth.user.as_ref());
+            return Ok(Ctx(ctx));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn compares_exactly() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
+        if let Some(s) = session::current(state, &parts.headers).await {
+            let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+            let presented = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+            if !safe && !session::csrf_ok(&s.row, presented) {
+                return Err(ApiError::forbidden("This request needs the session's CSRF token in X-CSRF-Token."));
+            }
+            let mut ctx = RequestContext::with_scope(principal_of_user(&s.user), scope);
+            apply_session(&mut ctx, &s.user, &s.row.device_id, s.row.acting_for.as_deref(), s.row.stepup_ms);
+            return Ok(Ctx(ctx));
+        }
+        Err(ApiError::unauthorized(
+            "Authorization: Bearer <token> is required (an access token from /oauth2/token, or the operator's admin token).",
+        ))
     }
 }

@@ -16,11 +16,20 @@ pub struct ApiError {
     /// Extra issues (e.g. validation findings).
     pub issues: Vec<serde_json::Value>,
     pub retry_after: Option<u32>,
+    /// The `WWW-Authenticate` challenge of a 401 (RFC 6750), or of a 403 that needs step-up.
+    pub challenge: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, diagnostics: impl Into<String>) -> Self {
-        ApiError { status, code, diagnostics: diagnostics.into(), issues: Vec::new(), retry_after: None }
+        ApiError {
+            status,
+            code,
+            diagnostics: diagnostics.into(),
+            issues: Vec::new(),
+            retry_after: None,
+            challenge: None,
+        }
     }
     pub fn bad_request(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid", msg)
@@ -41,6 +50,13 @@ impl ApiError {
     }
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", "Internal error.")
+    }
+    /// 401 for a bearer token that is malformed, unknown, expired or revoked — the same
+    /// answer whichever it was.
+    pub fn invalid_token() -> Self {
+        let mut e = Self::unauthorized("The access token is invalid, expired or revoked.");
+        e.challenge = Some("Bearer realm=\"portico\", error=\"invalid_token\"".into());
+        e
     }
     pub fn with_issues(mut self, issues: Vec<serde_json::Value>) -> Self {
         self.issues = issues;
@@ -104,8 +120,16 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
-            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"portico\""));
+        match (&self.challenge, self.status) {
+            (Some(c), _) => {
+                if let Ok(v) = HeaderValue::from_str(c) {
+                    h.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            (None, StatusCode::UNAUTHORIZED) => {
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"portico\""));
+            }
+            _ => {}
         }
         resp
     }

@@ -6,8 +6,12 @@ pub mod audit_layer;
 pub mod auth;
 pub mod error;
 pub mod fhir;
+pub mod oauth;
 pub mod ops;
+pub mod origin;
 pub mod portal;
+pub mod ratelimit;
+pub mod session;
 
 use crate::config::Config;
 use axum::Router;
@@ -32,6 +36,9 @@ pub struct AppState {
     pub gate: Gate,
     pub classifier: Arc<Classifier>,
     pub config: Arc<Config>,
+    /// Users, clients, sessions, grants and tokens.
+    pub identity: crate::identity::Identity,
+    pub limits: ratelimit::Limits,
 }
 
 /// Build the whole application router.
@@ -40,11 +47,15 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/fhir", fhir)
         .nest("/api/portal", portal::routes())
+        .merge(oauth::routes())
         .merge(ops::routes())
         .fallback(ops::not_found)
         .with_state(state.clone())
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(60)))
         .layer(CatchPanicLayer::custom(ops::panic_response))
-        // Outermost: a request that panicked or timed out is still audited.
-        .layer(axum::middleware::from_fn_with_state(state, audit_layer::audit_layer))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::rate_limit_layer))
+        // A request that panicked, timed out or was throttled is still audited.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit_layer::audit_layer))
+        // Outermost: the origin and client address everything else relies on.
+        .layer(axum::middleware::from_fn_with_state(state, origin::origin_layer))
 }

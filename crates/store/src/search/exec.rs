@@ -1,5 +1,6 @@
 //! Run compiled search and history SQL on either backend.
 
+use super::limits::limits_filter;
 use super::sql::{self, COLUMNS, Sql};
 use super::{Cursor, HistoryQuery, Include, MAX_INCLUDED, SearchPage, SearchQuery};
 use crate::StoredVersion;
@@ -150,13 +151,20 @@ impl SqlStore {
             sql.push(" AND r.id = ").text(id);
         }
         if let Some(allowed) = permit.compartments() {
-            // History rows carry the compartments of their own version.
+            // History rows carry the compartments of their own version (space-separated).
+            // A substring test by `REPLACE`, which is case-sensitive on both engines
+            // (SQLite's `LIKE` is not: patient `abc` would have matched `ABC`).
             sql.push(" AND (1 = 0");
             for p in allowed {
-                sql.push(" OR (' ' || r.compartments || ' ') LIKE ").text(&format!("% {p} %"));
+                sql.push(" OR REPLACE(' ' || r.compartments || ' ', ")
+                    .text(&format!(" {p} "))
+                    .push(", '') <> (' ' || r.compartments || ' ')");
             }
             sql.push(")");
         }
+        // Scope limits: history rows carry the category codings of their own version.
+        let types: Vec<&str> = q.resource_type.as_deref().into_iter().collect();
+        limits_filter(&mut sql, permit.limits(), &types);
         if let Some(since) = q.since_ms {
             sql.push(" AND r.lu_ms >= ").int(since);
         }
@@ -185,6 +193,11 @@ fn include_sql(permit: &SearchPermit, inc: &Include, rows: &[StoredVersion], rev
     let mut sql = Sql::default();
     sql.push("SELECT ").push(COLUMNS).push(" FROM resources r WHERE r.deleted = 0");
     sql::compartment_filter(&mut sql, permit.compartments());
+    // The types an include can return: the revinclude's source type, the include's named
+    // target type (any, when it names none).
+    let types: Vec<&str> =
+        if reverse { vec![inc.source_type.as_str()] } else { inc.target_type.as_deref().into_iter().collect() };
+    limits_filter(&mut sql, permit.limits(), &types);
     if reverse {
         sql.push(" AND r.res_type = ").text(&inc.source_type);
         sql.push(" AND r.id IN (SELECT x.id FROM idx_reference x WHERE x.res_type = ").text(&inc.source_type);

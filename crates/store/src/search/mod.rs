@@ -3,8 +3,11 @@
 
 mod cursor;
 pub(crate) mod exec;
+pub(crate) mod limits;
 mod parse;
 pub(crate) mod sql;
+#[cfg(test)]
+pub(crate) mod testdb;
 
 pub use cursor::Cursor;
 pub use parse::{ParseError, Parsed, parse_search};

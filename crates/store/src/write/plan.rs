@@ -3,6 +3,7 @@
 
 use super::{INDEX_TABLES, ROWS_PER_INSERT, same_content, stamp};
 use crate::error::StoreError;
+use crate::search::limits::encode_codes;
 use crate::search::sql::Sql;
 use crate::{StoredVersion, WriteKind, WriteOp, WriteResult};
 use portico_fhir::IndexValue;
@@ -21,6 +22,8 @@ pub(crate) struct Current {
     pub compartments: String,
     pub category: String,
     pub labels: String,
+    /// Stored form of the category codings (see `search::limits`).
+    pub category_codes: String,
 }
 
 /// What one op comes to.
@@ -46,6 +49,8 @@ pub(crate) struct Planned<'a> {
     compartments: Vec<String>,
     category: String,
     labels: String,
+    /// Stored form of the category codings (see `search::limits`).
+    category_codes: String,
     index_values: &'a [IndexValue],
     seq: i64,
     last_updated: String,
@@ -105,12 +110,20 @@ pub(crate) fn plan<'a>(permit: &WritePermit, op: &'a WriteOp, cur: Option<&Curre
     let deleted = matches!(op.kind, WriteKind::Delete);
     // A tombstone keeps the facts of what it deletes, so the gate can still decide who may
     // learn of the deletion.
-    let (compartments, category, labels) = match (&op.prepared, cur) {
-        (Some(p), _) => (p.facts.compartments.clone(), p.facts.category.clone(), p.facts.labels.join(" ")),
-        (None, Some(c)) => {
-            (c.compartments.split_whitespace().map(str::to_string).collect(), c.category.clone(), c.labels.clone())
-        }
-        (None, None) => (Vec::new(), String::new(), String::new()),
+    let (compartments, category, labels, category_codes) = match (&op.prepared, cur) {
+        (Some(p), _) => (
+            p.facts.compartments.clone(),
+            p.facts.category.clone(),
+            p.facts.labels.join(" "),
+            encode_codes(&p.facts.category_codes),
+        ),
+        (None, Some(c)) => (
+            c.compartments.split_whitespace().map(str::to_string).collect(),
+            c.category.clone(),
+            c.labels.clone(),
+            c.category_codes.clone(),
+        ),
+        (None, None) => (Vec::new(), String::new(), String::new(), String::new()),
     };
     Ok(Step::Write(Planned {
         index: 0,
@@ -125,6 +138,7 @@ pub(crate) fn plan<'a>(permit: &WritePermit, op: &'a WriteOp, cur: Option<&Curre
         compartments,
         category,
         labels,
+        category_codes,
         index_values: op.prepared.as_ref().map_or(&[][..], |p| p.index.as_slice()),
         seq: 0,
         last_updated: String::new(),
@@ -194,20 +208,22 @@ fn where_targets<'a>(sql: &mut Sql, targets: impl Iterator<Item = (&'a str, &'a 
 /// Select the current rows of these ops' targets (`lock` appended, e.g. ` FOR UPDATE`).
 pub(crate) fn select_current<'a>(ops: impl Iterator<Item = &'a WriteOp>, lock: &str) -> Sql {
     let mut sql = Sql::default();
-    sql.push("SELECT res_type, id, version_id, deleted, last_updated, seq, body, compartments, category, labels FROM resources");
+    sql.push(
+        "SELECT res_type, id, version_id, deleted, last_updated, seq, body, compartments, category, labels, category_codes FROM resources",
+    );
     where_targets(&mut sql, ops.map(|op| (op.resource_type.as_str(), op.id.as_str())));
     sql.push(lock);
     sql
 }
 
-const RESOURCE_COLUMNS: &str =
-    "(res_type, id, version_id, last_updated, lu_ms, seq, compartment, compartments, category, labels, deleted, body)";
+const RESOURCE_COLUMNS: &str = "(res_type, id, version_id, last_updated, lu_ms, seq, compartment, compartments, category, labels, \
+     deleted, body, category_codes)";
 
 fn version_row(sql: &mut Sql, p: &Planned) {
     sql.push("(").text(p.rt).push(", ").text(p.id).push(", ").int(p.version).push(", ").text(&p.last_updated);
     sql.push(", ").int(p.lu_ms).push(", ").int(p.seq).push(", ").text(p.compartment()).push(", ");
     sql.text(&p.compartments.join(" ")).push(", ").text(&p.category).push(", ").text(&p.labels).push(", ");
-    sql.int(i64::from(p.deleted)).push(", ").text(&p.body).push(")");
+    sql.int(i64::from(p.deleted)).push(", ").text(&p.body).push(", ").text(&p.category_codes).push(")");
 }
 
 /// Every statement that writes the plans: few, multi-row, and of repeating shapes so the
@@ -230,7 +246,8 @@ pub(crate) fn statements(plans: &[Planned]) -> Vec<Sql> {
         up.push(
             " ON CONFLICT (res_type, id) DO UPDATE SET version_id = excluded.version_id, last_updated = excluded.last_updated, \
              lu_ms = excluded.lu_ms, seq = excluded.seq, compartment = excluded.compartment, compartments = excluded.compartments, \
-             category = excluded.category, labels = excluded.labels, deleted = excluded.deleted, body = excluded.body",
+             category = excluded.category, labels = excluded.labels, deleted = excluded.deleted, body = excluded.body, \
+             category_codes = excluded.category_codes",
         );
         out.push(up);
         out.push(hist);

@@ -32,6 +32,14 @@ pub async fn get_metadata(headers: HeaderMap) -> Response {
     let base = urls::base_url(&headers);
     let mut cs = statement().clone();
     cs["implementation"] = json!({"description": "portico FHIR R4 server", "url": base});
+    // SMART discovery as older clients read it (the Python fhirclient reads only this).
+    let uris: Vec<Value> = crate::server::oauth::discovery::endpoints(&urls::origin(&headers))
+        .into_iter()
+        .filter(|(name, _)| *name != "jwks")
+        .map(|(name, url)| json!({"url": name, "valueUri": url}))
+        .collect();
+    cs["rest"][0]["security"]["extension"] =
+        json!([{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris", "extension": uris}]);
     fhir_json(StatusCode::OK, cs.to_string())
 }
 
@@ -89,7 +97,7 @@ fn build() -> Value {
             "documentation": format!("Search pages hold at most {MAX_COUNT} entries (_count is capped); paging uses opaque cursors."),
             "security": {
                 "cors": false,
-                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "OAuth"}], "text": "Bearer token (operator token until SMART on FHIR lands)"}],
+                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}], "text": "OAuth2 using the SMART App Launch profile (also: the operator's admin bearer token)"}],
             },
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],

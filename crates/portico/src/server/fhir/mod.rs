@@ -23,6 +23,8 @@ use axum::routing::{get, post};
 pub fn routes(_state: AppState) -> Router<AppState> {
     Router::new()
         .route("/metadata", get(capability::get_metadata))
+        .route("/.well-known/smart-configuration", get(crate::server::oauth::discovery::smart_configuration))
+        .route("/.well-known/openid-configuration", get(crate::server::oauth::discovery::openid_configuration))
         .route("/", post(transaction::post_bundle))
         .route("/_history", get(history::get_system_history))
         // The audit trail: read-only (other methods answer 405), served from the audit log.

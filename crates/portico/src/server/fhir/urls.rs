@@ -7,9 +7,27 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 const QUERY: &AsciiSet =
     &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b':').remove(b'|');
 
-/// `http://host:port/fhir` from the `Host` header (only host-name characters are accepted,
-/// so a hostile header cannot inject into links).
+/// The request's public origin (`https://host:port`), set by the origin layer
+/// (`server::origin`) from the configured public URL, trusted forwarded headers or `Host`.
+/// Clients cannot set it: the layer removes any inbound copy.
+pub const ORIGIN_HEADER: &str = "x-portico-origin";
+
+/// `http://host:port/fhir`: the FHIR base as the client reached it.
 pub fn base_url(headers: &HeaderMap) -> String {
+    format!("{}/fhir", origin(headers))
+}
+
+/// `http://host:port`: the origin the origin layer worked out, or one from `Host` (only
+/// host-name characters are accepted, so a hostile header cannot inject into links).
+pub fn origin(headers: &HeaderMap) -> String {
+    if let Some(o) = headers.get(ORIGIN_HEADER).and_then(|v| v.to_str().ok()) {
+        return o.to_string();
+    }
+    host_origin("http", headers)
+}
+
+/// `scheme://host` from the `Host` header.
+pub fn host_origin(scheme: &str, headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -17,7 +35,7 @@ pub fn base_url(headers: &HeaderMap) -> String {
             !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
         })
         .unwrap_or("localhost");
-    format!("http://{host}/fhir")
+    format!("{scheme}://{host}")
 }
 
 /// Re-encode query parameters, leaving out `_cursor`, then append `extra`.

@@ -1,5 +1,3 @@
-//! `/api/portal/...`: patient-friendly JSON views.
-//!
 //! `GET /api/portal/access-log`: who looked at or changed a patient's data, in plain
 //! language, newest first — filterable by date (`from`, `to`), person (`who`), app (`app`)
 //! and data category (`category`), paged with `cursor`. Reading it is itself audited (and
@@ -9,16 +7,14 @@
 //! with `?patient=`. [`subject_patient`] is where the identity issue binds the logged-in
 //! patient (and later a caregiver's acted-for patient).
 
-use super::AppState;
-use super::auth::Ctx;
-use super::error::ApiError;
-use super::fhir::audit_event::{actor_key, date_bounds};
-use super::fhir::service::{parse_query_string, refusal};
-use axum::Router;
+use crate::server::AppState;
+use crate::server::auth::Ctx;
+use crate::server::error::ApiError;
+use crate::server::fhir::audit_event::{actor_key, date_bounds};
+use crate::server::fhir::service::{parse_query_string, refusal};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use portico_audit::plain::describe;
 use portico_audit::{Entity, EntityRole, Interaction};
 use portico_policy::{Action, Principal, RequestContext};
@@ -28,10 +24,6 @@ use serde_json::json;
 /// Entries per page when the client names no `count`, and the most it may ask for.
 const DEFAULT_COUNT: usize = 50;
 const MAX_COUNT: usize = 200;
-
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/access-log", get(get_access_log))
-}
 
 /// The patient whose data the request is about: a patient principal's own (asking for
 /// someone else's looks like asking for nothing: 404); the operator must name one.
@@ -54,7 +46,7 @@ pub fn subject_patient(ctx: &RequestContext, requested: Option<&str>) -> Result<
     }
 }
 
-async fn get_access_log(
+pub async fn get_access_log(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     RawQuery(q): RawQuery,
@@ -128,7 +120,10 @@ async fn get_access_log(
         .collect();
     let next = page.next.map(|n| {
         let keep: Vec<(String, String)> = params.iter().filter(|(k, _)| k != "cursor").cloned().collect();
-        format!("/api/portal/access-log?{}", super::fhir::urls::query_string(&keep, Some(("cursor", &n.to_string()))))
+        format!(
+            "/api/portal/access-log?{}",
+            crate::server::fhir::urls::query_string(&keep, Some(("cursor", &n.to_string())))
+        )
     });
     let body = json!({"patient": patient, "entries": entries, "next": next});
     let mut resp = (StatusCode::OK, body.to_string()).into_response();

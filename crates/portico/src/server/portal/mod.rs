@@ -1,0 +1,26 @@
+//! `/api/portal/...`: the patient-facing JSON API behind the portal's pages — the access
+//! log, and the account: devices, connected apps, step-up, password and TOTP.
+
+pub mod access_log;
+pub mod account;
+
+use crate::server::AppState;
+use axum::Router;
+use axum::routing::{delete, get, post};
+
+pub use access_log::subject_patient;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/access-log", get(access_log::get_access_log))
+        .route("/me", get(account::get_me))
+        .route("/acting-for", post(account::post_acting_for))
+        .route("/devices", get(account::get_devices))
+        .route("/devices/{id}", delete(account::delete_device))
+        .route("/apps", get(account::get_apps))
+        .route("/apps/{id}", delete(account::delete_app))
+        .route("/step-up", post(account::post_step_up))
+        .route("/password", post(account::post_password))
+        .route("/totp", post(account::post_totp))
+        .route("/launch", post(account::post_launch))
+}
