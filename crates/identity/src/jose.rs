@@ -18,16 +18,18 @@
 //! error. The short `exp` horizon (5 minutes) bounds how long the caller
 //! must remember `jti`s to stop replays; remembering them is the caller's job.
 //!
-//! Why jsonwebtoken's own claim validation is switched off: it reads the
-//! system clock, while we take `now` as a parameter (testable, and one clock
-//! per request); all time and claim checks are done here instead.
+//! Why only jsonwebtoken's signature primitives are used for verification,
+//! not its `decode`: its claim validation reads the system clock, while we
+//! take `now` as a parameter (testable, one clock per request), and its
+//! typed header parsing would make "claims malformed" indistinguishable from
+//! "token malformed". Header, key choice and claims are all decided here.
 
 use std::io::Write as _;
 use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use rsa::pkcs1::EncodeRsaPrivateKey as _;
 use rsa::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, LineEnding};
 use rsa::traits::PublicKeyParts as _;
@@ -330,8 +332,16 @@ pub fn verify_client_assertion(
     }
 
     // 3. Signature.
-    let claims =
-        candidates.iter().find_map(|key| verify_signature(assertion, alg, key).ok()).ok_or(JoseError::Signature)?;
+    // With duplicate kids, try each candidate; any outcome other than a bad
+    // signature (success, or claims that fail to parse) is final.
+    let mut verified = Err(JoseError::Signature);
+    for key in &candidates {
+        verified = verify_signature(assertion, alg, key);
+        if !matches!(verified, Err(JoseError::Signature)) {
+            break;
+        }
+    }
+    let claims = verified?;
 
     // 4. Claims.
     let iss = claims.get("iss").and_then(Value::as_str);
@@ -497,28 +507,23 @@ fn parse_header(token: &str) -> Result<Map<String, Value>, JoseError> {
 }
 
 /// Verify the signature with exactly `alg` and return the claims object.
-/// All of jsonwebtoken's claim validation is off (see module docs).
+///
+/// Only the signature primitive comes from jsonwebtoken: its header and
+/// claim handling is bypassed, so everything about the token's contents is
+/// decided in this module (see module docs).
 fn verify_signature(token: &str, alg: Algorithm, key: &DecodingKey) -> Result<Map<String, Value>, JoseError> {
-    let mut validation = Validation::new(alg);
-    validation.algorithms = vec![alg];
-    validation.required_spec_claims.clear();
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.leeway = 0;
-    match jsonwebtoken::decode::<Value>(token, key, &validation) {
-        Ok(data) => match data.claims {
-            Value::Object(claims) => Ok(claims),
-            _ => Err(JoseError::Claims),
-        },
-        Err(e) => Err(match e.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => JoseError::Algorithm,
-            jsonwebtoken::errors::ErrorKind::InvalidSignature
-            | jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey
-            | jsonwebtoken::errors::ErrorKind::InvalidRsaKey(_)
-            | jsonwebtoken::errors::ErrorKind::InvalidKeyFormat => JoseError::Signature,
-            _ => JoseError::Malformed,
-        }),
+    let (message, signature) = token.rsplit_once('.').ok_or(JoseError::Malformed)?;
+    let (_, payload) = message.split_once('.').ok_or(JoseError::Malformed)?;
+    match jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, alg) {
+        Ok(true) => {}
+        // Ok(false): wrong signature; Err: undecodable signature or unusable key.
+        Ok(false) | Err(_) => return Err(JoseError::Signature),
+    }
+    // Only reachable with a good signature.
+    let bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|_| JoseError::Claims)?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(claims)) => Ok(claims),
+        _ => Err(JoseError::Claims),
     }
 }
 
@@ -548,7 +553,7 @@ fn check_not_in_future(claims: &Map<String, Value>, claim: &str, now_secs: i64) 
 mod tests {
     use super::*;
     use jsonwebtoken::crypto::sign as jws_sign;
-    use p384::pkcs8::EncodePrivateKey as _;
+    use p384::elliptic_curve::Generate as _;
     use proptest::prelude::*;
     use std::sync::OnceLock;
 
@@ -579,8 +584,7 @@ mod tests {
     }
 
     fn new_ec_key(kid: &'static str) -> TestKey {
-        let mut rng = getrandom::rand_core::UnwrapErr(getrandom::SysRng);
-        let secret = p384::SecretKey::random(&mut rng);
+        let secret = p384::SecretKey::generate();
         let der = secret.to_pkcs8_der().unwrap();
         let point = secret.public_key().to_sec1_bytes();
         assert_eq!(point.len(), 97);
@@ -778,8 +782,9 @@ mod tests {
         c["exp"] = json!(NOW as f64 + 100.5);
         assert_eq!(check(&token(k, &c)).unwrap().exp, NOW + 100);
         for bad in [json!("soon"), json!(null), json!([1]), json!(true)] {
-            c["exp"] = bad;
-            assert!(matches!(check(&token(k, &c)), Err(JoseError::Claims)));
+            c["exp"] = bad.clone();
+            let r = check(&token(k, &c));
+            assert!(matches!(r, Err(JoseError::Claims)), "{bad}: {r:?}");
         }
         c.as_object_mut().unwrap().remove("exp");
         assert!(matches!(check(&token(k, &c)), Err(JoseError::Claims)));
@@ -1156,8 +1161,7 @@ mod tests {
         assert!(matches!(SigningKey::load_or_create(&garbage), Err(JoseError::KeyFormat)));
         // An EC key is not an RSA key.
         let ec = dir.join("ec.pem");
-        let mut rng = getrandom::rand_core::UnwrapErr(getrandom::SysRng);
-        let pem = p384::SecretKey::random(&mut rng).to_pkcs8_pem(LineEnding::LF).unwrap();
+        let pem = p384::SecretKey::generate().to_pkcs8_pem(LineEnding::LF).unwrap();
         std::fs::write(&ec, pem.as_bytes()).unwrap();
         assert!(matches!(SigningKey::load_or_create(&ec), Err(JoseError::KeyFormat)));
         // A directory where the file should be.
@@ -1218,7 +1222,7 @@ mod tests {
         // Independently verifiable from the published JWKS with jsonwebtoken.
         let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(key.jwks()["keys"][0].clone()).unwrap();
         let dk = DecodingKey::from_jwk(&jwk).unwrap();
-        let mut v = Validation::new(Algorithm::RS256);
+        let mut v = jsonwebtoken::Validation::new(Algorithm::RS256);
         v.validate_exp = false;
         v.validate_aud = false;
         assert!(jsonwebtoken::decode::<Value>(&t, &dk, &v).is_ok());

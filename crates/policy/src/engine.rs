@@ -1,5 +1,21 @@
 //! The pure decision function. Deny by default: a request is permitted only when a rule
-//! below names why.
+//! below names why. Every rule id is listed in [`RULES`].
+//!
+//! Order of the rules:
+//! 1. `audit-append-only`: no write of an AuditEvent, by anyone.
+//! 2. The principal's own rule: the operator is unconfined; a patient stays in their own
+//!    compartment (`ctx.acting_for`, when set, must be themself) and never deletes; a
+//!    caregiver reads the compartment of `ctx.acting_for`, which must be one of their linked
+//!    patients (a seam for the patient's consent to the caregiver is marked `SEAM(consent)`);
+//!    clinicians and administrators have no clinical access yet; a backend service acts only
+//!    through its scopes, unconfined by compartment.
+//! 3. App scopes (`ctx.scopes` is `Some`): they narrow a permit and never widen it. Patients
+//!    and caregivers use `patient/` and `user/` scopes, backend services `system/`, the
+//!    operator any. One resource: [`ScopeSet::permits`] with the resource's category codings
+//!    (`outside-scopes` otherwise). A type-level search, history or `$everything`:
+//!    [`ScopeSet::search_limits`] becomes [`Verdict::limits`], which the store applies in SQL
+//!    and [`crate::SearchPermit::admits`] checks. A permit under scopes keeps the principal's
+//!    rule id. See [`crate::scopes`] for which letter each action needs.
 
 use crate::context::{Action, Principal, RequestContext, ResourceFacts};
 use crate::scopes::{ScopeContext, ScopeSet, type_noun};
@@ -677,13 +693,13 @@ mod tests {
                 Principal::Caregiver { .. } => ctx.acting_for.clone(),
                 _ => None,
             };
-            if let (Some(own), true) = (own, matches!(ctx.principal, Principal::Patient { .. } | Principal::Caregiver { .. })) {
-                if v.is_permit() {
-                    prop_assert_eq!(v.compartments.clone(), Some(vec![own.clone()]));
-                    prop_assert!(ctx.acting_for.as_ref().is_none_or(|a| *a == own));
-                    if !is_type_level(action, &f) {
-                        prop_assert!(f.compartments.contains(&own));
-                    }
+            if let Some(own) = own
+                && v.is_permit()
+            {
+                prop_assert_eq!(v.compartments.clone(), Some(vec![own.clone()]));
+                prop_assert!(ctx.acting_for.as_ref().is_none_or(|a| *a == own));
+                if !is_type_level(action, &f) {
+                    prop_assert!(f.compartments.contains(&own));
                 }
             }
             if matches!(ctx.principal, Principal::Caregiver { .. }) && ctx.acting_for.is_none() {

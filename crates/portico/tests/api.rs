@@ -23,6 +23,8 @@ mod errors;
 mod history;
 #[path = "api/import.rs"]
 mod import;
+#[path = "api/oauth.rs"]
+mod oauth;
 #[path = "api/search.rs"]
 mod search;
 

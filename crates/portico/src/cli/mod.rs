@@ -3,6 +3,7 @@
 mod audit;
 mod demo;
 mod identity;
+pub mod tls;
 
 use crate::config::Config;
 use crate::server::{self, AppState};
@@ -156,13 +157,14 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
 
 /// Bind, print where we listen, serve until SIGINT/SIGTERM.
 pub async fn serve(state: AppState) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&state.config.listen)
-        .await
+    let listener = std::net::TcpListener::bind(&state.config.listen)
         .with_context(|| format!("cannot listen on {}", state.config.listen))?;
+    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    println!("portico listening on http://{addr}");
+    let scheme = if state.config.tls_enabled() { "https" } else { "http" };
+    println!("portico listening on {scheme}://{addr}");
     if state.config.admin_token.is_empty() {
-        println!("note: PORTICO_ADMIN_TOKEN is not set, so the FHIR API answers 401 to every request");
+        println!("note: PORTICO_ADMIN_TOKEN is not set: only OAuth access tokens and portal sessions are accepted");
     }
     let app = server::router(state.clone());
     crate::audit::spawn_head_signer(
@@ -170,9 +172,27 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         std::time::Duration::from_secs(state.config.audit.head_interval_secs),
     );
     crate::audit::spawn_retention(state.audit.clone(), state.config.audit.retention_days);
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let limits = state.limits.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            limits.retain_recent();
+        }
+    });
+    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if state.config.tls_enabled() {
+        let tls = tls::load(&state.config, std::time::Duration::from_secs(30)).await?;
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stopper.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
+        });
+        axum_server::from_tcp_rustls(listener, tls)?.handle(handle).serve(service).await?;
+    } else {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
+    }
     tracing::info!("shutting down");
     // Every answered request's records are committed; sign where the chain ends.
     match state.audit.sign_head().await {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod oauth;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -115,6 +117,12 @@ impl TestApp {
             max_connections: 4,
             ..Config::default()
         };
+        // Cheap Argon2 (the debug build is slow) and one RSA signing key for every test:
+        // generating a key per test would dominate the run.
+        config.auth.argon2_memory_kib = 64;
+        config.auth.argon2_iterations = 1;
+        config.auth.signing_key_file =
+            std::env::temp_dir().join("portico-test-oauth-signing-key.pem").display().to_string();
         tweak(&mut config);
         let state = portico::cli::open(&config).await.expect("open store");
         let router = server::router(state.clone());

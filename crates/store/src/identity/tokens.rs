@@ -20,10 +20,10 @@ macro_rules! live_grant {
     };
 }
 
-/// `grants g` with its client, user and device.
+/// The joins from grant `g` to its client, user and device.
 macro_rules! grant_joins {
     () => {
-        "grants g JOIN oauth_clients c ON c.client_id = g.client_id \
+        " JOIN oauth_clients c ON c.client_id = g.client_id \
          LEFT JOIN users u ON u.id = g.user_id LEFT JOIN devices d ON d.id = g.device_id"
     };
 }
@@ -63,9 +63,9 @@ impl SqlStore {
                  u.display_name AS u_display_name, u.fhir_user AS u_fhir_user, u.links AS u_links, \
                  u.totp_secret AS u_totp_secret, u.disabled AS u_disabled, u.failed_logins AS u_failed_logins, \
                  u.locked_until_ms AS u_locked_until_ms, u.created_ms AS u_created_ms \
-                 FROM access_tokens a JOIN ",
+                 FROM access_tokens a JOIN grants g ON g.id = a.grant_id",
                 grant_joins!(),
-                " ON g.id = a.grant_id WHERE a.token_hash = $1 AND a.expires_ms > $2 AND ",
+                " WHERE a.token_hash = $1 AND a.expires_ms > $2 AND ",
                 live_grant!()
             ))
             .bind(token_hash.to_string())
@@ -124,7 +124,7 @@ impl SqlStore {
         in_tx!(self, tx => {
             let used = sqlx::query(concat!(
                 "UPDATE refresh_tokens SET used_ms = $2 WHERE token_hash = $1 AND used_ms IS NULL AND expires_ms > $2 \
-                 AND EXISTS (SELECT 1 FROM ",
+                 AND EXISTS (SELECT 1 FROM grants g",
                 grant_joins!(),
                 " WHERE g.id = refresh_tokens.grant_id AND ",
                 live_grant!(),

@@ -112,7 +112,10 @@ pub async fn post_login(
             let (value, _row) = match session::start(&state, &user, &session::user_agent(&headers)).await {
                 Ok(s) => s,
                 Err(_) => {
-                    return pages::error_page(StatusCode::SERVICE_UNAVAILABLE, "The server is busy; try again shortly.");
+                    return pages::error_page(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "The server is busy; try again shortly.",
+                    );
                 }
             };
             let patients: Vec<String> = user.links.iter().map(|l| l.patient.clone()).collect();
