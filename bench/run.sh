@@ -99,6 +99,8 @@ trap 'exit 130' INT TERM
 DATA="$WORK/data"
 mkdir -p "$DATA"
 TOKEN=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+# The load generator is one address; measure the server, not the per-address limiter.
+export PORTICO_RATE_PER_IP=0 PORTICO_RATE_PER_CLIENT=0
 export PORTICO_ADMIN_TOKEN="$TOKEN" PORTICO_DATA_DIR="$DATA" PORTICO_LISTEN=127.0.0.1:0 PATIENTS
 
 now() { date +%s.%N; }

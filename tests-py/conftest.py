@@ -9,6 +9,11 @@ The server gets a fresh temporary data dir (SQLite), a random admin token and
 Set ``PORTICO_PYTEST_DATABASE_URL`` to run the suite against another database
 (passed to the server as ``PORTICO_DATABASE_URL``); by default any
 ``PORTICO_DATABASE_URL`` in the caller's environment is *not* inherited.
+
+The SMART / OAuth suites (``test_smart_*.py``) use ``smart``: another server on SQLite in
+its own temp dir, loaded with ``portico demo --patients 3 --no-serve`` (demo users with
+TOTP, see ``demo-users.txt``), cheap Argon2 settings and a raised sign-in rate limit;
+``throttled`` is one with the default sign-in limit for the 429 tests.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -82,8 +87,15 @@ def _pump(stream, sink, found: threading.Event, holder: list):
     stream.close()
 
 
-@pytest.fixture(scope="session")
-def portico(tmp_path_factory) -> Portico:
+class ServerStart:
+    """A started `portico serve` and how to stop it."""
+
+    def __init__(self, server: Portico, stop):
+        self.server = server
+        self.stop = stop
+
+
+def require_binary() -> Path:
     binary = _find_binary()
     if not binary.is_file() or not os.access(binary, os.X_OK):
         pytest.fail(
@@ -92,13 +104,11 @@ def portico(tmp_path_factory) -> Portico:
             "or point PORTICO_BIN at it.",
             pytrace=False,
         )
+    return binary
 
-    work = tmp_path_factory.mktemp("portico")
-    data_dir = work / "data"
-    data_dir.mkdir()
-    log_path = work / "server.log"
-    token = secrets.token_hex(24)
 
+def server_env(data_dir: Path, token: str, extra: dict | None = None, inherit_db: bool = True) -> dict:
+    """The environment of a test server (and of CLI commands against its data dir)."""
     env = dict(os.environ)
     env.pop("PORTICO_DATABASE_URL", None)
     env.update(
@@ -106,9 +116,15 @@ def portico(tmp_path_factory) -> Portico:
         PORTICO_DATA_DIR=str(data_dir),
         PORTICO_ADMIN_TOKEN=token,
     )
-    if os.environ.get("PORTICO_PYTEST_DATABASE_URL"):
+    if inherit_db and os.environ.get("PORTICO_PYTEST_DATABASE_URL"):
         env["PORTICO_DATABASE_URL"] = os.environ["PORTICO_PYTEST_DATABASE_URL"]
+    env.update(extra or {})
+    return env
 
+
+def start_server(binary: Path, work: Path, env: dict, token: str) -> ServerStart:
+    """Start `portico serve` in `work` with `env`; wait for its listening line."""
+    log_path = work / "server.log"
     proc = subprocess.Popen(
         [str(binary), "serve"],
         env=env,
@@ -167,10 +183,21 @@ def portico(tmp_path_factory) -> Portico:
         log_path=log_path,
         process=proc,
     )
+    return ServerStart(server, stop)
+
+
+@pytest.fixture(scope="session")
+def portico(tmp_path_factory) -> Portico:
+    binary = require_binary()
+    work = tmp_path_factory.mktemp("portico")
+    data_dir = work / "data"
+    data_dir.mkdir()
+    token = secrets.token_hex(24)
+    started = start_server(binary, work, server_env(data_dir, token), token)
     try:
-        yield server
+        yield started.server
     finally:
-        stop()
+        started.stop()
 
 
 @pytest.fixture(scope="session")
@@ -182,11 +209,126 @@ def client(portico: Portico) -> SyncFHIRClient:
     )
 
 
+# ---------------------------------------------------------------------------------
+# SMART / OAuth suites: a second server with demo data and demo users.
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    username: str
+    role: str
+    password: str
+    totp_secret: str
+    patient: str  # '' unless role patient
+    practitioner: str
+    related_to: tuple[str, ...]  # a caregiver's patients
+
+
+@dataclass(frozen=True)
+class SmartServer(Portico):
+    """A portico with `portico demo --patients N` data and demo users, for the SMART and
+    OAuth suites. ``cli`` runs `portico …` subcommands against the same data dir."""
+
+    cli: object = None
+    users: dict = field(default_factory=dict)  # username -> DemoUser
+    data_dir: Path = None
+
+    def first(self, role: str) -> DemoUser:
+        return next(u for u in self.users.values() if u.role == role)
+
+
+def read_demo_users(path: Path) -> dict:
+    users = {}
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        cols = line.split("\t")
+        cols += [""] * (7 - len(cols))
+        u = DemoUser(
+            username=cols[0],
+            role=cols[1],
+            password=cols[2],
+            totp_secret=cols[3],
+            patient=cols[4],
+            practitioner=cols[5],
+            related_to=tuple(p for p in cols[6].split(",") if p),
+        )
+        users[u.username] = u
+    return users
+
+
+# Argon2id at the cost the tests can afford on a debug build; the login and token
+# endpoints' per-address limit raised (the suite signs in many times from 127.0.0.1;
+# the limit itself is tested on a server of its own); refresh-token reuse grace 1 s so
+# reuse detection can be observed without a long sleep.
+SMART_ENV = {
+    "PORTICO_ARGON2_MEMORY_KIB": "256",
+    "PORTICO_ARGON2_ITERATIONS": "1",
+    "PORTICO_RATE_AUTH_PER_IP": "100000",
+    "PORTICO_REFRESH_GRACE_SECS": "1",
+}
+DEMO_PATIENTS = 3
+
+
+def _smart_server(tmp_path_factory, name: str, extra: dict) -> tuple[SmartServer, object]:
+    from smart_helpers import Cli
+
+    binary = require_binary()
+    work = tmp_path_factory.mktemp(name)
+    data_dir = work / "data"
+    data_dir.mkdir()
+    token = secrets.token_hex(24)
+    # Always SQLite in its own temp dir: demo data must not leak into another suite's DB.
+    env = server_env(data_dir, token, {**SMART_ENV, **extra}, inherit_db=False)
+    cli = Cli(binary, env)
+    cli.run("demo", "--patients", str(DEMO_PATIENTS), "--no-serve")
+    users = read_demo_users(data_dir / "demo-users.txt")
+    started = start_server(binary, work, env, token)
+    s = started.server
+    server = SmartServer(
+        base_url=s.base_url,
+        fhir_url=s.fhir_url,
+        token=token,
+        log_path=s.log_path,
+        process=s.process,
+        cli=cli,
+        users=users,
+        data_dir=data_dir,
+    )
+    return server, started.stop
+
+
+@pytest.fixture(scope="session")
+def smart(tmp_path_factory) -> SmartServer:
+    server, stop = _smart_server(tmp_path_factory, "portico-smart", {})
+    try:
+        yield server
+    finally:
+        stop()
+
+
+@pytest.fixture(scope="module")
+def throttled(tmp_path_factory) -> SmartServer:
+    """A server with the default sign-in/token rate limit (60 a minute per address,
+    burst 6), a lockout after 3 failed sign-ins and a 2 s session idle timeout."""
+    server, stop = _smart_server(
+        tmp_path_factory,
+        "portico-throttled",
+        {"PORTICO_RATE_AUTH_PER_IP": "60", "PORTICO_LOCKOUT_THRESHOLD": "3", "PORTICO_SESSION_IDLE_SECS": "2"},
+    )
+    try:
+        yield server
+    finally:
+        stop()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """On a failing test, attach the tail of the server's log to the report."""
     outcome = yield
     report = outcome.get_result()
-    if report.failed and "portico" in getattr(item, "funcargs", {}):
-        server = item.funcargs["portico"]
-        report.sections.append(("portico server log (tail)", server.log_tail()))
+    if report.failed:
+        for name in ("portico", "smart", "throttled"):
+            server = getattr(item, "funcargs", {}).get(name)
+            if server is not None:
+                report.sections.append((f"{name} server log (tail)", server.log_tail()))

@@ -241,6 +241,31 @@ impl Gate {
         })
     }
 
+    /// Permit listing the versions of one resource (instance history): decided on the
+    /// resource's current facts like a read (SMART: instance history needs `r`), and
+    /// confined like a search — to the compartments of that decision and, under app scopes,
+    /// to the categories the `r` scopes allow, so an old version of another category stays
+    /// hidden.
+    pub fn permit_instance_history(
+        &self,
+        ctx: &RequestContext,
+        facts: &ResourceFacts,
+    ) -> Result<SearchPermit, Refusal> {
+        let verdict = self.judge(ctx, Action::History, facts)?;
+        if !verdict.is_permit() {
+            return Err(Refusal { verdict: Some(verdict), audit_failure: None });
+        }
+        let limits = ctx.scopes.as_ref().map(|s| {
+            s.search_limits(&crate::scopes::ScopeContext::ALL, Action::Read, Some(&facts.resource_type))
+                .unwrap_or_default()
+        });
+        Ok(SearchPermit {
+            resource_type: Some(facts.resource_type.clone()),
+            compartments: verdict.compartments,
+            limits,
+        })
+    }
+
     /// Require a fresh step-up verification for a sensitive action: fresh when the request's
     /// step-up time (`ctx.stepup_at_ms`) lies at most `fresh_ms` before `ctx.now_ms` (see
     /// [`stepup::is_fresh`]). The decision is recorded in the request's audit scope (a

@@ -48,6 +48,9 @@ pub enum ScopeContext {
 }
 
 impl ScopeContext {
+    /// Every context.
+    pub const ALL: [ScopeContext; 3] = [ScopeContext::Patient, ScopeContext::User, ScopeContext::System];
+
     /// The scope prefix (`patient`, `user`, `system`).
     pub fn as_str(self) -> &'static str {
         match self {

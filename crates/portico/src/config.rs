@@ -112,7 +112,7 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { per_ip_per_minute: 6000, per_client_per_minute: 6000, auth_per_ip_per_minute: 60 }
+        LimitsConfig { per_ip_per_minute: 60_000, per_client_per_minute: 60_000, auth_per_ip_per_minute: 60 }
     }
 }
 

@@ -183,6 +183,8 @@ pub enum Redeemed {
 }
 
 /// Result of presenting a refresh token.
+// The grant is returned by value on purpose: one short-lived value per token request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotated {
     /// The token was live and is now used; the new refresh token is stored. Its grant.
@@ -307,7 +309,8 @@ pub trait IdentityStore: Send + Sync {
         new_expires_ms: i64,
         grace_ms: i64,
     ) -> Result<Rotated, StoreError>;
-    /// The grant behind a refresh token (live or not), for revocation and introspection.
+    /// The grant behind a refresh token (live or not), for revocation and introspection:
+    /// `(grant, the token's expiry in Unix ms, whether the token has been used)`.
     async fn refresh_grant(&self, token_hash: &str) -> Result<Option<(GrantRow, i64, bool)>, StoreError>;
     /// Forget one access token (RFC 7009 revocation of an access token).
     async fn access_delete(&self, token_hash: &str) -> Result<(), StoreError>;

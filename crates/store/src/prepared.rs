@@ -38,7 +38,7 @@ pub fn prepare(resource_type: &str, id: &str, body: Value, classifier: &Classifi
 /// The resource's own `category` codings as `system|code` (what SMART scopes narrowed with
 /// `?category=` are matched against). Resources whose `category` is not a CodeableConcept
 /// (AllergyIntolerance's codes) have none.
-fn category_codes(body: &Value) -> Vec<String> {
+pub(crate) fn category_codes(body: &Value) -> Vec<String> {
     let concepts: Vec<&Value> = match body.get("category") {
         Some(Value::Array(items)) => items.iter().collect(),
         Some(v @ Value::Object(_)) => vec![v],

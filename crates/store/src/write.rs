@@ -2,7 +2,7 @@
 //! transaction. SQLite serialises writers with `BEGIN IMMEDIATE`; PostgreSQL locks the
 //! resource row with `FOR UPDATE`, so concurrent `If-Match` writers see each other.
 
-use crate::backend::{Db, SqlStore};
+use crate::backend::{Db, SqlStore, with_pool};
 use crate::error::StoreError;
 mod plan;
 
@@ -190,6 +190,90 @@ impl SqlStore {
     }
 }
 
+/// Versions read per batch by [`SqlStore::backfill_category_codes`].
+const BACKFILL_BATCH: i64 = 500;
+
+impl SqlStore {
+    /// Fill in `category_codes` (migration 0003) for versions stored before the column
+    /// existed, from their bodies; tombstones take their predecessor's, current rows their
+    /// version's. Until this has run, such resources carry no category codings, so SMART
+    /// scopes narrowed by category do not reach them (fail closed). Safe to run at any time
+    /// and more than once, next to writers: it only fills values still `''`, and only on the
+    /// exact version it read. Returns the number of rows filled.
+    pub async fn backfill_category_codes(&self) -> Result<u64, StoreError> {
+        let mut filled = 0u64;
+        let mut after = (String::new(), String::new(), 0i64);
+        loop {
+            let rows: Vec<(String, String, i64, String)> = with_pool!(&self.db, pool => {
+                sqlx::query(
+                    "SELECT res_type, id, version_id, body FROM resource_versions WHERE (res_type, id, version_id) > ($1, $2, $3) \
+                     AND category_codes = '' AND deleted = 0 ORDER BY res_type, id, version_id LIMIT $4",
+                )
+                .bind(after.0.clone())
+                .bind(after.1.clone())
+                .bind(after.2)
+                .bind(BACKFILL_BATCH)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("res_type")?, r.try_get("id")?, r.try_get("version_id")?, r.try_get("body")?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+            });
+            let Some(last) = rows.last() else { break };
+            after = (last.0.clone(), last.1.clone(), last.2);
+            let n = rows.len() as i64;
+            for (rt, id, version, body) in rows {
+                let Ok(body) = serde_json::from_str::<Value>(&body) else { continue };
+                let codes = crate::prepared::category_codes(&body);
+                if codes.is_empty() {
+                    continue;
+                }
+                let stored = crate::search::limits::encode_codes(&codes);
+                filled += with_pool!(&self.db, pool => {
+                    sqlx::query(
+                        "UPDATE resource_versions SET category_codes = $4 WHERE res_type = $1 AND id = $2 AND version_id = $3 \
+                         AND category_codes = ''",
+                    )
+                    .bind(rt)
+                    .bind(id)
+                    .bind(version)
+                    .bind(stored)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+                });
+            }
+            if n < BACKFILL_BATCH {
+                break;
+            }
+        }
+        filled += with_pool!(&self.db, pool => {
+            let tombstones = sqlx::query(
+                "UPDATE resource_versions SET category_codes = (SELECT p.category_codes FROM resource_versions p \
+                 WHERE p.res_type = resource_versions.res_type AND p.id = resource_versions.id \
+                 AND p.version_id = resource_versions.version_id - 1) \
+                 WHERE deleted = 1 AND category_codes = '' AND EXISTS (SELECT 1 FROM resource_versions p \
+                 WHERE p.res_type = resource_versions.res_type AND p.id = resource_versions.id \
+                 AND p.version_id = resource_versions.version_id - 1 AND p.category_codes <> '')",
+            )
+            .execute(pool)
+            .await?
+            .rows_affected();
+            let current = sqlx::query(
+                "UPDATE resources SET category_codes = (SELECT v.category_codes FROM resource_versions v \
+                 WHERE v.res_type = resources.res_type AND v.id = resources.id AND v.version_id = resources.version_id) \
+                 WHERE category_codes = '' AND EXISTS (SELECT 1 FROM resource_versions v WHERE v.res_type = resources.res_type \
+                 AND v.id = resources.id AND v.version_id = resources.version_id AND v.category_codes <> '')",
+            )
+            .execute(pool)
+            .await?
+            .rows_affected();
+            tombstones + current
+        });
+        Ok(filled)
+    }
+}
+
 /// Set `id`, `meta.versionId` and `meta.lastUpdated` on the body (client values ignored),
 /// and put `resourceType`, `id`, `meta` first, as people expect to read them.
 pub(crate) fn stamp(body: &mut Value, id: &str, version: i64, last_updated: &str) {
@@ -221,10 +305,10 @@ pub(crate) fn same_content(stored: &str, new: &Value) -> bool {
             m.remove("versionId");
             m.remove("lastUpdated");
         }
-        if let Value::Object(o) = v {
-            if o.get("meta").is_some_and(|m| m.as_object().is_some_and(|m| m.is_empty())) {
-                o.remove("meta");
-            }
+        if let Value::Object(o) = v
+            && o.get("meta").is_some_and(|m| m.as_object().is_some_and(|m| m.is_empty()))
+        {
+            o.remove("meta");
         }
     }
     old == new
@@ -240,3 +324,73 @@ pub(crate) const INDEX_TABLES: &[&str] = &[
     "idx_uri",
     "idx_compartment",
 ];
+
+#[cfg(test)]
+mod tests {
+    use crate::Store;
+    use crate::backend::with_pool;
+    use crate::search::testdb::{self, put};
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn backfill_restores_the_category_codes_of_older_rows() {
+        let obs = |id: &str, code: &str| {
+            json!({"resourceType": "Observation", "id": id, "status": "final", "code": {"text": code},
+                "subject": {"reference": "Patient/p1"},
+                "category": [{"coding": [{"system": "http://x", "code": code}]}]})
+        };
+        for store in testdb::stores().await {
+            put(&store, obs("a", "laboratory")).await;
+            put(&store, obs("a", "vital-signs")).await;
+            put(&store, obs("b", "laboratory")).await;
+            put(&store, json!({"resourceType": "Patient", "id": "p1"})).await;
+            // `b` deleted: its tombstone keeps the codes of what it deleted.
+            let gate = portico_policy::Gate::new(std::sync::Arc::new(portico_policy::TracingSink));
+            let ctx = portico_policy::RequestContext::new(portico_policy::Principal::Operator, "t");
+            let pre = store.read("Observation", "b").await.unwrap().unwrap().facts().clone();
+            let permit = gate.permit_write(&ctx, portico_policy::Action::Delete, Some(&pre), &pre).unwrap();
+            let op = crate::WriteOp {
+                kind: crate::WriteKind::Delete,
+                resource_type: "Observation".into(),
+                id: "b".into(),
+                if_match: None,
+                prepared: None,
+                condition: None,
+            };
+            let chainer = portico_audit::Chainer::new(portico_audit::MacKey::new(&[1; 32]));
+            let records = |_: &[crate::WriteResult]| Vec::new();
+            store.write(vec![(permit, op)], &crate::WriteAudit { chainer: &chainer, records: &records }).await.unwrap();
+
+            let facts = async |rt: &str, id: &str, v: Option<i64>| {
+                store.read_sealed(rt, id, v).await.unwrap().unwrap().facts().category_codes.clone()
+            };
+            let before = [
+                facts("Observation", "a", None).await,
+                facts("Observation", "a", Some(1)).await,
+                facts("Observation", "b", None).await,
+                facts("Observation", "b", Some(2)).await,
+            ];
+            assert_eq!(before[0], ["http://x|vital-signs"]);
+            assert_eq!(before[1], ["http://x|laboratory"]);
+            assert_eq!(before[2], ["http://x|laboratory"]);
+            assert_eq!(before[3], ["http://x|laboratory"]);
+            // As written before migration 0003.
+            with_pool!(&store.db, pool => {
+                sqlx::query("UPDATE resources SET category_codes = ''").execute(pool).await.unwrap();
+                sqlx::query("UPDATE resource_versions SET category_codes = ''").execute(pool).await.unwrap();
+            });
+            assert!(facts("Observation", "a", None).await.is_empty());
+            // 3 live versions with codes, 1 tombstone, 2 current rows (a, b).
+            assert_eq!(store.backfill_category_codes().await.unwrap(), 6);
+            let after = [
+                facts("Observation", "a", None).await,
+                facts("Observation", "a", Some(1)).await,
+                facts("Observation", "b", None).await,
+                facts("Observation", "b", Some(2)).await,
+            ];
+            assert_eq!(after, before, "{}", store.backend_name());
+            assert!(facts("Patient", "p1", None).await.is_empty());
+            assert_eq!(store.backfill_category_codes().await.unwrap(), 0, "nothing left to fill");
+        }
+    }
+}

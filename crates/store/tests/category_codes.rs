@@ -86,51 +86,135 @@ async fn history_confinement_is_case_sensitive() {
     }
 }
 
-/// SMART scope limits end to end, through the gate. The scope engine is being written at
-/// the same time as this test: until `ScopeSet::parse` works and the engine returns limits
-/// for a patient app, the test says so and passes.
+fn ids(v: &[portico_store::StoredVersion]) -> Vec<String> {
+    let mut out: Vec<String> = v.iter().map(|v| format!("{}/{}", v.resource_type, v.id)).collect();
+    out.sort();
+    out
+}
+
+/// SMART scope limits end to end, through the gate: the page, the total, `_include`,
+/// `_revinclude`, `$everything` and every level of history see only what the scopes admit.
+/// (Until the scope engine returns limits, the test says so and passes.)
 #[tokio::test]
-async fn scope_limits_confine_search_total_includes_and_history() {
-    let parsed =
-        std::panic::catch_unwind(|| ScopeSet::parse("patient/Observation.rs?category=laboratory launch/patient"));
-    let Ok(Ok(scopes)) = parsed else {
+async fn scope_limits_confine_search_total_includes_everything_and_history() {
+    let gate = Gate::new(Arc::new(TracingSink));
+    let ctx_with = |scopes: &str| -> Option<RequestContext> {
+        let parsed = std::panic::catch_unwind(|| ScopeSet::parse(scopes));
+        let Ok(Ok(scopes)) = parsed else { return None };
+        let mut ctx = RequestContext::new(Principal::Patient { patient: "p1".into() }, "t");
+        ctx.scopes = Some(scopes);
+        Some(ctx)
+    };
+    let Some(ctx) = ctx_with("patient/Observation.rs?category=laboratory patient/Patient.rs") else {
         eprintln!("notice: ScopeSet::parse is not implemented yet; skipping the end-to-end scope limit test");
         return;
     };
-    let gate = Gate::new(Arc::new(TracingSink));
-    let mut ctx = RequestContext::new(Principal::Patient { patient: "p1".into() }, "t");
-    ctx.scopes = Some(scopes);
-    let permit = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        gate.permit_search(&ctx, Action::Search, Some("Observation"))
-    })) {
-        Ok(Ok(p)) if p.limits().is_some() => p,
-        other => {
-            eprintln!("notice: the engine does not return scope limits yet ({other:?}); skipping");
-            return;
-        }
+    let obs_only = ctx_with("patient/Observation.rs?category=laboratory").unwrap();
+    let permit = |ctx: &RequestContext, action: Action, rt: Option<&str>| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gate.permit_search(ctx, action, rt)))
+            .ok()
+            .and_then(Result::ok)
+            .filter(|p| p.limits().is_some())
+    };
+    let Some(search) = permit(&ctx, Action::Search, Some("Observation")) else {
+        eprintln!("notice: the engine does not return scope limits yet; skipping the end-to-end scope limit test");
+        return;
     };
     for s in common::stores().await {
+        let name = s.backend_name();
         common::put(&s, json!({"resourceType": "Patient", "id": "p1"})).await;
+        common::put(&s, json!({"resourceType": "Patient", "id": "p2"})).await;
         common::put(&s, observation("lab", "p1", &[(Some(OBS), "laboratory")])).await;
         common::put(&s, observation("vitals", "p1", &[(Some(OBS), "vital-signs")])).await;
-        common::put(&s, observation("later-vitals", "p1", &[(Some(OBS), "laboratory")])).await;
-        common::put(&s, observation("later-vitals", "p1", &[(Some(OBS), "vital-signs")])).await;
+        common::put(&s, observation("changed", "p1", &[(Some(OBS), "laboratory")])).await;
+        common::put(&s, observation("changed", "p1", &[(Some(OBS), "vital-signs")])).await;
+        common::put(&s, observation("theirs", "p2", &[(Some(OBS), "laboratory")])).await;
+        common::put(&s, json!({"resourceType": "Condition", "id": "cond", "subject": {"reference": "Patient/p1"}}))
+            .await;
+
+        // The page and the total.
         let q = SearchQuery {
             resource_types: vec!["Observation".into()],
             count: 50,
             total: true,
             ..SearchQuery::default()
         };
-        let page = s.search(&permit, &q).await.unwrap();
-        let ids: Vec<&str> = page.entries.iter().map(|v| v.id.as_str()).collect();
-        assert_eq!(ids, ["lab"], "{}", s.backend_name());
-        assert_eq!(page.total, Some(1));
-        // History rows are judged by their own version's categories.
-        let hist = gate.permit_search(&ctx, Action::History, Some("Observation")).unwrap();
+        let page = s.search(&search, &q).await.unwrap();
+        assert_eq!(ids(&page.entries), ["Observation/lab"], "{name}");
+        assert_eq!(page.total, Some(1), "{name}");
+
+        // _include and _revinclude, under a system-level search permit (whose limits name
+        // every granted type; a type-level permit's limits name only its own type, so rows
+        // of other types are never included under it).
+        let (Some(system), Some(narrow)) =
+            (permit(&ctx, Action::Search, None), permit(&obs_only, Action::Search, None))
+        else {
+            panic!("system-level search permits")
+        };
+        let subject = portico_store::search::Include {
+            source_type: "Observation".into(),
+            param: "subject".into(),
+            target_type: None,
+        };
+        let inc = SearchQuery { includes: vec![subject.clone()], total: false, ..q.clone() };
+        let page = s.search(&system, &inc).await.unwrap();
+        assert_eq!(
+            (ids(&page.entries), ids(&page.included)),
+            (strings(&["Observation/lab"]), strings(&["Patient/p1"])),
+            "{name}"
+        );
+        // The Patient is out of scope for an app granted laboratory results alone.
+        let page = s.search(&narrow, &inc).await.unwrap();
+        assert_eq!((ids(&page.entries), ids(&page.included)), (strings(&["Observation/lab"]), vec![]), "{name}");
+        let rev = SearchQuery {
+            resource_types: vec!["Patient".into()],
+            count: 50,
+            revincludes: vec![subject],
+            ..SearchQuery::default()
+        };
+        let page = s.search(&system, &rev).await.unwrap();
+        assert_eq!(
+            (ids(&page.entries), ids(&page.included)),
+            (strings(&["Patient/p1"]), strings(&["Observation/lab"])),
+            "{name}"
+        );
+        assert!(s.search(&narrow, &rev).await.unwrap().entries.is_empty(), "{name}");
+
+        // $everything: the patient and the laboratory result; no Condition, no vital signs.
+        let everything = permit(&ctx, Action::Everything, None).unwrap();
+        let q = SearchQuery { in_compartment: Some("p1".into()), count: 50, total: true, ..SearchQuery::default() };
+        let page = s.search(&everything, &q).await.unwrap();
+        assert_eq!(ids(&page.entries), ["Observation/lab", "Patient/p1"], "{name}");
+        assert_eq!(page.total, Some(2), "{name}");
+
+        // History, judged per version: `changed` was a laboratory result in version 1 only.
+        let versions = |page: portico_store::SearchPage| {
+            let mut v: Vec<String> =
+                page.entries.into_iter().map(|v| format!("{}/{}/{}", v.resource_type, v.id, v.version)).collect();
+            v.sort();
+            v
+        };
+        let hist = permit(&ctx, Action::History, Some("Observation")).unwrap();
         let q = HistoryQuery { resource_type: Some("Observation".into()), count: 50, ..HistoryQuery::default() };
-        let mut got: Vec<(String, i64)> =
-            s.history(&hist, &q).await.unwrap().entries.into_iter().map(|v| (v.id, v.version)).collect();
-        got.sort();
-        assert_eq!(got, [("lab".to_string(), 1), ("later-vitals".to_string(), 1)]);
+        assert_eq!(
+            versions(s.history(&hist, &q).await.unwrap()),
+            ["Observation/changed/1", "Observation/lab/1"],
+            "{name}"
+        );
+        let q = HistoryQuery {
+            resource_type: Some("Observation".into()),
+            id: Some("changed".into()),
+            count: 50,
+            ..HistoryQuery::default()
+        };
+        assert_eq!(versions(s.history(&hist, &q).await.unwrap()), ["Observation/changed/1"], "{name}");
+        if let Some(system) = permit(&ctx, Action::History, None) {
+            let q = HistoryQuery { count: 50, ..HistoryQuery::default() };
+            assert_eq!(
+                versions(s.history(&system, &q).await.unwrap()),
+                ["Observation/changed/1", "Observation/lab/1", "Patient/p1/1"],
+                "{name}"
+            );
+        }
     }
 }

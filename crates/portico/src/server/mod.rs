@@ -2,6 +2,7 @@
 //! Handlers never touch the store directly; they go through [`fhir::service::Fhir`], which
 //! asks the gate first.
 
+pub mod admin;
 pub mod audit_layer;
 pub mod auth;
 pub mod error;
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/fhir", fhir)
         .nest("/api/portal", portal::routes())
+        .nest("/api/admin", admin::routes())
         .merge(oauth::routes())
         .merge(ops::routes())
         .fallback(ops::not_found)

@@ -24,9 +24,9 @@ pub struct Limits {
 }
 
 fn limiter<K: std::hash::Hash + Eq + Clone>(per_minute: u32) -> Option<Arc<DefaultKeyedRateLimiter<K>>> {
-    // A burst of a tenth of the minute's allowance (at least 5), refilled evenly.
+    // A burst of a quarter of the minute's allowance (at least 5), refilled evenly.
     let n = NonZeroU32::new(per_minute)?;
-    let burst = NonZeroU32::new((per_minute / 10).max(5).min(per_minute)).unwrap_or(n);
+    let burst = NonZeroU32::new((per_minute / 4).max(5).min(per_minute)).unwrap_or(n);
     Some(Arc::new(RateLimiter::keyed(Quota::per_minute(n).allow_burst(burst))))
 }
 

@@ -6,13 +6,18 @@
 //! `resources.category_codes` and `resource_versions.category_codes` hold the codings of
 //! [`portico_policy::ResourceFacts::category_codes`] (`system|code`): `''` when there are
 //! none, otherwise every coding followed by a newline, the list preceded by one
-//! (`"\na|b\nc|d\n"`). A coding's own `%` and newline (FHIR `code` allows single internal
-//! whitespace, newline included) are written `%25` and `%0A`, so the form is lossless and a
-//! newline always separates codings. Matching is a substring test on that text:
+//! (`"\na|b\nc|d\n"`). Inside a coding, `%` and newline are written `%25` and `%0A` (FHIR
+//! `code` allows single internal whitespace, newline included), and so is every `|` after
+//! the first, which is written `%7C`: the form is lossless, a newline always separates
+//! codings, and each coding holds exactly one raw `|` — the one between system and code,
+//! where `portico_policy::scopes::category_matches` splits it too.
 //!
-//! * `system|code` matches the coding exactly: the text contains `"\n" + coding + "\n"`;
+//! Matching is a substring test on that text, the same predicate as
+//! `portico_policy::TypeLimit::admits`:
+//!
+//! * `system|code` matches a coding exactly: the text contains `"\n" + coding + "\n"`;
 //! * a bare `code` (no `|`) matches that code in any system: the text contains
-//!   `"|" + code + "\n"`, i.e. some coding ends with `|code`.
+//!   `"|" + code + "\n"`, i.e. some coding's part after its (only raw) `|` is `code`.
 //!
 //! The test is `REPLACE(col, pattern, '') <> col`: the same text on both engines and
 //! case-sensitive on both (SQLite's `LIKE` is not), with nothing to escape.
@@ -27,7 +32,7 @@ pub(crate) fn encode_codes(codes: &[String]) -> String {
     }
     let mut out = String::from("\n");
     for c in codes {
-        out.push_str(&escape(c));
+        out.push_str(&escape_coding(c));
         out.push('\n');
     }
     out
@@ -38,8 +43,16 @@ pub(crate) fn decode_codes(stored: &str) -> Vec<String> {
     stored.split('\n').filter(|s| !s.is_empty()).map(unescape).collect()
 }
 
-fn escape(c: &str) -> String {
-    c.replace('%', "%25").replace('\n', "%0A")
+/// A coding with its first `|` kept raw and everything else escaped.
+fn escape_coding(c: &str) -> String {
+    match c.split_once('|') {
+        Some((system, code)) => format!("{}|{}", escape(system), escape(code)),
+        None => escape(c),
+    }
+}
+
+fn escape(part: &str) -> String {
+    part.replace('%', "%25").replace('\n', "%0A").replace('|', "%7C")
 }
 
 fn unescape(c: &str) -> String {
@@ -51,16 +64,14 @@ fn unescape(c: &str) -> String {
     while let Some(i) = rest.find('%') {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
-        if let Some(t) = tail.strip_prefix("%25") {
-            out.push('%');
-            rest = t;
-        } else if let Some(t) = tail.strip_prefix("%0A") {
-            out.push('\n');
-            rest = t;
-        } else {
-            out.push('%');
-            rest = &tail[1..];
-        }
+        let (ch, skip) = match tail.get(..3) {
+            Some("%25") => ('%', 3),
+            Some("%0A") => ('\n', 3),
+            Some("%7C") => ('|', 3),
+            _ => ('%', 1),
+        };
+        out.push(ch);
+        rest = &tail[skip..];
     }
     out.push_str(rest);
     out
@@ -68,26 +79,7 @@ fn unescape(c: &str) -> String {
 
 /// The substring a row's stored codings must contain to carry category `entry`.
 fn pattern(entry: &str) -> String {
-    if entry.contains('|') { format!("\n{}\n", escape(entry)) } else { format!("|{}\n", escape(entry)) }
-}
-
-/// Whether stored codings (as [`decode_codes`] returns them) carry category `entry` — the
-/// same test the SQL makes (the reference for `SearchPermit::admits`).
-#[cfg(test)]
-pub(crate) fn carries_category(codes: &[String], entry: &str) -> bool {
-    codes
-        .iter()
-        .any(|c| c == entry || (!entry.contains('|') && c.strip_suffix(entry).is_some_and(|s| s.ends_with('|'))))
-}
-
-/// Whether a row of `resource_type` with these codings meets the limits (`None`: no limits).
-#[cfg(test)]
-pub(crate) fn limits_admit(limits: Option<&[TypeLimit]>, resource_type: &str, codes: &[String]) -> bool {
-    let Some(limits) = limits else { return true };
-    limits.iter().any(|l| {
-        (l.resource_type == "*" || l.resource_type == resource_type)
-            && l.categories.as_ref().is_none_or(|cats| cats.iter().any(|c| carries_category(codes, c)))
-    })
+    if entry.contains('|') { format!("\n{}\n", escape_coding(entry)) } else { format!("|{}\n", escape(entry)) }
 }
 
 /// The scope limits as one more `AND` condition on the row `r` (columns `res_type`,
@@ -159,6 +151,7 @@ mod tests {
     use crate::backend::{SqlStore, with_pool};
     use crate::search::exec::query_of;
     use crate::search::testdb::{self, put};
+    use portico_policy::scopes::category_matches;
     use serde_json::json;
     use sqlx::Row;
 
@@ -172,31 +165,54 @@ mod tests {
 
     #[test]
     fn stored_form_round_trips_and_separates_codings() {
-        let c = codes(&["http://x|laboratory", "|local", "s|50%\nodd", "%0A"]);
+        let c = codes(&["http://x|laboratory", "|local", "s|50%\nodd", "%0A", "a|b|c"]);
         let stored = encode_codes(&c);
-        assert_eq!(stored, "\nhttp://x|laboratory\n|local\ns|50%25%0Aodd\n%250A\n");
+        assert_eq!(stored, "\nhttp://x|laboratory\n|local\ns|50%25%0Aodd\n%250A\na|b%7Cc\n");
         assert_eq!(decode_codes(&stored), c);
         assert_eq!(encode_codes(&[]), "");
         assert!(decode_codes("").is_empty());
     }
 
+    /// The policy's own rule, which the SQL must agree with.
+    fn limits_admit(limits: Option<&[TypeLimit]>, resource_type: &str, codes: &[String]) -> bool {
+        limits.is_none_or(|ls| ls.iter().any(|l| l.admits(resource_type, codes)))
+    }
+
+    /// The substring test the SQL makes, applied to a stored value in Rust.
+    fn sql_matches(codes: &[String], entry: &str) -> bool {
+        let stored = encode_codes(codes);
+        stored.replace(&pattern(entry), "") != stored
+    }
+
     #[test]
-    fn category_entries_match_exactly_or_by_code_in_any_system() {
-        let c = codes(&["http://x|laboratory", "|local"]);
-        assert!(carries_category(&c, "http://x|laboratory"));
-        assert!(carries_category(&c, "laboratory"));
-        assert!(carries_category(&c, "local"));
-        assert!(carries_category(&c, "|local"));
-        assert!(!carries_category(&c, "Laboratory"));
-        assert!(!carries_category(&c, "aboratory"));
-        assert!(!carries_category(&c, "http://y|laboratory"));
-        assert!(!carries_category(&c, "http://x|"));
-        let stored = encode_codes(&c);
-        for entry in ["http://x|laboratory", "laboratory", "local", "|local"] {
-            assert!(stored.contains(&pattern(entry)), "{entry}");
+    fn the_substring_test_is_the_policys_category_rule() {
+        let c = codes(&["http://x|laboratory", "|local", "a|b|c", "s|50%\nodd"]);
+        let entries = [
+            "http://x|laboratory",
+            "laboratory",
+            "local",
+            "|local",
+            "Laboratory",
+            "aboratory",
+            "http://y|laboratory",
+            "x|lab",
+            "a|b|c",
+            "b|c",
+            "c",
+            "a|b",
+            "s|50%\nodd",
+            "50%\nodd",
+            "odd",
+        ];
+        for entry in entries {
+            assert_eq!(sql_matches(&c, entry), category_matches(entry, &c), "{entry:?}");
         }
-        for entry in ["Laboratory", "aboratory", "http://y|laboratory", "http://x|", "x|lab"] {
-            assert!(!stored.contains(&pattern(entry)), "{entry}");
+        for entry in ["http://x|laboratory", "laboratory", "local", "|local", "a|b|c"] {
+            assert!(sql_matches(&c, entry), "{entry}");
+        }
+        // `b|c` names system `b`; `c` is not the code of `a|b|c` (its code is `b|c`).
+        for entry in ["Laboratory", "aboratory", "http://y|laboratory", "c", "a|b", "b|c"] {
+            assert!(!sql_matches(&c, entry), "{entry}");
         }
     }
 
@@ -290,6 +306,7 @@ mod tests {
                 json!({"resourceType": "Observation", "id": "local", "category": cat(None, "laboratory")}),
                 json!({"resourceType": "Observation", "id": "upper", "category": cat(Some(OBS), "Laboratory")}),
                 json!({"resourceType": "Observation", "id": "odd", "category": cat(Some("s%"), "a\nb")}),
+                json!({"resourceType": "Observation", "id": "bar", "category": cat(Some("a"), "b|c")}),
                 json!({"resourceType": "Observation", "id": "none"}),
                 json!({"resourceType": "Condition", "id": "c1", "category": cat(Some("http://c"), "problem-list-item")}),
                 json!({"resourceType": "Patient", "id": "p1"}),
@@ -312,6 +329,9 @@ mod tests {
                 Some(vec![limit("Observation", Some(&["vital-signs"])), limit("Condition", None)]),
                 Some(vec![limit("*", Some(&["problem-list-item", "laboratory"]))]),
                 Some(vec![limit("Patient", None), limit("Observation", Some(&["nothing"]))]),
+                Some(vec![limit("Observation", Some(&["c", "a|b"]))]),
+                Some(vec![limit("Observation", Some(&["a|b|c"]))]),
+                Some(vec![limit("Observation", Some(&["b|c"]))]),
             ];
             let type_sets: [&[&str]; 4] = [&[], &["Observation"], &["Patient", "Condition"], &["Patient"]];
             for table in ["resources", "resource_versions"] {
@@ -325,7 +345,7 @@ mod tests {
                     let sealed = store.read_sealed(t, id, version).await.unwrap().unwrap();
                     facts.push((key.clone(), sealed.facts().clone()));
                 }
-                assert_eq!(all.len(), if table == "resources" { 8 } else { 9 });
+                assert_eq!(all.len(), if table == "resources" { 9 } else { 10 });
                 for l in &limits {
                     for types in type_sets {
                         let expected: Vec<String> = facts
@@ -357,6 +377,37 @@ mod tests {
                     "{entry:?}"
                 );
             }
+        }
+    }
+
+    /// The limits are an extra condition, never what the lookup starts from: `$everything`
+    /// under scopes naming several types still starts from the patient's compartment list
+    /// (a plain `r.res_type = …` in an OR would tempt SQLite into a MULTI-INDEX OR over
+    /// every resource of those types).
+    #[tokio::test]
+    async fn limits_never_drive_the_lookup_on_sqlite() {
+        use portico_policy::{Action, Gate, Principal, RequestContext, ScopeSet, TracingSink};
+        let store = testdb::stores().await.remove(0);
+        assert_eq!(store.backend_name(), "sqlite");
+        let gate = Gate::new(std::sync::Arc::new(TracingSink));
+        let mut ctx = RequestContext::new(Principal::Patient { patient: "p1".into() }, "t");
+        ctx.scopes = Some(
+            ScopeSet::parse("patient/Observation.rs?category=laboratory patient/Patient.rs patient/Condition.rs")
+                .unwrap(),
+        );
+        let permit = gate.permit_search(&ctx, Action::Everything, None).unwrap();
+        assert_eq!(permit.limits().map(<[TypeLimit]>::len), Some(3));
+        let q = crate::SearchQuery { in_compartment: Some("p1".into()), count: 50, ..Default::default() };
+        for sql in [crate::search::sql::page_query(&permit, &q), crate::search::sql::count_query(&permit, &q)] {
+            assert!(sql.text.contains("(r.res_type || '') = "), "{}", sql.text);
+            let explain =
+                Sql { text: format!("EXPLAIN QUERY PLAN {}", sql.text), binds: sql.binds.clone(), reused: sql.reused };
+            let plan: Vec<String> = with_pool!(&store.db, pool => {
+                query_of!(explain).fetch_all(pool).await.unwrap().iter().map(|r| r.try_get("detail").unwrap()).collect()
+            });
+            let plan = plan.join("\n");
+            assert!(!plan.contains("MULTI-INDEX OR"), "{plan}");
+            assert!(plan.contains("idx_compartment_patient"), "{plan}");
         }
     }
 }

@@ -63,10 +63,10 @@ pub(crate) fn plan<'a>(permit: &WritePermit, op: &'a WriteOp, cur: Option<&Curre
     let prev_version = cur.map(|c| c.version);
     let live = cur.filter(|c| !c.deleted);
     let live_version = live.map(|c| c.version);
-    if let Some(m) = op.if_match {
-        if live_version != Some(m) {
-            return Err(StoreError::VersionConflict { current: live_version });
-        }
+    if let Some(m) = op.if_match
+        && live_version != Some(m)
+    {
+        return Err(StoreError::VersionConflict { current: live_version });
     }
     if !permit.covers(&op.resource_type, &op.id, live_version) {
         return Err(StoreError::StalePermit);
@@ -102,10 +102,10 @@ pub(crate) fn plan<'a>(permit: &WritePermit, op: &'a WriteOp, cur: Option<&Curre
         };
         return Ok(Step::Done(WriteResult { stored, created: false, noop: true }));
     }
-    if let (WriteKind::Update, Some(c), Some(p)) = (&op.kind, live, &op.prepared) {
-        if same_content(&c.body, &p.body) {
-            return Ok(Step::Done(WriteResult { stored: stored(c, false), created: false, noop: true }));
-        }
+    if let (WriteKind::Update, Some(c), Some(p)) = (&op.kind, live, &op.prepared)
+        && same_content(&c.body, &p.body)
+    {
+        return Ok(Step::Done(WriteResult { stored: stored(c, false), created: false, noop: true }));
     }
     let deleted = matches!(op.kind, WriteKind::Delete);
     // A tombstone keeps the facts of what it deletes, so the gate can still decide who may
@@ -265,6 +265,9 @@ pub(crate) fn statements(plans: &[Planned]) -> Vec<Sql> {
     out
 }
 
+/// One index row to insert: its plan, and its value or (for `idx_compartment`) its patient.
+type IndexRow<'a> = (&'a Planned<'a>, Option<&'a IndexValue>, Option<&'a str>);
+
 /// Multi-row INSERTs of the plans' index values and compartment memberships.
 fn index_inserts<'a>(plans: impl Iterator<Item = &'a Planned<'a>>) -> Vec<Sql> {
     const TABLES: [(&str, &str); 8] = [
@@ -278,7 +281,7 @@ fn index_inserts<'a>(plans: impl Iterator<Item = &'a Planned<'a>>) -> Vec<Sql> {
         ("idx_compartment", "(res_type, id, patient, compartment)"),
     ];
     // Rows per table: (plan, value) or (plan, compartment patient).
-    let mut rows: [Vec<(&Planned, Option<&IndexValue>, Option<&str>)>; 8] = Default::default();
+    let mut rows: [Vec<IndexRow>; 8] = Default::default();
     for p in plans {
         for v in p.index_values {
             let slot = match v {

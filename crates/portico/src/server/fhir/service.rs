@@ -335,7 +335,16 @@ impl<'a> Fhir<'a> {
         if let Some(rt) = &q.resource_type {
             check_type(rt)?;
         }
-        let permit = self.search_permit(ctx, Action::History, q.resource_type.as_deref())?;
+        let permit = match (&q.resource_type, &q.id) {
+            // One resource: decided on its current version like a read; absent and
+            // not-visible answer alike (404), so history never reveals another patient's
+            // resource exists.
+            (Some(rt), Some(id)) => {
+                let sealed = self.state.store.read(rt, id).await?.ok_or_else(|| not_found(rt, id))?;
+                self.state.gate.permit_instance_history(ctx, sealed.facts()).map_err(|r| refusal(r, true))?
+            }
+            _ => self.search_permit(ctx, Action::History, q.resource_type.as_deref())?,
+        };
         let page = self.state.store.history(&permit, q).await?;
         trail::returned(ctx, &page);
         Ok(page)

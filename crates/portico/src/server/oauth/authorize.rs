@@ -285,11 +285,17 @@ pub async fn post_approve(
     }
     let kept: Vec<String> = pairs.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.clone()).collect();
     let chosen = form.get("patient").map(String::as_str);
-    match state
+    // The app's tokens get their own device record: this user, this app, this browser.
+    let device = match state
         .identity
-        .approve(&req, &s.user, &s.row.device_id, s.row.created_ms, s.row.stepup_ms, &kept, chosen)
+        .store
+        .device_touch(&s.user.id, &req.client_id, &session::user_agent(&headers), now)
         .await
     {
+        Ok(d) => d,
+        Err(_) => return pages::error_page(StatusCode::SERVICE_UNAVAILABLE, "The server is busy; try again shortly."),
+    };
+    match state.identity.approve(&req, &s.user, &device, s.row.created_ms, s.row.stepup_ms, &kept, chosen).await {
         Ok(url) => {
             let patients: Vec<String> =
                 chosen.map(str::to_string).into_iter().chain(req.launch_patient.clone()).collect();
