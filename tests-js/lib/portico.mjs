@@ -141,11 +141,15 @@ export async function startPortico({ patients = 3, env: extraEnv = {} } = {}) {
       try {
         process.kill(-child.pid, "SIGTERM");
       } catch {}
-      const timeout = new Promise((r) => setTimeout(r, 10_000, "timeout"));
-      if ((await Promise.race([exited, timeout])) === "timeout") {
+      let timer;
+      const timeout = new Promise((r) => (timer = setTimeout(r, 10_000, "timeout")));
+      const first = await Promise.race([exited, timeout]);
+      clearTimeout(timer);
+      if (first === "timeout") {
         try {
           process.kill(-child.pid, "SIGKILL");
         } catch {}
+        await exited;
       }
     }
     log.end();

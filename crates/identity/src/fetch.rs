@@ -118,7 +118,12 @@ async fn fetch_checked(url: Url, allow_private: bool, limits: Limits) -> Result<
     }
 
     let client = builder.build().map_err(|e| FetchError::Transport(e.without_url().to_string()))?;
-    let mut response = client.get(url).send().await.map_err(transport)?;
+    let mut response = client
+        .get(url)
+        .header(reqwest::header::ACCEPT, "application/jwk-set+json, application/json")
+        .send()
+        .await
+        .map_err(transport)?;
     let status = response.status();
     if !status.is_success() {
         return Err(FetchError::Status(status.as_u16()));
@@ -186,6 +191,12 @@ fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
     let seg = ip.segments();
     if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
         return true;
+    }
+    // IPv4-translated ::ffff:0:a.b.c.d (SIIT, RFC 2765).
+    if seg[..4] == [0, 0, 0, 0] && seg[4] == 0xffff && seg[5] == 0 {
+        let [a, b] = seg[6].to_be_bytes();
+        let [c, d] = seg[7].to_be_bytes();
+        return is_forbidden_v4(Ipv4Addr::new(a, b, c, d));
     }
     // IPv4-compatible ::a.b.c.d (deprecated, but some stacks still route it).
     if seg[..6].iter().all(|&s| s == 0) {
@@ -314,6 +325,8 @@ mod tests {
             "64:ff9b:1::1",
             "2002:7f00:1::1",
             "2002:c0a8:101::1",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:1",
         ] {
             assert!(is_forbidden_ip(ip(s)), "{s} should be forbidden");
         }
@@ -328,6 +341,7 @@ mod tests {
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
             "2002:808:808::1",
+            "::ffff:0:808:808",
             "fe00::1",
             "fbff::1",
             "2001:db9::1",

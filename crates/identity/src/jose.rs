@@ -97,6 +97,7 @@ pub enum JoseError {
 }
 
 /// The server's own signing key for id_tokens: RS256 (SMART requires RS256 support), 2048-bit RSA.
+#[derive(Clone)]
 pub struct SigningKey {
     kid: String,
     n: String,

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod authorize;
 pub mod discovery;
 pub mod pages;
+pub mod register;
 pub mod token;
 
 use super::AppState;
@@ -29,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/oauth2/revoke", post(token::post_revoke))
         .route("/oauth2/introspect", post(token::post_introspect))
         .route("/oauth2/jwks", get(discovery::jwks))
+        .route("/oauth2/register", post(register::post_register))
         .route("/oauth2/userinfo", get(token::userinfo).post(token::userinfo))
 }
 
