@@ -196,11 +196,6 @@ describe(`fhirclient ${FHIRCLIENT_VERSION} standalone launch (public client)`, (
 
   test(
     "client.refresh() with fhirclient's defaults (no client_id, as SMART specifies for public clients)",
-    {
-      todo:
-        "portico BUG/interop: POST /oauth2/token grant_type=refresh_token&refresh_token=… without client_id → " +
-        '401 {"error":"invalid_client","error_description":"client_id is required."}',
-    },
     async () => {
       const { client } = await standaloneLaunch({ clientId: publicClient, user: patientUser });
       delete client.environment.options.refreshTokenWithClientId;

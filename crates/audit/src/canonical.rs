@@ -193,6 +193,262 @@ impl<'a> IndexView<'a> {
     }
 }
 
+/// The parts of a stored record its index entries repeat, parsed strictly in the one
+/// canonical shape [`encode`] writes — keys in their fixed order, no whitespace, integers
+/// without leading zeros, strings escaped exactly as [`encode`] escapes them — without
+/// copying (strings are borrowed unless they hold an escape). This is what `verify` reads
+/// for each of millions of records: a text that is not in canonical form is refused, so a
+/// record cannot say one thing to the index check and another to a reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Indexed<'a> {
+    pub seq: i64,
+    pub t: i64,
+    pub interaction: Interaction,
+    pub outcome: Outcome,
+    pub actor_kind: Cow<'a, str>,
+    pub actor_id: Cow<'a, str>,
+    pub client: Option<Cow<'a, str>>,
+    /// Entities' `(patient, category)` pairs, then the record's patients with `""`, as
+    /// written (see [`Indexed::subjects_match`]).
+    pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// Where the record's own patient list starts in `pairs`.
+    top: usize,
+}
+
+impl<'a> Indexed<'a> {
+    /// Parse a canonical record (strictly: see the type's documentation).
+    pub fn parse(text: &'a str) -> Result<Indexed<'a>, DecodeError> {
+        Strict { s: text, b: text.as_bytes(), i: 0 }.record()
+    }
+
+    /// Whether `stored` — patient index rows sorted by (patient, category), without
+    /// duplicates — is exactly [`AuditRecord::subjects`] of this record.
+    pub fn subjects_match<'s>(&self, stored: impl ExactSizeIterator<Item = (&'s str, &'s str)>) -> bool {
+        let (ent, top) = self.pairs.split_at(self.top);
+        // The common shape (one entity with one patient, who is the record's only patient)
+        // needs no sorting.
+        if let ([(p, c)], [(q, _)]) = (ent, top) {
+            if p == q {
+                let mut stored = stored;
+                return stored.len() == 1 && stored.next() == Some((p.as_ref(), c.as_ref()));
+            }
+        }
+        let mut want: Vec<(&str, &str)> = ent.iter().map(|(p, c)| (p.as_ref(), c.as_ref())).collect();
+        for (p, _) in top {
+            if !ent.iter().any(|(q, _)| q == p) {
+                want.push((p.as_ref(), ""));
+            }
+        }
+        want.sort_unstable();
+        want.dedup();
+        stored.len() == want.len() && stored.zip(want).all(|(a, b)| a == b)
+    }
+}
+
+/// The strict parser behind [`Indexed::parse`].
+struct Strict<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+fn not_canonical(what: &str) -> DecodeError {
+    DecodeError(format!("not in canonical form ({what})"))
+}
+
+/// Characters [`encode`] writes as `\uXXXX`.
+fn escaped_as_u(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}')
+}
+
+impl<'a> Strict<'a> {
+    fn lit(&mut self, l: &str) -> Result<(), DecodeError> {
+        if self.b[self.i..].starts_with(l.as_bytes()) {
+            self.i += l.len();
+            Ok(())
+        } else {
+            Err(not_canonical(&format!("expected {l} at byte {}", self.i)))
+        }
+    }
+
+    fn opt_lit(&mut self, l: &str) -> bool {
+        let hit = self.b[self.i..].starts_with(l.as_bytes());
+        if hit {
+            self.i += l.len();
+        }
+        hit
+    }
+
+    /// A decimal integer as `{i}` formats it.
+    fn int(&mut self) -> Result<i64, DecodeError> {
+        let start = self.i;
+        if self.b.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        let digits = self.i;
+        while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
+            self.i += 1;
+        }
+        let n = self.i - digits;
+        let first = self.b.get(digits).copied();
+        if n == 0 || (first == Some(b'0') && (n > 1 || digits > start)) {
+            return Err(not_canonical("integer"));
+        }
+        self.s[start..self.i].parse().map_err(|_| not_canonical("integer"))
+    }
+
+    /// A string as [`encode`] escapes it.
+    fn str(&mut self) -> Result<Cow<'a, str>, DecodeError> {
+        self.lit("\"")?;
+        let start = self.i;
+        // Fast path: up to the closing quote with nothing to unescape.
+        while let Some(&c) = self.b.get(self.i) {
+            match c {
+                b'"' => {
+                    self.i += 1;
+                    return Ok(Cow::Borrowed(&self.s[start..self.i - 1]));
+                }
+                b'\\' | 0..=0x1f | 0x7f | 0xc2 | 0xe2 => break,
+                _ => self.i += 1,
+            }
+        }
+        let mut out = String::from(&self.s[start..self.i]);
+        loop {
+            let Some(&c) = self.b.get(self.i) else { return Err(not_canonical("unterminated string")) };
+            match c {
+                b'"' => {
+                    self.i += 1;
+                    return Ok(Cow::Owned(out));
+                }
+                b'\\' => match self.b.get(self.i + 1) {
+                    Some(b'"') => {
+                        out.push('"');
+                        self.i += 2;
+                    }
+                    Some(b'\\') => {
+                        out.push('\\');
+                        self.i += 2;
+                    }
+                    Some(b'u') => {
+                        let hex = self.b.get(self.i + 2..self.i + 6).ok_or_else(|| not_canonical("escape"))?;
+                        if !hex.iter().all(|h| h.is_ascii_digit() || (b'a'..=b'f').contains(h)) {
+                            return Err(not_canonical("escape"));
+                        }
+                        let code = u32::from_str_radix(&self.s[self.i + 2..self.i + 6], 16)
+                            .map_err(|_| not_canonical("escape"))?;
+                        match char::from_u32(code) {
+                            Some(ch) if escaped_as_u(ch) => out.push(ch),
+                            _ => return Err(not_canonical("escape")),
+                        }
+                        self.i += 6;
+                    }
+                    _ => return Err(not_canonical("escape")),
+                },
+                _ => {
+                    let ch = self.s[self.i..].chars().next().ok_or_else(|| not_canonical("string"))?;
+                    if escaped_as_u(ch) {
+                        return Err(not_canonical("raw control character"));
+                    }
+                    out.push(ch);
+                    self.i += ch.len_utf8();
+                }
+            }
+        }
+    }
+
+    /// `,"key":"…"` when present.
+    fn opt_str(&mut self, key: &str) -> Result<Option<Cow<'a, str>>, DecodeError> {
+        if self.opt_lit(key) { self.str().map(Some) } else { Ok(None) }
+    }
+
+    /// `["…","…"]`, non-empty (an empty list is left out).
+    fn list(&mut self, mut each: impl FnMut(Cow<'a, str>)) -> Result<(), DecodeError> {
+        self.lit("[")?;
+        loop {
+            each(self.str()?);
+            if self.opt_lit("]") {
+                return Ok(());
+            }
+            self.lit(",")?;
+        }
+    }
+
+    fn record(mut self) -> Result<Indexed<'a>, DecodeError> {
+        self.lit("{\"v\":")?;
+        if self.int()? != VERSION {
+            return Err(DecodeError("unknown encoding version".into()));
+        }
+        self.lit(",\"seq\":")?;
+        let seq = self.int()?;
+        self.lit(",\"t\":")?;
+        let t = self.int()?;
+        self.lit(",\"rid\":")?;
+        self.str()?;
+        self.lit(",\"i\":")?;
+        let i = self.str()?;
+        let interaction =
+            Interaction::from_code(&i).ok_or_else(|| DecodeError(format!("unknown interaction {i:?}")))?;
+        self.lit(",\"o\":")?;
+        let o = self.str()?;
+        let outcome = Outcome::from_code(&o).ok_or_else(|| DecodeError(format!("unknown outcome {o:?}")))?;
+        self.lit(",\"st\":")?;
+        if !(0..=i64::from(u16::MAX)).contains(&self.int()?) {
+            return Err(not_canonical("status"));
+        }
+        self.lit(",\"actor\":{\"kind\":")?;
+        let actor_kind = self.str()?;
+        self.lit(",\"id\":")?;
+        let actor_id = self.str()?;
+        self.opt_str(",\"role\":")?;
+        self.lit("}")?;
+        self.opt_str(",\"obo\":")?;
+        let client = self.opt_str(",\"client\":")?;
+        for key in [",\"device\":", ",\"src\":", ",\"pou\":", ",\"type\":", ",\"q\":"] {
+            self.opt_str(key)?;
+        }
+        let mut pairs = Vec::new();
+        if self.opt_lit(",\"ent\":[") {
+            loop {
+                self.lit("{\"ref\":")?;
+                self.str()?;
+                self.lit(",\"role\":")?;
+                let role = self.str()?;
+                if EntityRole::from_code(&role).is_none() {
+                    return Err(DecodeError(format!("unknown role {role:?}")));
+                }
+                let cat = match self.opt_str(",\"cat\":")? {
+                    Some(c) if c.is_empty() => return Err(not_canonical("empty category")),
+                    Some(c) => c,
+                    None => Cow::Borrowed(""),
+                };
+                if self.opt_lit(",\"pat\":") {
+                    self.list(|p| pairs.push((p, cat.clone())))?;
+                }
+                self.lit("}")?;
+                if self.opt_lit("]") {
+                    break;
+                }
+                self.lit(",")?;
+            }
+        }
+        let top = pairs.len();
+        if self.opt_lit(",\"pat\":") {
+            self.list(|p| pairs.push((p, Cow::Borrowed(""))))?;
+        }
+        for key in [",\"rules\":", ",\"consents\":"] {
+            if self.opt_lit(key) {
+                self.list(|_| {})?;
+            }
+        }
+        self.opt_str(",\"reason\":")?;
+        self.lit("}")?;
+        if self.i != self.b.len() {
+            return Err(not_canonical("text after the record"));
+        }
+        Ok(Indexed { seq, t, interaction, outcome, actor_kind, actor_id, client, pairs, top })
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire {

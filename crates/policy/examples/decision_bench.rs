@@ -36,6 +36,8 @@ fn main() {
         category: "labs".into(),
         labels: vec![],
         category_codes: vec![LAB.into()],
+        date_ms: None,
+        author: None,
     };
     let mut exam = lab.clone();
     exam.category_codes = vec!["http://terminology.hl7.org/CodeSystem/observation-category|exam".into()];

@@ -1,7 +1,25 @@
 //! The gate: the engine's verdicts, recorded, turned into proofs the store accepts.
+//!
+//! # What the store must apply
+//!
+//! A [`SearchPermit`] (search, history, `$everything`, instance history) carries three
+//! conditions, all applied **in SQL** to the page, the `total`, `_include`/`_revinclude` and
+//! paging alike, and all checked by [`SearchPermit::admits`] for rows already in hand:
+//! [`SearchPermit::compartments`], [`SearchPermit::limits`] (SMART scopes) and
+//! [`SearchPermit::filter`] (consents and operator rules; the clause language is documented
+//! in [`crate::filter`] — it needs the `date_ms` and `author` columns beside `category`,
+//! `labels` and `category_codes`). [`SearchPermit::obligations`] are what the server must
+//! do to each returned body ([`crate::obligation::apply`]).
+//!
+//! The gate decides under its [`OperatorRules`] ([`Gate::with_rules`]; [`Gate::new`]: the
+//! builtin rules). The consents a decision rested on are added to the request's current
+//! audit interaction (`AuditRecord::consents`).
 
 use crate::context::{Action, RequestContext, ResourceFacts};
 use crate::engine::{self, Verdict};
+use crate::filter::SearchFilter;
+use crate::obligation::Obligation;
+use crate::rules::OperatorRules;
 use crate::scopes::TypeLimit;
 use crate::stepup::{self, Sensitive};
 use crate::{Principal, engine::Effect};
@@ -132,6 +150,9 @@ pub struct SearchPermit {
     compartments: Option<Vec<String>>,
     /// App scopes: the types (and categories) results may have. `None`: not limited.
     limits: Option<Vec<TypeLimit>>,
+    /// Consents and operator rules. `None`: nothing beyond compartments and limits.
+    filter: Option<SearchFilter>,
+    obligations: Vec<Obligation>,
 }
 
 impl SearchPermit {
@@ -148,6 +169,16 @@ impl SearchPermit {
     pub fn limits(&self) -> Option<&[TypeLimit]> {
         self.limits.as_deref()
     }
+    /// The consent and operator-rule filter results must meet (`None`: none), applied in
+    /// SQL like the compartments and limits; see [`crate::filter`] for its semantics.
+    pub fn filter(&self) -> Option<&SearchFilter> {
+        self.filter.as_ref()
+    }
+    /// What the server must do to every body returned under this permit (e.g. redactions
+    /// for caregivers); see [`crate::obligation::apply`].
+    pub fn obligations(&self) -> &[Obligation] {
+        &self.obligations
+    }
     /// Whether a resource with these facts may appear under this permit; the store applies
     /// the same condition in SQL and uses this for rows it already holds (e.g. includes).
     pub fn admits(&self, facts: &ResourceFacts) -> bool {
@@ -161,7 +192,8 @@ impl SearchPermit {
             .limits
             .as_ref()
             .is_none_or(|limits| limits.iter().any(|l| l.admits(&facts.resource_type, &facts.category_codes)));
-        type_ok && comp_ok && limits_ok
+        let filter_ok = self.filter.as_ref().is_none_or(|f| f.admits(facts));
+        type_ok && comp_ok && limits_ok && filter_ok
     }
 }
 
@@ -191,6 +223,7 @@ impl WritePermit {
 #[derive(Clone)]
 pub struct Gate {
     sink: Arc<dyn AuditSink>,
+    rules: Arc<OperatorRules>,
 }
 
 /// The gate refused, or could not record its decision (then `verdict` is None).
@@ -201,14 +234,36 @@ pub struct Refusal {
 }
 
 impl Gate {
+    /// A gate deciding under the builtin operator rules.
     pub fn new(sink: Arc<dyn AuditSink>) -> Self {
-        Gate { sink }
+        Gate::with_rules(sink, Arc::new(OperatorRules::builtin().clone()))
+    }
+
+    /// A gate deciding under an operator's rules (loaded and validated at start-up with
+    /// [`OperatorRules::from_json`]).
+    pub fn with_rules(sink: Arc<dyn AuditSink>, rules: Arc<OperatorRules>) -> Self {
+        Gate { sink, rules }
+    }
+
+    /// The operator rules this gate decides under (for explanations).
+    pub fn rules(&self) -> &OperatorRules {
+        &self.rules
     }
 
     fn judge(&self, ctx: &RequestContext, action: Action, facts: &ResourceFacts) -> Result<Verdict, Refusal> {
-        let verdict = engine::evaluate(ctx, action, facts);
+        let verdict = engine::evaluate_with(ctx, &self.rules, action, facts);
         // Into the request's audit scope first: no decision reaches the caller unrecorded.
         set_actor(ctx);
+        if !verdict.consents.is_empty() {
+            // The consents go on the interaction the decision belongs to (when one is open).
+            ctx.scope.edit(|r| {
+                for c in &verdict.consents {
+                    if !r.consents.contains(c) {
+                        r.consents.push(c.clone());
+                    }
+                }
+            });
+        }
         ctx.scope.note(note(action, facts, &verdict));
         self.sink
             .record(ctx, action, facts, &verdict)
@@ -238,14 +293,17 @@ impl Gate {
             resource_type: resource_type.map(str::to_string),
             compartments: verdict.compartments,
             limits: verdict.limits,
+            filter: verdict.filter,
+            obligations: verdict.obligations,
         })
     }
 
     /// Permit listing the versions of one resource (instance history): decided on the
     /// resource's current facts like a read (SMART: instance history needs `r`), and
-    /// confined like a search — to the compartments of that decision and, under app scopes,
-    /// to the categories the `r` scopes allow, so an old version of another category stays
-    /// hidden.
+    /// confined like a search — to the compartments of that decision, under app scopes to
+    /// the categories the `r` scopes allow, and to the consent and operator-rule filter a
+    /// history of the type would have — so an old version of another category or label
+    /// stays hidden.
     pub fn permit_instance_history(
         &self,
         ctx: &RequestContext,
@@ -259,10 +317,25 @@ impl Gate {
             s.search_limits(&crate::scopes::ScopeContext::ALL, Action::Read, Some(&facts.resource_type))
                 .unwrap_or_default()
         });
+        // The filter a type-level history would carry (principal's rule only: the scopes
+        // are applied through `limits` above). Fails closed: no filter, no versions.
+        let of_type = engine::principal_verdict(
+            ctx,
+            &self.rules,
+            Action::History,
+            &ResourceFacts::type_level(&facts.resource_type),
+        );
+        let filter = if of_type.is_permit() {
+            of_type.filter
+        } else {
+            Some(SearchFilter { include: Some(Vec::new()), exclude: Vec::new() })
+        };
         Ok(SearchPermit {
             resource_type: Some(facts.resource_type.clone()),
             compartments: verdict.compartments,
             limits,
+            filter,
+            obligations: verdict.obligations,
         })
     }
 
@@ -358,6 +431,8 @@ mod tests {
             category: "labs".into(),
             labels: vec![],
             category_codes: vec![],
+            date_ms: None,
+            author: None,
         };
         let d = gate.decide(&ctx, Action::Read, &facts).unwrap();
         assert!(!d.is_permit());
@@ -385,6 +460,8 @@ mod tests {
             category: "labs".into(),
             labels: vec![],
             category_codes: codes.iter().map(|s| s.to_string()).collect(),
+            date_ms: None,
+            author: None,
         }
     }
 

@@ -793,7 +793,7 @@ fn describe_resource(r: &ResourceScope) -> String {
 }
 
 /// "a", "a and b", "a, b and c".
-fn join_words(words: &[&str]) -> String {
+pub(crate) fn join_words(words: &[&str]) -> String {
     match words {
         [] => String::new(),
         [one] => one.to_string(),

@@ -44,6 +44,8 @@ mod tests {
             category: "labs".into(),
             labels: vec![],
             category_codes: vec![],
+            date_ms: None,
+            author: None,
         }
     }
 

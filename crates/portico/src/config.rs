@@ -142,8 +142,17 @@ pub struct AuditConfig {
     pub head_interval_secs: u64,
     /// Records older than this many days are pruned behind a signed checkpoint (0: keep all).
     pub retention_days: u64,
-    /// `batched` (group commit, default) or `direct` (one transaction per request).
+    /// How records not tied to a write are appended: `deferred` (default: the response does
+    /// not wait; committed within `flush_ms`, bounded by `queue_records`), `batched` (group
+    /// commit before the response) or `direct` (one transaction per request).
     pub append: String,
+    /// Deferred mode: longest a record waits before its commit starts, in milliseconds.
+    pub flush_ms: u64,
+    /// Deferred mode: commit as soon as this many records wait.
+    pub flush_records: usize,
+    /// Deferred mode: most answered records not yet committed; beyond it (or while commits
+    /// fail) responses wait for their records' commit again (0: never defer).
+    pub queue_records: usize,
 }
 
 impl Default for AuditConfig {
@@ -153,7 +162,10 @@ impl Default for AuditConfig {
             witness_file: String::new(),
             head_interval_secs: 60,
             retention_days: 0,
-            append: "batched".into(),
+            append: "deferred".into(),
+            flush_ms: 50,
+            flush_records: 1_000,
+            queue_records: 10_000,
         }
     }
 }
@@ -267,6 +279,17 @@ impl Config {
         if let Some(v) = env("PORTICO_AUDIT_APPEND") {
             cfg.audit.append = v;
         }
+        for (name, slot) in [
+            ("PORTICO_AUDIT_FLUSH_RECORDS", &mut cfg.audit.flush_records),
+            ("PORTICO_AUDIT_QUEUE_RECORDS", &mut cfg.audit.queue_records),
+        ] {
+            if let Some(v) = env(name) {
+                *slot = v.parse().map_err(|_| anyhow::anyhow!("{name} must be a number"))?;
+            }
+        }
+        if let Some(v) = env("PORTICO_AUDIT_FLUSH_MS") {
+            cfg.audit.flush_ms = v.parse().map_err(|_| anyhow::anyhow!("PORTICO_AUDIT_FLUSH_MS must be a number"))?;
+        }
         let num = |name: &str| -> anyhow::Result<Option<i64>> {
             env(name)
                 .map(|v| v.parse::<i64>().map_err(|_| anyhow::anyhow!("{name} must be a whole number")))
@@ -338,7 +361,10 @@ impl Config {
             anyhow::bail!("sqlite_synchronous must be 'full' or 'normal'");
         }
         if crate::audit::AppendMode::parse(&self.audit.append).is_none() {
-            anyhow::bail!("audit.append must be 'batched' or 'direct'");
+            anyhow::bail!("audit.append must be 'deferred', 'batched' or 'direct'");
+        }
+        if !(1..=10_000).contains(&self.audit.flush_ms) || self.audit.flush_records == 0 {
+            anyhow::bail!("audit.flush_ms must be 1..10000 and audit.flush_records at least 1");
         }
         if !self.admin_token.is_empty() && self.admin_token.len() < 16 {
             anyhow::bail!("PORTICO_ADMIN_TOKEN must be at least 16 characters");

@@ -25,6 +25,22 @@ mod history;
 mod import;
 #[path = "api/oauth.rs"]
 mod oauth;
+#[path = "api/oauth_assertions.rs"]
+mod oauth_assertions;
+#[path = "api/oauth_audit.rs"]
+mod oauth_audit;
+#[path = "api/oauth_code.rs"]
+mod oauth_code;
+#[path = "api/oauth_refresh.rs"]
+mod oauth_refresh;
+#[path = "api/oauth_revocation.rs"]
+mod oauth_revocation;
+#[path = "api/oauth_session.rs"]
+mod oauth_session;
+#[path = "api/oauth_throttle.rs"]
+mod oauth_throttle;
+#[path = "api/oauth_tokens.rs"]
+mod oauth_tokens;
 #[path = "api/search.rs"]
 mod search;
 

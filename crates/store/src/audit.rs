@@ -635,5 +635,7 @@ pub fn audit_facts(seq: i64, record: &AuditRecord) -> ResourceFacts {
         category: "administrative".into(),
         labels: Vec::new(),
         category_codes: Vec::new(),
+        date_ms: None,
+        author: None,
     }
 }

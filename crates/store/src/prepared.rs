@@ -29,6 +29,8 @@ pub fn prepare(resource_type: &str, id: &str, body: Value, classifier: &Classifi
             category: class.category,
             labels: class.labels,
             category_codes: category_codes(&body),
+            date_ms: None,
+            author: None,
         },
         body,
         index,

@@ -45,6 +45,8 @@ impl SqlStore {
                 category: row.try_get("category")?,
                 labels: split_words(&row.try_get::<String, _>("labels")?),
                 category_codes: decode_codes(&row.try_get::<String, _>("category_codes")?),
+                date_ms: None,
+                author: None,
             };
             Ok(Some(Sealed::new(facts, v)))
         })

@@ -1,15 +1,30 @@
 //! The server's side of the audit trail: the audit key, the appender that makes records
-//! durable before a response leaves, signed heads (at intervals, at shutdown, and in the
-//! witness file) and retention. The records, the chain and verification live in
-//! `portico-audit`; storage in `portico-store`.
+//! durable, signed heads (at intervals, at shutdown, and in the witness file) and retention.
+//! The records, the chain and verification live in `portico-audit`; storage in
+//! `portico-store`.
 //!
 //! Appends: records of a write go into the write's own database transaction
-//! (`server::fhir::service`); every other record (reads, searches, denials, failures) is
-//! appended here, and the response waits until it is committed. In `batched` mode one task
-//! per process collects the records of concurrent requests and commits them together
-//! (group commit: one fsync for many requests); in `direct` mode each request commits its
-//! own. Both are durable before the response; `batched` is the default because it measured
-//! several times faster under concurrency (see the audit section of `ARCHITECTURE.md`).
+//! (`server::fhir::service`), whatever the mode. Every other record (reads, searches,
+//! history, denials, failures, identity events) is appended here, in one of three modes:
+//!
+//! * `direct`: each request commits its own records, then responds.
+//! * `batched`: one appender task per process commits the records of every waiting request
+//!   in one transaction (group commit), then answers each; the response waits.
+//! * `deferred` (the default): the response path ([`AuditTrail::finish_response`]) hands
+//!   its records to the appender's in-memory queue and responds without waiting; the
+//!   appender commits the queue at most `audit.flush_ms` after a record arrived, or as soon
+//!   as `audit.flush_records` are waiting. The window is bounded: when
+//!   `audit.queue_records` answered records are not yet committed, or the last commit
+//!   failed, requests wait for their own commit again (as in `batched`) and fail closed
+//!   (503) if it fails. Records already answered are never dropped on a failed commit: they
+//!   stay queued and are retried. A clean shutdown commits the queue ([`AuditTrail::flush`])
+//!   before the final signed head. What a crash (kill -9, power loss) can lose is at most
+//!   the records answered in the last `flush_ms` plus one commit, never more than
+//!   `queue_records` — see the audit section of `ARCHITECTURE.md` for the figures that chose
+//!   the default.
+//!
+//! Callers that are not answering an HTTP response (the importer, CLI commands, tests) use
+//! [`AuditTrail::finish`]/[`AuditTrail::append`], which always wait for the commit.
 
 pub mod keyfile;
 pub mod witness;
@@ -17,14 +32,17 @@ pub mod witness;
 use crate::config::AuditConfig;
 use portico_audit::{AuditKey, AuditRecord, Chainer, HeadKind, PublicKey, Scope, SignedHead};
 use portico_store::{Store, StoreError};
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, oneshot};
 
-/// Most records one group commit carries.
+/// Most records one commit carries (a transaction holds the audit head lock, and on SQLite
+/// the one write lock, for as long as it takes).
 const MAX_BATCH_RECORDS: usize = 2_000;
-/// Requests that may wait for the appender at once before senders wait.
-const QUEUE: usize = 8_192;
+/// Pause after a failed commit before the appender retries records it still holds.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// The audit trail could not record: the request must fail closed (503).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -34,10 +52,13 @@ pub struct AuditUnavailable;
 /// How records that are not part of a write are appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendMode {
-    /// One transaction per request.
+    /// One transaction per request; the response waits for it.
     Direct,
-    /// Group commit by one task per process.
+    /// Group commit by one task per process; the response waits for it.
     Batched,
+    /// Responses hand their records to the group-commit task and do not wait (bounded:
+    /// see the module documentation).
+    Deferred,
 }
 
 impl AppendMode {
@@ -45,14 +66,205 @@ impl AppendMode {
         match s {
             "direct" => Some(AppendMode::Direct),
             "batched" => Some(AppendMode::Batched),
+            "deferred" => Some(AppendMode::Deferred),
             _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AppendMode::Direct => "direct",
+            AppendMode::Batched => "batched",
+            AppendMode::Deferred => "deferred",
         }
     }
 }
 
-struct Job {
+/// The bounds of the deferred mode.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    /// Longest a deferred record waits in the queue before a commit starts.
+    flush_after: Duration,
+    /// Commit as soon as this many records wait.
+    flush_records: usize,
+    /// Most records answered but not yet committed; beyond it requests wait again.
+    cap: usize,
+}
+
+/// Records handed over by one request (or a flush barrier: no records, a waiter).
+struct Entry {
     records: Vec<AuditRecord>,
-    done: oneshot::Sender<Result<(), ()>>,
+    /// `None`: the response already left (deferred); `Some`: a caller waits for the commit.
+    done: Option<oneshot::Sender<Result<(), ()>>>,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Queue {
+    entries: VecDeque<Entry>,
+    /// Records in `entries`.
+    queued: usize,
+    /// Entries in `entries` with a waiter (they are committed at once: group commit).
+    waiting: usize,
+    /// Records whose response left before they were committed (queued or being committed):
+    /// what a crash now would lose.
+    exposed: usize,
+    /// The last commit failed: nobody defers until one succeeds.
+    failing: bool,
+}
+
+/// The queue between requests and the appender task (batched and deferred modes).
+struct Appender {
+    queue: Mutex<Queue>,
+    wake: Notify,
+    bounds: Bounds,
+}
+
+impl Appender {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue `records` and wait until they are committed (group commit).
+    async fn commit(&self, records: Vec<AuditRecord>) -> Result<(), AuditUnavailable> {
+        let (done, wait) = oneshot::channel();
+        {
+            let mut q = self.lock();
+            q.queued += records.len();
+            q.waiting += 1;
+            q.entries.push_back(Entry { records, done: Some(done), at: Instant::now() });
+        }
+        self.wake.notify_one();
+        wait.await.map_err(|_| AuditUnavailable)?.map_err(|_| AuditUnavailable)
+    }
+
+    /// Queue `records` without waiting, if the bounds allow; otherwise wait for the commit.
+    async fn defer(&self, records: Vec<AuditRecord>) -> Result<(), AuditUnavailable> {
+        {
+            let mut q = self.lock();
+            let n = records.len();
+            if !q.failing && q.exposed + n <= self.bounds.cap {
+                // The appender learns of the first entry (to time its commit) and of a full
+                // batch; entries in between need no wake-up.
+                let first = q.entries.is_empty();
+                q.queued += n;
+                q.exposed += n;
+                q.entries.push_back(Entry { records, done: None, at: Instant::now() });
+                let wake = first || q.queued >= self.bounds.flush_records;
+                drop(q);
+                if wake {
+                    self.wake.notify_one();
+                }
+                return Ok(());
+            }
+        }
+        self.commit(records).await
+    }
+
+    /// Records answered but not committed yet.
+    fn exposed(&self) -> usize {
+        self.lock().exposed
+    }
+
+    /// Wait until there is a batch to commit, and take it.
+    async fn next_batch(&self) -> Vec<Entry> {
+        loop {
+            let wait = {
+                let mut q = self.lock();
+                match q.entries.front().map(|e| e.at) {
+                    None => None,
+                    Some(oldest) => {
+                        let due = oldest + self.bounds.flush_after;
+                        if q.waiting > 0 || q.queued >= self.bounds.flush_records || Instant::now() >= due {
+                            return take_batch(&mut q);
+                        }
+                        Some(due)
+                    }
+                }
+            };
+            match wait {
+                None => self.wake.notified().await,
+                Some(due) => {
+                    let _ = tokio::time::timeout_at(due.into(), self.wake.notified()).await;
+                }
+            }
+        }
+    }
+
+    /// Commit one batch; answer its waiters. Records whose response already left are kept
+    /// (at the front, in order) when the commit fails, and retried.
+    async fn commit_batch(&self, store: &dyn Store, chainer: &Chainer, batch: Vec<Entry>) -> bool {
+        let n: usize = batch.iter().map(|e| e.records.len()).sum();
+        let mut records = Vec::with_capacity(n);
+        let mut shape = Vec::with_capacity(batch.len());
+        for e in batch {
+            shape.push((e.records.len(), e.done, e.at));
+            records.extend(e.records);
+        }
+        let tried = !records.is_empty();
+        let ok = !tried || store.audit_append(chainer, &records).await.map_err(|e| failed(&e)).is_ok();
+        let mut q = self.lock();
+        if tried {
+            q.failing = !ok;
+        }
+        if ok {
+            let exposed: usize = shape.iter().filter(|(_, d, _)| d.is_none()).map(|(n, _, _)| n).sum();
+            q.exposed -= exposed;
+            drop(q);
+            for (_, done, _) in shape {
+                if let Some(d) = done {
+                    let _ = d.send(Ok(()));
+                }
+            }
+            return true;
+        }
+        // Put the answered records back, in their order, ahead of anything queued since.
+        let mut rest = records.into_iter();
+        let mut keep = Vec::new();
+        for (n, done, at) in shape {
+            let recs: Vec<AuditRecord> = rest.by_ref().take(n).collect();
+            match done {
+                Some(d) => {
+                    let _ = d.send(Err(()));
+                }
+                None => keep.push(Entry { records: recs, done: None, at }),
+            }
+        }
+        for e in keep.into_iter().rev() {
+            q.queued += e.records.len();
+            q.entries.push_front(e);
+        }
+        false
+    }
+}
+
+/// Take entries from the front, up to [`MAX_BATCH_RECORDS`] (at least one entry).
+fn take_batch(q: &mut Queue) -> Vec<Entry> {
+    let mut batch = Vec::new();
+    let mut n = 0;
+    while let Some(e) = q.entries.front() {
+        if !batch.is_empty() && n + e.records.len() > MAX_BATCH_RECORDS {
+            break;
+        }
+        let e = q.entries.pop_front().expect("front exists");
+        n += e.records.len();
+        q.queued -= e.records.len();
+        if e.done.is_some() {
+            q.waiting -= 1;
+        }
+        batch.push(e);
+    }
+    batch
+}
+
+/// The appender task: commit batches as they fall due.
+async fn appender(store: Arc<dyn Store>, chainer: Chainer, queue: Arc<Appender>) {
+    loop {
+        let batch = queue.next_batch().await;
+        if !queue.commit_batch(store.as_ref(), &chainer, batch).await {
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
 }
 
 /// The audit trail of a running server.
@@ -60,25 +272,32 @@ pub struct AuditTrail {
     store: Arc<dyn Store>,
     key: AuditKey,
     chainer: Chainer,
-    queue: Option<mpsc::Sender<Job>>,
+    mode: AppendMode,
+    /// The appender's queue (batched and deferred modes).
+    queue: Option<Arc<Appender>>,
     witness: Option<PathBuf>,
     /// Serialises head signing within the process.
     signing: tokio::sync::Mutex<()>,
 }
 
 impl AuditTrail {
-    /// Start the trail over `store` with `key`; in batched mode this spawns the appender
-    /// task (so it must run inside the runtime).
+    /// Start the trail over `store` with `key`; in batched and deferred mode this spawns the
+    /// appender task (so it must run inside the runtime).
     pub fn start(store: Arc<dyn Store>, key: AuditKey, config: &AuditConfig) -> Arc<AuditTrail> {
         let chainer = Chainer::new(key.mac_key());
-        let mode = AppendMode::parse(&config.append).unwrap_or(AppendMode::Batched);
-        let queue = (mode == AppendMode::Batched).then(|| {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(appender(store.clone(), chainer.clone(), rx));
-            tx
+        let mode = AppendMode::parse(&config.append).unwrap_or(AppendMode::Deferred);
+        let queue = (mode != AppendMode::Direct).then(|| {
+            let bounds = Bounds {
+                flush_after: Duration::from_millis(config.flush_ms.max(1)),
+                flush_records: config.flush_records.max(1),
+                cap: config.queue_records,
+            };
+            let q = Arc::new(Appender { queue: Mutex::new(Queue::default()), wake: Notify::new(), bounds });
+            tokio::spawn(appender(store.clone(), chainer.clone(), q.clone()));
+            q
         });
         let witness = (!config.witness_file.is_empty()).then(|| PathBuf::from(&config.witness_file));
-        Arc::new(AuditTrail { store, key, chainer, queue, witness, signing: tokio::sync::Mutex::new(()) })
+        Arc::new(AuditTrail { store, key, chainer, mode, queue, witness, signing: tokio::sync::Mutex::new(()) })
     }
 
     /// Links records into the chain (handed to the store for in-transaction appends).
@@ -94,6 +313,10 @@ impl AuditTrail {
         &self.key
     }
 
+    pub fn mode(&self) -> AppendMode {
+        self.mode
+    }
+
     /// Make records durable; returns once they are committed.
     pub async fn append(&self, records: Vec<AuditRecord>) -> Result<(), AuditUnavailable> {
         if records.is_empty() {
@@ -101,21 +324,68 @@ impl AuditTrail {
         }
         match &self.queue {
             None => self.store.audit_append(&self.chainer, &records).await.map(|_| ()).map_err(|e| failed(&e)),
-            Some(q) => {
-                let (done, wait) = oneshot::channel();
-                q.send(Job { records, done }).await.map_err(|_| AuditUnavailable)?;
-                wait.await.map_err(|_| AuditUnavailable)?.map_err(|_| AuditUnavailable)
-            }
+            Some(q) => q.commit(records).await,
         }
     }
 
     /// Write every record of a request that is not written yet (the request was answered
-    /// with `status`).
+    /// with `status`), and wait until they are committed.
     pub async fn finish(&self, scope: &Scope, status: u16) -> Result<(), AuditUnavailable> {
         if !scope.has_pending() {
             return Ok(());
         }
         self.append(scope.finish(status, now_ms())).await
+    }
+
+    /// [`AuditTrail::finish`] for a response about to leave: in deferred mode the records
+    /// are queued and this returns at once, unless the queue is over its bound or the
+    /// appender is failing — then it waits for the commit, and an error means the response
+    /// must not be sent (503).
+    pub async fn finish_response(&self, scope: &Scope, status: u16) -> Result<(), AuditUnavailable> {
+        if !scope.has_pending() {
+            return Ok(());
+        }
+        self.append_response(scope.finish(status, now_ms())).await
+    }
+
+    /// Records of a response about to leave (see [`AuditTrail::finish_response`]).
+    pub async fn append_response(&self, records: Vec<AuditRecord>) -> Result<(), AuditUnavailable> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        match (&self.queue, self.mode) {
+            (Some(q), AppendMode::Deferred) => q.defer(records).await,
+            _ => self.append(records).await,
+        }
+    }
+
+    /// Commit every record queued so far (deferred mode; a no-op otherwise). Fails if a
+    /// commit fails; the records stay queued and are retried.
+    pub async fn flush(&self) -> Result<(), AuditUnavailable> {
+        match &self.queue {
+            Some(q) => q.commit(Vec::new()).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Records whose response has left but which are not committed yet.
+    pub fn uncommitted(&self) -> usize {
+        self.queue.as_ref().map_or(0, |q| q.exposed())
+    }
+
+    /// At shutdown: commit the queue, retrying for up to `patience`. Returns how many
+    /// answered records could not be committed (0 when all are durable).
+    pub async fn shutdown_flush(&self, patience: Duration) -> usize {
+        let deadline = Instant::now() + patience;
+        loop {
+            if self.flush().await.is_ok() && self.uncommitted() == 0 {
+                return 0;
+            }
+            if Instant::now() >= deadline {
+                return self.uncommitted();
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
     }
 
     /// Sign the chain's head if it moved since the last signed head, keep it in the
@@ -156,36 +426,6 @@ impl AuditTrail {
 fn failed(e: &StoreError) -> AuditUnavailable {
     tracing::error!(error = %e, "audit append failed; request refused");
     AuditUnavailable
-}
-
-/// The group-commit task: take every waiting request's records, commit them in one
-/// transaction, answer each request.
-async fn appender(store: Arc<dyn Store>, chainer: Chainer, mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        let mut n = jobs[0].records.len();
-        while n < MAX_BATCH_RECORDS {
-            match rx.try_recv() {
-                Ok(j) => {
-                    n += j.records.len();
-                    jobs.push(j);
-                }
-                Err(_) => break,
-            }
-        }
-        let mut records = Vec::with_capacity(n);
-        let mut waiters = Vec::with_capacity(jobs.len());
-        for j in jobs {
-            records.extend(j.records);
-            waiters.push(j.done);
-        }
-        let r = store.audit_append(&chainer, &records).await.map(|_| ()).map_err(|e| {
-            failed(&e);
-        });
-        for w in waiters {
-            let _ = w.send(r);
-        }
-    }
 }
 
 /// Milliseconds since the epoch.

@@ -144,6 +144,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
     let keys = portico_identity::jose::SigningKey::load_or_create(&config.signing_key_path())
         .map_err(|e| anyhow::anyhow!("cannot load or create the OAuth signing key: {e}"))?;
     let identity = crate::identity::Identity::new(identity_store, Arc::new(keys), &config.auth);
+    identity.ensure_builtin_clients().await.map_err(|e| anyhow::anyhow!("cannot set up the built-in clients: {e}"))?;
     Ok(AppState {
         identity,
         limits: crate::server::ratelimit::Limits::new(&config.limits),
@@ -194,7 +195,14 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
     }
     tracing::info!("shutting down");
-    // Every answered request's records are committed; sign where the chain ends.
+    // Commit the records of answered requests still queued (deferred mode), then sign where
+    // the chain ends.
+    match state.audit.shutdown_flush(std::time::Duration::from_secs(10)).await {
+        0 => {}
+        lost => {
+            tracing::error!(records = lost, "audit records of answered requests could not be committed at shutdown")
+        }
+    }
     match state.audit.sign_head().await {
         Ok(Some(h)) => tracing::info!(seq = h.seq, "audit head signed"),
         Ok(None) => {}

@@ -196,6 +196,10 @@ impl Identity {
     }
 }
 
+/// Characters escaped in a query value: everything but RFC 3986's unreserved set.
+const QUERY_VALUE: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 /// `redirect_uri` with query parameters appended (keeping any query it already has).
 pub fn redirect_with(redirect_uri: &str, params: &[(&str, Option<&str>)]) -> String {
     let mut url = redirect_uri.to_string();
@@ -205,7 +209,7 @@ pub fn redirect_with(redirect_uri: &str, params: &[(&str, Option<&str>)]) -> Str
             url.push(sep);
             url.push_str(k);
             url.push('=');
-            url.push_str(&percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string());
+            url.push_str(&percent_encoding::utf8_percent_encode(v, QUERY_VALUE).to_string());
             sep = '&';
         }
     }

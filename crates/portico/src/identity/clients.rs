@@ -61,6 +61,32 @@ fn client_id_ok(id: &str) -> bool {
 }
 
 impl Identity {
+    /// Make sure the built-in clients exist: the portal's own pages and the operator CLI.
+    /// Their grants hang off them like any app's (so removing or disabling them would end
+    /// those grants too); their auth method `internal` never authenticates at the token
+    /// endpoint.
+    pub async fn ensure_builtin_clients(&self) -> Result<(), AuthError> {
+        for (id, name) in [(super::PORTAL_CLIENT, "portico portal"), (super::CLI_CLIENT, "portico operator CLI")] {
+            if self.store.client_get(id).await?.is_none() {
+                self.store
+                    .client_put(&ClientRow {
+                        client_id: id.to_string(),
+                        name: name.to_string(),
+                        auth_method: "internal".into(),
+                        secret_hash: None,
+                        redirect_uris: Vec::new(),
+                        scopes: String::new(),
+                        jwks: None,
+                        jwks_url: None,
+                        disabled: false,
+                        created_ms: now_ms(),
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Register a client; returns it and, for `ClientAuth::Secret`, the secret (shown once).
     pub async fn register_client(&self, new: NewClient) -> Result<(ClientRow, Option<String>), AuthError> {
         let client_id = new.client_id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
@@ -87,7 +113,7 @@ impl Identity {
             }
             ClientAuth::JwksUrl(url) => {
                 let https = url.starts_with("https://");
-                if !https && !(self.cfg.allow_private_jwks_urls && url.starts_with("http://")) {
+                if !(https || self.cfg.allow_private_jwks_urls && url.starts_with("http://")) {
                     return Err(AuthError::InvalidRequest("jwks_url must be an https URL.".into()));
                 }
                 ("private_key_jwt", None, None, Some(url))
@@ -157,7 +183,9 @@ impl Identity {
                     .map_err(|_| bad())?;
                 let fresh = self.store.jti_claim(&client.client_id, &a.jti, a.exp * 1000, now_ms()).await?;
                 if !fresh {
-                    return Err(AuthError::InvalidClient("This client assertion was already used.".into()));
+                    // A replay is answered like every other bad assertion: no hint which check failed.
+                    tracing::warn!(client = %client.client_id, "client assertion replayed (jti already used)");
+                    return Err(bad());
                 }
             }
             _ => return Err(bad()),

@@ -58,10 +58,19 @@ impl Identity {
         let _ = tokio::task::spawn_blocking(move || hasher.dummy_verify(&password)).await;
     }
 
-    /// Check a TOTP code against the user's enrolled secret.
+    /// Check a TOTP code against the user's enrolled secret. A code is accepted once: the
+    /// same code for the same user is refused for as long as it could still verify (the
+    /// ±1 step window, 90 s). The memory of used codes is per server process.
     pub fn check_totp(&self, user: &UserRow, code: &str) -> bool {
-        let secs = u64::try_from(now_ms() / 1000).unwrap_or(0);
-        user.totp_secret.as_deref().is_some_and(|s| portico_identity::totp::verify(s, code.trim(), secs))
+        let now = now_ms();
+        let secs = u64::try_from(now / 1000).unwrap_or(0);
+        let code = code.trim();
+        if !user.totp_secret.as_deref().is_some_and(|s| portico_identity::totp::verify(s, code, secs)) {
+            return false;
+        }
+        let mut used = self.used_totp.lock().unwrap_or_else(|p| p.into_inner());
+        used.retain(|_, expires| *expires > now);
+        used.insert(format!("{}:{code}", user.id), now + 90_000).is_none()
     }
 
     /// The step-up freshness window in milliseconds.

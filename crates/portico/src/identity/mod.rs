@@ -31,6 +31,9 @@ pub struct Identity {
     /// Signs id_tokens.
     pub keys: Arc<SigningKey>,
     pub cfg: Arc<AuthConfig>,
+    /// TOTP codes already used (`user:code` → when the memory may be dropped), so a code
+    /// cannot be replayed within its validity window.
+    used_totp: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
 
 impl Identity {
@@ -40,6 +43,7 @@ impl Identity {
             hasher: Hasher::new(cfg.argon2_memory_kib, cfg.argon2_iterations),
             keys,
             cfg: Arc::new(cfg.clone()),
+            used_totp: Arc::default(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! From a grant or session (and its user) to the gate's principal and request context.
 
-use super::{CLI_CLIENT, PORTAL_CLIENT};
+use super::PORTAL_CLIENT;
 use portico_policy::{Principal, RequestContext, ScopeSet};
 use portico_store::identity::{GrantRow, UserRow};
 
@@ -24,13 +24,14 @@ pub fn principal_of_user(user: &UserRow) -> Principal {
     }
 }
 
-/// The principal behind a grant: its user; a backend service (no user, no patient); or, for
-/// an operator-issued patient token (`portico token issue --patient`), that patient.
+/// The principal behind a grant: its user; for an operator-issued patient token
+/// (`portico token issue --patient`, the only way a grant gets a patient without a user),
+/// that patient; otherwise a backend service (`client_credentials` grants have neither).
 pub fn principal_of_grant(grant: &GrantRow, user: Option<&UserRow>) -> Principal {
     match (user, &grant.patient) {
         (Some(u), _) => principal_of_user(u),
-        (None, Some(p)) if grant.client_id == CLI_CLIENT => Principal::Patient { patient: p.clone() },
-        (None, _) => Principal::System { client: grant.client_id.clone() },
+        (None, Some(p)) => Principal::Patient { patient: p.clone() },
+        (None, None) => Principal::System { client: grant.client_id.clone() },
     }
 }
 

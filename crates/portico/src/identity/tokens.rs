@@ -198,6 +198,15 @@ impl Identity {
         Ok((resp, grant))
     }
 
+    /// The client of a refresh token when that client is public (so a refresh may omit
+    /// `client_id`); None otherwise.
+    pub async fn public_client_of_refresh(&self, refresh_token: Option<&str>) -> Result<Option<String>, AuthError> {
+        let Some(token) = refresh_token else { return Ok(None) };
+        let Some((grant, _, _)) = self.store.refresh_grant(&secret::digest(token)).await? else { return Ok(None) };
+        let client = self.store.client_get(&grant.client_id).await?;
+        Ok(client.filter(|c| c.auth_method == "none").map(|c| c.client_id))
+    }
+
     /// `grant_type=client_credentials` (SMART Backend Services): `system/` scopes only,
     /// within the client's registration; no refresh token.
     pub async fn client_credentials(
@@ -254,10 +263,10 @@ impl Identity {
         let now = now_ms();
         let patient = patient
             .or_else(|| user.filter(|u| u.role == "patient").and_then(|u| u.links.first().map(|l| l.patient.clone())));
-        if let (Some(u), Some(p)) = (user, &patient) {
-            if !u.links.iter().any(|l| &l.patient == p) {
-                return Err(AuthError::InvalidRequest(format!("User {} is not linked to patient {p}.", u.username)));
-            }
+        if let (Some(u), Some(p)) = (user, &patient)
+            && !u.links.iter().any(|l| &l.patient == p)
+        {
+            return Err(AuthError::InvalidRequest(format!("User {} is not linked to patient {p}.", u.username)));
         }
         let grant = GrantRow {
             id: uuid::Uuid::new_v4().to_string(),
@@ -288,10 +297,10 @@ impl Identity {
             }
             return Ok(());
         }
-        if let Some(auth) = self.store.access_lookup(&hash, now_ms()).await? {
-            if auth.grant.client_id == client.client_id {
-                self.store.access_delete(&hash).await?;
-            }
+        if let Some(auth) = self.store.access_lookup(&hash, now_ms()).await?
+            && auth.grant.client_id == client.client_id
+        {
+            self.store.access_delete(&hash).await?;
         }
         Ok(())
     }

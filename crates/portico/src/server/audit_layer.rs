@@ -1,7 +1,8 @@
 //! The audit layer: every request gets an audit scope (its id, where it came from); the gate
 //! writes each decision into it; before the response leaves, every record not already
-//! written with a write's own transaction is made durable. If that fails the client gets a
-//! 503 instead of the response — nothing is disclosed that could not be recorded.
+//! written with a write's own transaction is handed to the audit trail — committed first
+//! (`direct`, `batched`), or queued within the bounds of the `deferred` mode (see
+//! `crate::audit`). If it cannot be recorded the client gets a 503 instead of the response.
 
 use super::AppState;
 use super::error::ApiError;
@@ -22,7 +23,9 @@ pub async fn audit_layer(State(state): State<AppState>, mut req: Request, next: 
     scope.set_origin(source, None);
     req.extensions_mut().insert(scope.clone());
     let mut resp = next.run(req).await;
-    if state.audit.finish(&scope, resp.status().as_u16()).await.is_err() {
+    // Deferred mode: queued without waiting while the appender keeps up (bounded);
+    // otherwise the response waits for the commit.
+    if state.audit.finish_response(&scope, resp.status().as_u16()).await.is_err() {
         resp = ApiError::unavailable().into_response();
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {

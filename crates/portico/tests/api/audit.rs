@@ -12,7 +12,7 @@ use portico_store::{ScanItem, SqlStore, Store, StoreConfig, WriteAudit};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// Every record in the log, in order.
+/// Every record in the log, in order (what is committed: see [`flushed`]).
 async fn records(store: &dyn Store) -> Vec<(i64, AuditRecord)> {
     let mut out = Vec::new();
     let mut on = |item: ScanItem| {
@@ -40,10 +40,17 @@ async fn raw_rows(store: &dyn Store) -> Vec<portico_audit::StoredRow> {
     out
 }
 
+/// Every record of the app's log once the records queued so far (deferred mode) are
+/// committed.
+async fn flushed(app: &TestApp) -> Vec<(i64, AuditRecord)> {
+    app.state.audit.flush().await.expect("flush the audit queue");
+    records(app.state.store.as_ref()).await
+}
+
 /// The records one request left, by its `X-Request-Id`.
 async fn records_of(app: &TestApp, r: &Resp) -> Vec<AuditRecord> {
     let rid = r.header("x-request-id").expect("x-request-id").to_string();
-    records(app.state.store.as_ref()).await.into_iter().map(|(_, r)| r).filter(|r| r.request_id == rid).collect()
+    flushed(app).await.into_iter().map(|(_, r)| r).filter(|r| r.request_id == rid).collect()
 }
 
 fn trust(app: &TestApp) -> Trust {
@@ -94,9 +101,42 @@ fn observation(patient: &str) -> Value {
     })
 }
 
+/// The app of every backend in one append mode.
+async fn apps_in_mode(mode: &'static str) -> Vec<TestApp> {
+    let mut v = Vec::new();
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if let Some(app) = TestApp::with_config(backend, |c| c.audit.append = mode.into()).await {
+            assert_eq!(app.state.audit.mode().name(), mode);
+            v.push(app);
+        }
+    }
+    v
+}
+
 #[tokio::test]
 async fn every_interaction_leaves_exactly_one_record() {
     for app in TestApp::all().await {
+        completeness(app).await;
+    }
+}
+
+/// Completeness holds when reads' records are committed after their response.
+#[tokio::test]
+async fn every_interaction_leaves_exactly_one_record_in_deferred_mode() {
+    for app in apps_in_mode("deferred").await {
+        completeness(app).await;
+    }
+}
+
+#[tokio::test]
+async fn every_interaction_leaves_exactly_one_record_in_direct_mode() {
+    for app in apps_in_mode("direct").await {
+        completeness(app).await;
+    }
+}
+
+async fn completeness(app: TestApp) {
+    {
         let b = app.backend;
         // Create, read, vread, update, patch.
         let r = app.post("/fhir/Patient", json!({"resourceType": "Patient", "name": [{"family": "Audit"}]})).await;
@@ -269,7 +309,8 @@ async fn every_interaction_leaves_exactly_one_record() {
         let meta = app.get("/fhir/metadata").await;
         assert!(records_of(&app, &meta).await.is_empty());
         let report = verify(&app, None).await.expect("the log verifies");
-        assert_eq!(report.records as usize, records(app.state.store.as_ref()).await.len());
+        assert_eq!(report.records as usize, flushed(&app).await.len());
+        assert_eq!(app.state.audit.uncommitted(), 0);
     }
 }
 
@@ -730,4 +771,234 @@ async fn the_verify_command_names_the_first_bad_record() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(out.contains("first bad record: #3"), "{out}");
     std::fs::remove_dir_all(&witness_dir).ok();
+}
+
+/// The deferred mode: the response does not wait for its record, which is committed within
+/// the flush interval.
+#[tokio::test]
+async fn deferred_records_are_durable_after_the_flush_interval() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = TestApp::with_config(backend, |c| {
+            c.audit.append = "deferred".into();
+            c.audit.flush_ms = 400;
+        })
+        .await
+        else {
+            continue;
+        };
+        let pid = app.create(json!({"resourceType": "Patient"})).await;
+        let before = records(app.state.store.as_ref()).await.len();
+        assert_eq!(before, 1, "{backend:?}: the create's record committed with the write");
+        let started = std::time::Instant::now();
+        let read = app.get(&format!("/fhir/Patient/{pid}")).await;
+        assert_eq!(read.status, StatusCode::OK);
+        let rid = read.header("x-request-id").unwrap().to_string();
+        // Answered before its record is committed (the interval has not passed).
+        if started.elapsed() < std::time::Duration::from_millis(300) {
+            assert_eq!(app.state.audit.uncommitted(), 1, "{backend:?}");
+            assert_eq!(records(app.state.store.as_ref()).await.len(), before, "{backend:?}: not committed yet");
+        }
+        // … and committed once the interval has passed, without anyone flushing.
+        let deadline = started + std::time::Duration::from_secs(10);
+        loop {
+            let recs = records(app.state.store.as_ref()).await;
+            if recs.iter().any(|(_, r)| r.request_id == rid) {
+                assert!(
+                    started.elapsed() >= std::time::Duration::from_millis(400),
+                    "{backend:?}: not before the interval"
+                );
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{backend:?}: the deferred record was never committed");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(app.state.audit.uncommitted(), 0);
+        assert_eq!(verify(&app, None).await.expect("verifies").records, 2);
+    }
+}
+
+/// At most `queue_records` answered records wait uncommitted: beyond that a response waits
+/// for the commit (of everything queued before it, too).
+#[tokio::test]
+async fn the_deferred_queue_is_bounded() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = TestApp::with_config(backend, |c| {
+            c.audit.append = "deferred".into();
+            c.audit.flush_ms = 10_000;
+            c.audit.queue_records = 3;
+        })
+        .await
+        else {
+            continue;
+        };
+        let pid = app.create(json!({"resourceType": "Patient"})).await;
+        for i in 1..=3 {
+            assert_eq!(app.get(&format!("/fhir/Patient/{pid}")).await.status, StatusCode::OK);
+            assert_eq!(app.state.audit.uncommitted(), i, "{backend:?}");
+        }
+        assert_eq!(records(app.state.store.as_ref()).await.len(), 1, "{backend:?}: three reads queued");
+        // The fourth would exceed the bound: it waits, and its commit carries the queue.
+        assert_eq!(app.get(&format!("/fhir/Patient/{pid}")).await.status, StatusCode::OK);
+        assert_eq!(app.state.audit.uncommitted(), 0, "{backend:?}");
+        let recs = records(app.state.store.as_ref()).await;
+        assert_eq!(recs.len(), 5, "{backend:?}");
+        assert!(recs[1..].iter().all(|(_, r)| r.interaction == Interaction::Read));
+        assert!(verify(&app, None).await.is_ok());
+    }
+}
+
+/// When commits fail, the deferred mode stops deferring: requests wait and fail closed.
+/// Records already answered are kept and committed once the store recovers.
+#[tokio::test]
+async fn a_failing_appender_makes_deferred_requests_fail_closed() {
+    for app in apps_in_mode("deferred").await {
+        let b = app.backend;
+        let pid = app.create(json!({"resourceType": "Patient"})).await;
+        exec(&app, "UPDATE audit_head SET hash = 'broken' WHERE id = 1").await;
+        // Queued within the bound while the appender has not failed yet …
+        let answered = app.get(&format!("/fhir/Patient/{pid}")).await;
+        assert_eq!(answered.status, StatusCode::OK, "{b:?}");
+        let answered_id = answered.header("x-request-id").unwrap().to_string();
+        // … its commit fails (flush waits for it) …
+        assert!(app.state.audit.flush().await.is_err(), "{b:?}: the commit must fail");
+        assert_eq!(app.state.audit.uncommitted(), 1, "{b:?}: the answered record is kept");
+        // … and from then on nothing is disclosed that cannot be recorded.
+        for _ in 0..3 {
+            let read = app.get(&format!("/fhir/Patient/{pid}")).await;
+            assert_eq!(read.status, StatusCode::SERVICE_UNAVAILABLE, "{b:?}: {}", read.text);
+            assert!(!read.text.contains(&pid));
+            assert_eq!(read.header("retry-after"), Some("1"));
+        }
+        let search = app.get("/fhir/Patient").await;
+        assert_eq!(search.status, StatusCode::SERVICE_UNAVAILABLE, "{b:?}");
+        let write = app.post("/fhir/Patient", json!({"resourceType": "Patient"})).await;
+        assert_eq!(write.status, StatusCode::SERVICE_UNAVAILABLE, "{b:?}");
+        // Recovery: the kept record is committed, requests are answered (and deferred) again.
+        exec(&app, "UPDATE audit_head SET hash = (SELECT hash FROM audit_log WHERE seq = audit_head.seq) WHERE id = 1")
+            .await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while app.state.audit.flush().await.is_err() || app.state.audit.uncommitted() > 0 {
+            assert!(std::time::Instant::now() < deadline, "{b:?}: the kept record was never committed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let recs = flushed(&app).await;
+        assert_eq!(
+            recs.iter().filter(|(_, r)| r.request_id == answered_id).count(),
+            1,
+            "{b:?}: the answered read's record survived the failed commits"
+        );
+        assert_eq!(app.get(&format!("/fhir/Patient/{pid}")).await.status, StatusCode::OK);
+        let all = flushed(&app).await.len();
+        let report = verify(&app, None).await.expect("verifies");
+        assert_eq!(report.records as usize, all);
+        // Refused requests left no record: the create, the kept read, the last read.
+        assert_eq!(report.records, 3, "{b:?}");
+    }
+}
+
+/// `portico serve` in deferred mode, stopped with SIGTERM, commits its queue before the
+/// final signed head: `portico audit verify` counts every answered request's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_flushes_the_deferred_queue() {
+    shutdown_round(None).await;
+    if let Some(url) = postgres_url() {
+        shutdown_round(Some(fresh_pg_schema(&url).await)).await;
+    }
+}
+
+/// `portico audit verify` over a data dir (and database): the records it verified, and the
+/// signed heads it matched.
+fn verify_command(data_dir: &std::path::Path, database_url: Option<&str>) -> (u64, u64) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portico"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PORTICO_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(["audit", "verify", "--quiet"]).env("PORTICO_DATA_DIR", data_dir).env("RUST_LOG", "error");
+    if let Some(url) = database_url {
+        cmd.env("PORTICO_DATABASE_URL", url);
+    }
+    let out = cmd.output().expect("run portico audit verify");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "audit verify failed:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+    let number_after = |prefix: &str| -> u64 {
+        let rest = &text[text.find(prefix).unwrap_or_else(|| panic!("no '{prefix}' in {text}")) + prefix.len()..];
+        rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().expect("a number")
+    };
+    let records = if text.contains("audit log verified: 0 records") { 0 } else { number_after("audit log verified: ") };
+    (records, number_after("signed heads matched: "))
+}
+
+async fn shutdown_round(database_url: Option<String>) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = std::env::temp_dir().join(format!("portico-audit-shutdown-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_portico"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PORTICO_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.arg("serve")
+        .env("PORTICO_LISTEN", "127.0.0.1:0")
+        .env("PORTICO_DATA_DIR", &dir)
+        .env("PORTICO_ADMIN_TOKEN", TOKEN)
+        .env("PORTICO_AUDIT_APPEND", "deferred")
+        // Nothing is committed by time or count while the test runs: only the shutdown can.
+        .env("PORTICO_AUDIT_FLUSH_MS", "10000")
+        .env("PORTICO_AUDIT_HEAD_INTERVAL_SECS", "0")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(url) = &database_url {
+        cmd.env("PORTICO_DATABASE_URL", url);
+    }
+    let mut child = cmd.spawn().expect("spawn portico");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(a) = line.strip_prefix("portico listening on http://") {
+                return a.trim().to_string();
+            }
+        }
+        panic!("the server exited before listening")
+    })
+    .await
+    .expect("the server did not start within 60 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}/fhir");
+    let created = http
+        .post(format!("{base}/Patient"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/fhir+json")
+        .body(json!({"resourceType": "Patient"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let pid = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    const READS: u64 = 25;
+    for _ in 0..READS {
+        let r = http.get(format!("{base}/Patient/{pid}")).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let label = if database_url.is_some() { "postgres" } else { "sqlite" };
+    // The reads were answered; their records wait in the server's queue.
+    assert_eq!(verify_command(&dir, database_url.as_deref()).0, 1, "{label}: only the create is committed yet");
+    let pid_num = child.id().expect("pid");
+    let st = std::process::Command::new("kill").args(["-TERM", &pid_num.to_string()]).status().unwrap();
+    assert!(st.success());
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .expect("the server did not stop within 30 s of SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "{label}: exit after SIGTERM: {exit:?}");
+    let (records, heads) = verify_command(&dir, database_url.as_deref());
+    assert_eq!(records, 1 + READS, "{label}: every answered read's record was committed at shutdown");
+    assert!(heads >= 1, "{label}: the final head was signed after the flush");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -93,7 +93,12 @@ async fn forged_stale_misdirected_and_replayed_assertions_get_one_identical_401(
             ),
             (
                 "RS256 with the registered key",
-                compact_jws(&json!({"alg": "RS256", "kid": "rsa-1"}), &c(), rsa.rs256.as_ref().unwrap(), Algorithm::RS256),
+                compact_jws(
+                    &json!({"alg": "RS256", "kid": "rsa-1"}),
+                    &c(),
+                    rsa.rs256.as_ref().unwrap(),
+                    Algorithm::RS256,
+                ),
             ),
             ("an unknown kid", compact_jws(&json!({"alg": "RS384", "kid": "rsa-2"}), &c(), &rsa.enc, Algorithm::RS384)),
             ("no kid", compact_jws(&json!({"alg": "RS384"}), &c(), &rsa.enc, Algorithm::RS384)),
@@ -135,10 +140,7 @@ async fn forged_stale_misdirected_and_replayed_assertions_get_one_identical_401(
                 cl.as_object_mut().unwrap().remove("exp");
                 rsa.sign(&cl)
             }),
-            (
-                "a wrong aud",
-                rsa.sign(&claims_with("svc-rs", &[("aud", json!("https://other.example/oauth2/token"))])),
-            ),
+            ("a wrong aud", rsa.sign(&claims_with("svc-rs", &[("aud", json!("https://other.example/oauth2/token"))]))),
             ("the FHIR base as aud", rsa.sign(&claims_with("svc-rs", &[("aud", json!(FHIR_BASE))]))),
             ("a sub that is not the client", rsa.sign(&claims_with("svc-rs", &[("sub", json!("svc-ec"))]))),
             ("no jti", {
@@ -177,7 +179,8 @@ async fn forged_stale_misdirected_and_replayed_assertions_get_one_identical_401(
 async fn a_public_client_cannot_use_client_credentials() {
     for app in TestApp::all().await {
         app.public_client("spa", "system/*.rs patient/*.rs launch/patient").await;
-        let r = app.token(&[("grant_type", "client_credentials"), ("client_id", "spa"), ("scope", "system/*.rs")]).await;
+        let r =
+            app.token(&[("grant_type", "client_credentials"), ("client_id", "spa"), ("scope", "system/*.rs")]).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}: {}", app.backend, r.text);
         assert_eq!(r.json["error"], "unauthorized_client", "{}", r.text);
         assert!(r.json.get("access_token").is_none());

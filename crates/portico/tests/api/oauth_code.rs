@@ -95,13 +95,16 @@ fn error_redirect(r: &Resp, what: &str) -> String {
     query_param(loc, "error").unwrap_or_default()
 }
 
+/// Parameters of an authorization request to change, add or leave out.
+type Changes<'a> = Vec<(&'a str, Option<&'a str>)>;
+
 #[tokio::test]
 async fn pkce_s256_is_required_at_the_authorization_endpoint() {
     for app in TestApp::all().await {
         alice_and_diary(&app).await;
         let (verifier, challenge) = pkce();
         let stars = "*".repeat(43);
-        let cases: [(&str, Vec<(&str, Option<&str>)>); 6] = [
+        let cases: [(&str, Changes); 6] = [
             ("no code_challenge", vec![("code_challenge", None)]),
             ("no code_challenge nor method", vec![("code_challenge", None), ("code_challenge_method", None)]),
             ("no method", vec![("code_challenge_method", None)]),
@@ -174,7 +177,8 @@ async fn unregistered_or_near_miss_redirect_uris_get_an_error_page_never_a_redir
             "https://evil.example/callback",
         ];
         for uri in near_misses {
-            let url = app.authorize_url_with("diary", LAUNCH_SCOPES, &challenge, "st-1", &[("redirect_uri", Some(uri))]);
+            let url =
+                app.authorize_url_with("diary", LAUNCH_SCOPES, &challenge, "st-1", &[("redirect_uri", Some(uri))]);
             let r = Browser::default().get(&app, &url).await;
             assert_error_page(&r, uri);
         }
@@ -215,6 +219,55 @@ async fn an_aud_other_than_this_fhir_base_is_an_error_redirect() {
             let url = app.authorize_url_with("diary", LAUNCH_SCOPES, &challenge, "st-1", &[("aud", aud)]);
             let r = Browser::default().get(&app, &url).await;
             assert_eq!(error_redirect(&r, &format!("aud {aud:?}")), "invalid_request", "{:?}", app.backend);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_exchanges_of_one_code_leave_no_live_token() {
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use tower::ServiceExt;
+    const N: usize = 5;
+    for app in TestApp::all().await {
+        alice_and_diary(&app).await;
+        let (code, verifier) = code(&app).await;
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(N));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..N {
+            let (router, barrier) = (app.router.clone(), barrier.clone());
+            let body = form_body(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+                ("client_id", "diary"),
+                ("code_verifier", &verifier),
+            ]);
+            set.spawn(async move {
+                let req = Request::builder()
+                    .method(Method::POST)
+                    .uri("/oauth2/token")
+                    .header("host", "localhost")
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(Body::from(body))
+                    .unwrap();
+                barrier.wait().await;
+                let resp = router.oneshot(req).await.unwrap();
+                let status = resp.status();
+                let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+                (status, serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default())
+            });
+        }
+        let results = set.join_all().await;
+        // The first redemption wins; every other is a replay, which revokes the grant — possibly
+        // before the winner has read it, so the winner may be refused too.
+        let winners: Vec<_> = results.iter().filter(|(s, _)| *s == StatusCode::OK).collect();
+        assert!(winners.len() <= 1, "{:?}: at most one exchange: {results:?}", app.backend);
+        for (s, j) in results.iter().filter(|(s, _)| *s != StatusCode::OK) {
+            assert_eq!((*s, j["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{j}");
+        }
+        for (_, w) in winners {
+            assert!(!works(&app, &access(w)).await, "{:?}: a token from a replayed code must not work", app.backend);
         }
     }
 }

@@ -77,8 +77,7 @@ async fn concurrent_refreshes_with_one_token_rotate_exactly_once() {
         for _ in 0..N {
             let router = app.router.clone();
             let barrier = barrier.clone();
-            let body =
-                form_body(&[("grant_type", "refresh_token"), ("refresh_token", &r0), ("client_id", "diary")]);
+            let body = form_body(&[("grant_type", "refresh_token"), ("refresh_token", &r0), ("client_id", "diary")]);
             set.spawn(async move {
                 let req = Request::builder()
                     .method(Method::POST)
@@ -144,7 +143,10 @@ async fn a_refresh_asking_for_less_is_accepted_and_never_widens_the_grant() {
         alice_and_diary(&app).await;
         let t0 = app.launch("diary", LAUNCH_SCOPES, "alice").await;
         let granted = ScopeSet::parse(t0["scope"].as_str().unwrap()).unwrap();
-        let t1 = ok(&app.refresh("diary", &refresh_of(&t0), Some("patient/Observation.rs offline_access")).await, "narrower");
+        let t1 = ok(
+            &app.refresh("diary", &refresh_of(&t0), Some("patient/Observation.rs offline_access")).await,
+            "narrower",
+        );
         let answered = ScopeSet::parse(t1["scope"].as_str().unwrap()).unwrap();
         assert!(answered.is_subset_of(&granted), "{} is wider than {}", t1["scope"], t0["scope"]);
         // The response tells the truth about the token it hands out.

@@ -86,3 +86,24 @@ async fn introspection_reports_a_revoked_token_inactive() {
         assert_eq!(app.introspect(Some("diary"), &token).await.json, json!({"active": false}));
     }
 }
+
+#[tokio::test]
+async fn an_expired_access_token_gets_the_same_401() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = TestApp::with_config(backend, |c| c.auth.access_token_secs = 1).await else { continue };
+        alice_and_diary(&app).await;
+        let t = app.launch("diary", LAUNCH_SCOPES, "alice").await;
+        assert_eq!(t["expires_in"], 1);
+        let token = access(&t);
+        let unknown = app.get_as(&portico_identity::secret::random_token(), "/fhir/Patient/pa").await;
+        tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+        let r = app.get_as(&token, "/fhir/Patient/pa").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{backend:?}: {}", r.text);
+        assert!(r.header("www-authenticate").unwrap_or("").contains("error=\"invalid_token\""));
+        assert_eq!(r.text, unknown.text, "expiry is not told apart from an unknown token");
+        // The refresh token outlives it and brings a working one.
+        let fresh = app.refresh("diary", &refresh_of(&t), None).await;
+        assert_eq!(fresh.status, StatusCode::OK, "{}", fresh.text);
+        assert!(works(&app, &access(&fresh.json)).await);
+    }
+}

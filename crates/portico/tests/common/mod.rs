@@ -123,6 +123,9 @@ impl TestApp {
         config.auth.argon2_iterations = 1;
         config.auth.signing_key_file =
             std::env::temp_dir().join("portico-test-oauth-signing-key.pem").display().to_string();
+        // Tests read the audit log right after a request: records are committed before the
+        // response (the deferred mode has its own tests in api/audit.rs).
+        config.audit.append = "batched".into();
         tweak(&mut config);
         let state = portico::cli::open(&config).await.expect("open store");
         let router = server::router(state.clone());

@@ -6,11 +6,12 @@
 //! `resources.category_codes` and `resource_versions.category_codes` hold the codings of
 //! [`portico_policy::ResourceFacts::category_codes`] (`system|code`): `''` when there are
 //! none, otherwise every coding followed by a newline, the list preceded by one
-//! (`"\na|b\nc|d\n"`). Inside a coding, `%` and newline are written `%25` and `%0A` (FHIR
-//! `code` allows single internal whitespace, newline included), and so is every `|` after
-//! the first, which is written `%7C`: the form is lossless, a newline always separates
-//! codings, and each coding holds exactly one raw `|` — the one between system and code,
-//! where `portico_policy::scopes::category_matches` splits it too.
+//! (`"\na|b\nc|d\n"`). Inside a coding, `%`, newline (FHIR `code` allows single internal
+//! whitespace, newline included) and every `|` after the first are written `%25`, `%0A` and
+//! `%7C`: the form is lossless, a newline always separates codings, and each coding holds
+//! exactly one raw `|` — the one between system and code, where
+//! `portico_policy::scopes::category_matches` splits it too. (The comment in migration 0003
+//! predates the `%7C` rule; it is left as applied, since migrations are checksummed.)
 //!
 //! Matching is a substring test on that text, the same predicate as
 //! `portico_policy::TypeLimit::admits`:

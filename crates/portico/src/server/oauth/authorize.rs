@@ -109,6 +109,11 @@ pub async fn post_login(
     let password = form.get("password").map(String::as_str).unwrap_or("");
     match state.identity.login(username, password).await {
         Ok(user) => {
+            // The browser gives up the session it had (if any) for the new one: end it, so
+            // no copy of the old cookie outlives the sign-in that replaced it.
+            if let Some(old) = session::cookie(&headers, session::session_cookie(&state.config)) {
+                let _ = state.identity.store.session_revoke(&secret::digest(old)).await;
+            }
             let (value, _row) = match session::start(&state, &user, &session::user_agent(&headers)).await {
                 Ok(s) => s,
                 Err(_) => {

@@ -55,7 +55,13 @@ pub async fn post_token(
     let token_endpoint = format!("{origin}/oauth2/token");
     let grant_type = form.get("grant_type").cloned().unwrap_or_default();
     let interaction = if grant_type == "refresh_token" { Interaction::TokenRefresh } else { Interaction::TokenIssue };
-    let creds = credentials_from(&form, basic_credentials(&headers));
+    let mut creds = credentials_from(&form, basic_credentials(&headers));
+    if creds.client_id.is_none() && creds.assertion.is_none() && grant_type == "refresh_token" {
+        // SMART's refresh request need not name a public client: the refresh token does.
+        // Only a public client is found this way; a confidential one must still authenticate.
+        creds.client_id =
+            state.identity.public_client_of_refresh(form.get("refresh_token").map(String::as_str)).await?;
+    }
     let client = match state.identity.authenticate_client(&creds, &token_endpoint).await {
         Ok(c) => c,
         Err(e) => {
@@ -73,7 +79,10 @@ pub async fn post_token(
     let need = |k: &str| form.get(k).cloned().ok_or_else(|| AuthError::InvalidRequest(format!("{k} is required")));
     let result = match grant_type.as_str() {
         "authorization_code" => {
-            let (code, redirect, verifier) = (need("code")?, need("redirect_uri")?, need("code_verifier")?);
+            // A missing verifier is a failed PKCE check like a wrong one (invalid_grant, the
+            // code spent), not a malformed request the code survives.
+            let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+            let (code, redirect) = (need("code")?, need("redirect_uri")?);
             state.identity.exchange_code(&client, &code, &redirect, &verifier, &issuer).await
         }
         "refresh_token" => {
