@@ -94,7 +94,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             open(&config).await?;
-            println!("database schema is up to date");
+            // Versions stored before migration 0003 carry no category codings until this
+            // fills them in (category-narrowed SMART scopes do not reach them until then).
+            let store = SqlStore::open(&StoreConfig {
+                url: config.effective_database_url(),
+                max_connections: 2,
+                sqlite_synchronous: config.sqlite_synchronous.clone(),
+                migrate: false,
+            })
+            .await?;
+            let filled = store.backfill_category_codes().await?;
+            println!("database schema is up to date ({filled} stored versions given their category codings)");
             Ok(())
         }
         Command::Audit { command } => audit::run(config, command).await,
