@@ -636,6 +636,71 @@ pub(crate) mod tests {
         assert!(decode("{}").is_err());
     }
 
+    /// What `verify` reads of a record must be what a reader decodes from it.
+    fn agrees(text: &str) -> Result<(), String> {
+        let (seq, r) = decode(text).map_err(|e| format!("decode: {e}"))?;
+        let v = Indexed::parse(text).map_err(|e| format!("indexed: {e}"))?;
+        let same = v.seq == seq
+            && v.t == r.time_ms
+            && v.interaction == r.interaction
+            && v.outcome == r.outcome
+            && v.actor_kind == r.actor.kind
+            && v.actor_id == r.actor.id
+            && v.client.as_deref() == r.client.as_deref()
+            && v.subjects_match(r.subjects().iter().map(|(p, c)| (p.as_str(), c.as_str())));
+        if same { Ok(()) } else { Err(format!("{v:?} disagrees with {r:?}")) }
+    }
+
+    #[test]
+    fn the_strict_index_parser_reads_what_decode_reads() {
+        let mut r = sample();
+        agrees(&encode(7, &r)).unwrap();
+        // Escapes, several entities, patients without an entity, a client, negative time.
+        r.time_ms = -5;
+        r.client = Some("app \"x\"\u{1}".into());
+        r.actor.id = "a\\b\u{2028}c\u{85}".into();
+        r.entities.push(Entity {
+            reference: "Condition/c".into(),
+            role: EntityRole::Include,
+            category: String::new(),
+            patients: vec!["p2".into(), "p1".into()],
+        });
+        r.patients = vec!["p3".into(), "p1".into()];
+        r.on_behalf_of = Some("p1".into());
+        r.consents = vec!["Consent/1".into()];
+        agrees(&encode(i64::MAX, &r)).unwrap();
+        let v = Indexed::parse(&encode(1, &r)).unwrap();
+        assert_eq!(v.client.as_deref(), Some("app \"x\"\u{1}"));
+        assert_eq!(v.actor_id, "a\\b\u{2028}c\u{85}");
+        // A record with no entity and no patient.
+        let bare = AuditRecord::new(0, "r", Interaction::Login, Actor::new("user", "u1"));
+        agrees(&encode(0, &bare)).unwrap();
+    }
+
+    #[test]
+    fn the_strict_index_parser_refuses_what_encode_never_writes() {
+        let text = encode(12, &sample());
+        let refuse = |t: String| assert!(Indexed::parse(&t).is_err(), "accepted {t}");
+        refuse(text.replacen(",", ", ", 1));
+        refuse(text.replacen("\"seq\":12", "\"seq\":012", 1));
+        refuse(text.replacen("\"seq\":12", "\"seq\":+12", 1));
+        refuse(text.replacen("\"seq\":12", "\"seq\":-0", 1));
+        refuse(text.replacen("{\"v\":1,\"seq\":12", "{\"seq\":12,\"v\":1", 1));
+        refuse(text.replace("\\u000a", "\\n"));
+        refuse(text.replace("\\u000a", "\\u000A"));
+        refuse(text.replace("\\u000a", "\n"));
+        refuse(text.replacen("p1", "p\\u00411", 1));
+        refuse(text.replace("\"v\":1", "\"v\":2"));
+        refuse(format!("{text} "));
+        refuse(text.replacen("}", ",\"x\":1}", 1));
+        refuse(text.replacen("\"st\":200", "\"st\":70000", 1));
+        refuse(text.replacen("\"i\":\"search-type\"", "\"i\":\"peek\"", 1));
+        refuse(text.replacen("\"cat\":\"labs\"", "\"cat\":\"\"", 1));
+        refuse(text.replacen("\"pat\":[\"p1\"]", "\"pat\":[]", 1));
+        refuse(text[..text.len() - 1].to_string());
+        refuse(String::new());
+    }
+
     fn arb_text() -> impl Strategy<Value = String> {
         proptest::string::string_regex("[a-zA-Z0-9 \"\\\\\u{0}-\u{1f}\u{7f}-\u{9f}\u{e9}\u{2028}\u{1f600}/|=&-]{0,12}")
             .unwrap()
@@ -657,7 +722,29 @@ pub(crate) mod tests {
             let text = encode(seq, &r);
             let raw_control = text.chars().any(|ch| ch.is_control() || ch == '\u{2028}' || ch == '\u{2029}');
             prop_assert!(!raw_control);
+            prop_assert_eq!(agrees(&text), Ok(()));
             prop_assert_eq!(decode(&text), Ok((seq, r)));
+        }
+
+        /// Whatever one edit does to a record's text, the strict parser accepts it only if
+        /// it is still canonical, and then reads exactly what `decode` reads.
+        #[test]
+        fn an_edited_text_is_read_alike_or_refused(
+            a in arb_text(), pats in proptest::collection::vec(arb_text(), 0..3),
+            pos in any::<usize>(), len in 0usize..4, insert in arb_text(),
+        ) {
+            let mut r = AuditRecord::new(1, &a, Interaction::Read, Actor::new("user", &a));
+            r.entities.push(Entity { reference: a.clone(), role: EntityRole::Target, category: "labs".into(), patients: pats.clone() });
+            r.patients = pats;
+            let text = encode(3, &r);
+            let mut at = pos % (text.len() + 1);
+            while !text.is_char_boundary(at) { at -= 1; }
+            let mut to = (at + len).min(text.len());
+            while !text.is_char_boundary(to) { to += 1; }
+            let edited = format!("{}{}{}", &text[..at], insert, &text[to..]);
+            if Indexed::parse(&edited).is_ok() {
+                prop_assert_eq!(agrees(&edited), Ok(()));
+            }
         }
     }
 }

@@ -32,4 +32,4 @@ pub use head::{HeadKind, SignedHead};
 pub use keys::{AuditKey, KeyError, PublicKey};
 pub use record::{Actor, AuditRecord, Entity, EntityRole, Interaction, Outcome};
 pub use scope::{DecisionNote, PendingRecord, Scope, Slot};
-pub use verify::{ChainState, Finding, Problem, Report, StoredRow, Trust, Verifier};
+pub use verify::{ChainState, Finding, Problem, Report, RowBatch, RowRef, RowSpans, Span, StoredRow, Trust, Verifier};

@@ -16,7 +16,6 @@ use crate::canonical;
 use crate::chain::{self, GENESIS, Hash, MacKey};
 use crate::head::{HeadKind, SignedHead};
 use crate::keys::PublicKey;
-use crate::record::Interaction;
 use std::collections::BTreeMap;
 
 /// One stored row, as the store reads it back.
@@ -38,6 +37,217 @@ pub struct StoredRow {
     pub mac: String,
     /// Rows of the patient index for this record, sorted.
     pub subjects: Vec<(String, String)>,
+}
+
+/// One stored row, borrowed: what [`Verifier::push_row`] checks. A [`StoredRow`] lends
+/// one ([`StoredRow::as_row`]); a [`RowBatch`] lends them without copying.
+#[derive(Debug, Clone, Copy)]
+pub struct RowRef<'a> {
+    pub seq: i64,
+    pub ts: i64,
+    pub interaction: &'a str,
+    pub action: &'a str,
+    pub outcome: &'a str,
+    pub actor: &'a str,
+    pub client: &'a str,
+    pub record: &'a str,
+    pub hash: &'a str,
+    pub mac: &'a str,
+    subjects: Subjects<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Subjects<'a> {
+    Owned(&'a [(String, String)]),
+    Spans(&'a RowBatch, &'a [(Span, Span)]),
+}
+
+impl<'a> RowRef<'a> {
+    /// The row's patient index entries, in stored order.
+    pub fn subjects(&self) -> SubjectIter<'a> {
+        SubjectIter { of: self.subjects, next: 0 }
+    }
+}
+
+/// The patient index entries of a [`RowRef`].
+pub struct SubjectIter<'a> {
+    of: Subjects<'a>,
+    next: usize,
+}
+
+impl<'a> Iterator for SubjectIter<'a> {
+    type Item = (&'a str, &'a str);
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = match self.of {
+            Subjects::Owned(o) => o.get(self.next).map(|(p, c)| (p.as_str(), c.as_str())),
+            Subjects::Spans(b, s) => s.get(self.next).map(|(p, c)| (b.text(*p), b.text(*c))),
+        };
+        self.next += usize::from(item.is_some());
+        item
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = match self.of {
+            Subjects::Owned(o) => o.len(),
+            Subjects::Spans(_, s) => s.len(),
+        } - self.next;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for SubjectIter<'_> {}
+
+impl StoredRow {
+    pub fn as_row(&self) -> RowRef<'_> {
+        RowRef {
+            seq: self.seq,
+            ts: self.ts,
+            interaction: &self.interaction,
+            action: &self.action,
+            outcome: &self.outcome,
+            actor: &self.actor,
+            client: &self.client,
+            record: &self.record,
+            hash: &self.hash,
+            mac: &self.mac,
+            subjects: Subjects::Owned(&self.subjects),
+        }
+    }
+}
+
+/// Where one field lies in a [`RowBatch`]'s texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    text: u32,
+    start: u32,
+    end: u32,
+}
+
+/// Which text field of a row a [`Span`] in [`RowBatch::push_row`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowSpans {
+    pub interaction: Span,
+    pub action: Span,
+    pub outcome: Span,
+    pub actor: Span,
+    pub client: Span,
+    pub record: Span,
+    pub hash: Span,
+    pub mac: Span,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BatchRow {
+    seq: i64,
+    ts: i64,
+    fields: RowSpans,
+    /// Range in `subjects`.
+    subjects: (u32, u32),
+}
+
+/// Rows read in bulk: the texts the store read (whole aggregated values) and where each
+/// row's fields lie in them — no allocation per row. Iterating it yields owned
+/// [`StoredRow`]s (for tests and tools); `verify` borrows [`RowRef`]s with [`RowBatch::row`].
+#[derive(Debug, Default)]
+pub struct RowBatch {
+    texts: Vec<String>,
+    rows: Vec<BatchRow>,
+    subjects: Vec<(Span, Span)>,
+}
+
+impl RowBatch {
+    /// Keep a text the rows' fields lie in; returns its number for [`RowBatch::span`].
+    pub fn add_text(&mut self, text: String) -> u32 {
+        self.texts.push(text);
+        (self.texts.len() - 1) as u32
+    }
+
+    /// The text kept as number `text`.
+    pub fn text_of(&self, text: u32) -> &str {
+        &self.texts[text as usize]
+    }
+
+    /// Bytes `start..end` of text number `text` (at character boundaries).
+    pub fn span(text: u32, start: usize, end: usize) -> Span {
+        Span { text, start: start as u32, end: end as u32 }
+    }
+
+    fn text(&self, s: Span) -> &str {
+        &self.texts[s.text as usize][s.start as usize..s.end as usize]
+    }
+
+    pub fn push_row(&mut self, seq: i64, ts: i64, fields: RowSpans) {
+        let at = self.subjects.len() as u32;
+        self.rows.push(BatchRow { seq, ts, fields, subjects: (at, at) });
+    }
+
+    /// Attach a patient index entry to row number `row` (entries in row order).
+    pub fn push_subject(&mut self, row: usize, patient: Span, category: Span) {
+        let at = self.subjects.len() as u32;
+        let r = &mut self.rows[row];
+        if r.subjects.0 == r.subjects.1 {
+            r.subjects = (at, at);
+        }
+        r.subjects.1 = at + 1;
+        self.subjects.push((patient, category));
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Record number of row `i`.
+    pub fn seq(&self, i: usize) -> i64 {
+        self.rows[i].seq
+    }
+
+    /// Row `i`, borrowed.
+    pub fn row(&self, i: usize) -> RowRef<'_> {
+        let r = &self.rows[i];
+        let f = &r.fields;
+        RowRef {
+            seq: r.seq,
+            ts: r.ts,
+            interaction: self.text(f.interaction),
+            action: self.text(f.action),
+            outcome: self.text(f.outcome),
+            actor: self.text(f.actor),
+            client: self.text(f.client),
+            record: self.text(f.record),
+            hash: self.text(f.hash),
+            mac: self.text(f.mac),
+            subjects: Subjects::Spans(self, &self.subjects[r.subjects.0 as usize..r.subjects.1 as usize]),
+        }
+    }
+
+    /// Row `i`, owned.
+    pub fn stored(&self, i: usize) -> StoredRow {
+        let r = self.row(i);
+        StoredRow {
+            seq: r.seq,
+            ts: r.ts,
+            interaction: r.interaction.into(),
+            action: r.action.into(),
+            outcome: r.outcome.into(),
+            actor: r.actor.into(),
+            client: r.client.into(),
+            record: r.record.into(),
+            hash: r.hash.into(),
+            mac: r.mac.into(),
+            subjects: r.subjects().map(|(p, c)| (p.to_string(), c.to_string())).collect(),
+        }
+    }
+}
+
+impl IntoIterator for RowBatch {
+    type Item = StoredRow;
+    type IntoIter = std::vec::IntoIter<StoredRow>;
+    fn into_iter(self) -> Self::IntoIter {
+        (0..self.len()).map(|i| self.stored(i)).collect::<Vec<_>>().into_iter()
+    }
 }
 
 /// What the store says about the chain as a whole, read in the same snapshot as the rows.
@@ -207,6 +417,19 @@ impl Verifier {
 
     /// Check the next row.
     pub fn push(&mut self, row: &StoredRow) -> Result<(), Finding> {
+        self.push_row(row.as_row())
+    }
+
+    /// Check every row of a batch, in order.
+    pub fn push_batch(&mut self, batch: &RowBatch) -> Result<(), Finding> {
+        for i in 0..batch.len() {
+            self.push_row(batch.row(i))?;
+        }
+        Ok(())
+    }
+
+    /// Check the next row.
+    pub fn push_row(&mut self, row: RowRef<'_>) -> Result<(), Finding> {
         let seq = self.expected;
         if row.seq > seq {
             let detail = if self.report.records == 0 && self.state.checkpoint.is_none() && seq == 1 {
@@ -237,7 +460,7 @@ impl Verifier {
         let computed = chain::link_hash(&self.prev, row.record.as_bytes());
         if chain::hex32(&computed).as_slice() != row.hash.as_bytes() {
             // Distinguish a record that was moved here from one that was edited.
-            let moved = canonical::IndexView::parse(&row.record).ok().map(|v| v.seq).filter(|s| *s != seq);
+            let moved = canonical::IndexView::parse(row.record).ok().map(|v| v.seq).filter(|s| *s != seq);
             return Err(match moved {
                 Some(other) => bad(
                     seq,
@@ -259,27 +482,21 @@ impl Verifier {
                 ));
             }
         }
-        // The hash (and MAC) vouch for the text; what remains is that the text is a record
-        // of this number and that the index entries repeat it faithfully.
-        let view = canonical::IndexView::parse(&row.record).map_err(|e| {
+        // The hash (and MAC) vouch for the text; what remains is that the text is a
+        // canonical record of this number and that the index entries repeat it faithfully.
+        let view = canonical::Indexed::parse(row.record).map_err(|e| {
             bad(seq, Problem::NotCanonical, format!("record #{seq} is not a canonical record ({})", e.0))
         })?;
         if view.seq != seq {
             return Err(bad(seq, Problem::Moved, format!("the row at #{seq} holds record #{} (moved)", view.seq)));
         }
-        let interaction = Interaction::from_code(&view.i)
-            .ok_or_else(|| bad(seq, Problem::NotCanonical, format!("record #{seq} names an unknown interaction")))?;
         let index_ok = row.ts == view.t
-            && row.interaction == view.i
-            && row.action == interaction.action()
-            && row.outcome == view.o
-            && row.actor.split_once('/') == Some((view.actor.kind.as_ref(), view.actor.id.as_ref()))
+            && row.interaction == view.interaction.code()
+            && row.action == view.interaction.action()
+            && row.outcome == view.outcome.code()
+            && row.actor.split_once('/') == Some((view.actor_kind.as_ref(), view.actor_id.as_ref()))
             && row.client == view.client.as_deref().unwrap_or("")
-            && {
-                let subjects = view.subjects();
-                row.subjects.len() == subjects.len()
-                    && row.subjects.iter().zip(subjects).all(|((p, c), (vp, vc))| p == vp && c == vc)
-            };
+            && view.subjects_match(row.subjects());
         if !index_ok {
             return Err(bad(
                 seq,

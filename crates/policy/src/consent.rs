@@ -154,6 +154,25 @@ impl Period {
     }
 }
 
+/// The kinds of actor a consent may name ([`ACTOR_TYPES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ActorKind {
+    RelatedPerson,
+    Practitioner,
+    Patient,
+}
+
+impl ActorKind {
+    pub fn parse(resource_type: &str) -> Option<ActorKind> {
+        match resource_type {
+            "RelatedPerson" => Some(ActorKind::RelatedPerson),
+            "Practitioner" => Some(ActorKind::Practitioner),
+            "Patient" => Some(ActorKind::Patient),
+            _ => None,
+        }
+    }
+}
+
 /// `provision.actor`: who the provision is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConsentActor {
@@ -161,6 +180,7 @@ pub struct ConsentActor {
     pub role: String,
     /// `Type/id`.
     pub reference: String,
+    pub kind: ActorKind,
     pub resource_type: String,
     pub id: String,
     /// `actor.reference.display`, for explanations ("Dr. Lee at Riverside Cardiology").
@@ -216,9 +236,16 @@ pub struct Provision {
     pub data: Vec<DataRef>,
     pub provisions: Vec<Provision>,
     matcher: Match,
+    /// `actions` as bits of [`ACTIONS`] (matched on every request).
+    action_bits: u8,
 }
 
 impl Provision {
+    /// `actions` as a bit set over [`ACTIONS`] (bit i = `ACTIONS[i]`).
+    pub fn action_bits(&self) -> u8 {
+        self.action_bits
+    }
+
     /// The data-level criteria as one [`Match`] (what a search filter clause is built of).
     pub fn matcher(&self) -> &Match {
         &self.matcher
@@ -480,7 +507,7 @@ fn provision(v: &Value, path: &str, depth: usize, count: &mut usize) -> Result<P
         let Some((resource_type, id)) = normalise_reference(text) else {
             return err(&at, format!("'{}' is not a reference portico can follow (Type/id).", shown(text)));
         };
-        if !ACTOR_TYPES.contains(&resource_type.as_str()) {
+        let Some(kind) = ActorKind::parse(&resource_type) else {
             return err(
                 &at,
                 format!(
@@ -488,9 +515,16 @@ fn provision(v: &Value, path: &str, depth: usize, count: &mut usize) -> Result<P
                      (RelatedPerson), clinicians (Practitioner) and patients."
                 ),
             );
-        }
+        };
         let display = reference.and_then(|r| r.get("display")).and_then(Value::as_str).map(str::to_string);
-        actors.push(ConsentActor { role, reference: format!("{resource_type}/{id}"), resource_type, id, display });
+        actors.push(ConsentActor {
+            role,
+            reference: format!("{resource_type}/{id}"),
+            kind,
+            resource_type,
+            id,
+            display,
+        });
     }
 
     let mut actions = Vec::new();
@@ -666,7 +700,10 @@ fn provision(v: &Value, path: &str, depth: usize, count: &mut usize) -> Result<P
         ..Match::default()
     };
 
+    let action_bits =
+        actions.iter().filter_map(|a| ACTIONS.iter().position(|x| x == a)).fold(0u8, |bits, i| bits | (1 << i));
     Ok(Provision {
+        action_bits,
         kind,
         explicit_type,
         period: period_,
@@ -767,7 +804,8 @@ mod tests {
 
     #[test]
     fn refuses_what_cannot_be_enforced() {
-        let cases: Vec<(Box<dyn FnOnce(&mut Value)>, &str, &str)> = vec![
+        type Edit = Box<dyn FnOnce(&mut Value)>;
+        let cases: Vec<(Edit, &str, &str)> = vec![
             (Box::new(|v| v["resourceType"] = json!("Patient")), "resourceType", "not a Consent"),
             (
                 Box::new(|v| {

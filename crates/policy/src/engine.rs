@@ -51,7 +51,7 @@
 //!    scopes keeps the principal's rule id. See [`crate::scopes`] for which letter each
 //!    action needs.
 
-use crate::consent::{ConsentRecord, ProvisionKind};
+use crate::consent::{ActorKind, ConsentRecord, ProvisionKind};
 use crate::context::{Action, PatientFacts, Principal, RequestContext, ResourceFacts};
 use crate::explain::{self, Audience};
 use crate::filter::{Clause, DataSet, Match, SearchFilter, clause_admits, is_reference_to};
@@ -480,7 +480,7 @@ fn evaluate_caregiver(
     }
     let now = ctx.now_ms;
     let asker = Asker {
-        actor_type: "RelatedPerson",
+        actor_type: ActorKind::RelatedPerson,
         ids: Ids::Many(proxies),
         purpose: ctx.purpose.as_deref(),
         access: Access::of(action),
@@ -497,12 +497,11 @@ fn evaluate_caregiver(
             .map(|r| Obligation::Redact { resource_type: r.resource_type.clone(), elements: r.elements.clone() })
             .collect()
     };
-    let patient_clause = Match {
-        data: Some(DataSet { references: vec![format!("Patient/{who}")], authors: Vec::new() }),
-        ..Match::default()
-    };
-
     if type_level {
+        let patient_clause = Match {
+            data: Some(DataSet { references: vec![format!("Patient/{who}")], authors: Vec::new() }),
+            ..Match::default()
+        };
         let mut include = vec![Clause {
             when: vec![patient_clause],
             unless: part2.map(|p| vec![p.matcher.clone()]).unwrap_or_default(),
@@ -598,7 +597,7 @@ fn lapsed_consent_named(
     proxies: &[String],
 ) -> bool {
     fn names(p: &crate::consent::Provision, proxies: &[String]) -> bool {
-        p.actors.iter().any(|a| a.resource_type == "RelatedPerson" && proxies.contains(&a.id))
+        p.actors.iter().any(|a| a.kind == ActorKind::RelatedPerson && proxies.contains(&a.id))
             || p.provisions.iter().any(|c| names(c, proxies))
     }
     in_force(pf, who, now, None)
@@ -639,7 +638,7 @@ fn evaluate_clinician(
     let care = pf.is_some_and(|p| p.care_team.iter().any(|c| c == practitioner));
     let treat = care && purpose == "TREAT";
     let asker = Asker {
-        actor_type: "Practitioner",
+        actor_type: ActorKind::Practitioner,
         ids: Ids::One(practitioner),
         purpose: Some(purpose),
         access: Access::Read,

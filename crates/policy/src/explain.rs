@@ -275,8 +275,7 @@ pub fn consent(c: &ConsentRecord, now_ms: i64) -> Vec<String> {
     if matches!(c.status, ConsentStatus::Draft | ConsentStatus::Proposed) {
         out.push("This sharing is not in effect yet.".to_string());
     }
-    let mut frame = Frame::default();
-    describe(&c.root, true, &mut frame, &mut out);
+    describe(&c.root, true, &Frame::default(), &mut out);
     if out.iter().all(|s| s.starts_with("This sharing")) {
         out.push("This sharing choice does not let anyone see anything on its own.".into());
     }

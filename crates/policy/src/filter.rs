@@ -46,8 +46,7 @@ pub struct ClassSet {
 
 impl ClassSet {
     pub fn admits(&self, facts: &ResourceFacts) -> bool {
-        self.resource_types.iter().any(|t| *t == facts.resource_type)
-            || self.categories.iter().any(|c| *c == facts.category)
+        self.resource_types.contains(&facts.resource_type) || self.categories.contains(&facts.category)
     }
     pub fn is_empty(&self) -> bool {
         self.resource_types.is_empty() && self.categories.is_empty()
@@ -138,8 +137,8 @@ impl Match {
     }
 
     pub fn admits(&self, f: &ResourceFacts) -> bool {
-        self.resource_types.as_ref().is_none_or(|ts| ts.iter().any(|t| *t == f.resource_type))
-            && self.categories.as_ref().is_none_or(|cs| cs.iter().any(|c| *c == f.category))
+        self.resource_types.as_ref().is_none_or(|ts| ts.contains(&f.resource_type))
+            && self.categories.as_ref().is_none_or(|cs| cs.contains(&f.category))
             && self.class.as_ref().is_none_or(|c| c.admits(f))
             && self.category_codes.as_ref().is_none_or(|cs| cs.iter().any(|c| category_matches(c, &f.category_codes)))
             && self.labels.as_ref().is_none_or(|ls| ls.iter().any(|l| f.labels.contains(l)))

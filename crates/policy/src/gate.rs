@@ -229,7 +229,8 @@ pub struct Gate {
 /// The gate refused, or could not record its decision (then `verdict` is None).
 #[derive(Debug, Clone)]
 pub struct Refusal {
-    pub verdict: Option<Verdict>,
+    /// Boxed: a verdict with its filter is large, and refusals travel in `Result`s.
+    pub verdict: Option<Box<Verdict>>,
     pub audit_failure: Option<String>,
 }
 
@@ -287,7 +288,7 @@ impl Gate {
         let facts = ResourceFacts::type_level(resource_type.unwrap_or("*"));
         let verdict = self.judge(ctx, action, &facts)?;
         if !verdict.is_permit() {
-            return Err(Refusal { verdict: Some(verdict), audit_failure: None });
+            return Err(Refusal { verdict: Some(Box::new(verdict)), audit_failure: None });
         }
         Ok(SearchPermit {
             resource_type: resource_type.map(str::to_string),
@@ -311,7 +312,7 @@ impl Gate {
     ) -> Result<SearchPermit, Refusal> {
         let verdict = self.judge(ctx, Action::History, facts)?;
         if !verdict.is_permit() {
-            return Err(Refusal { verdict: Some(verdict), audit_failure: None });
+            return Err(Refusal { verdict: Some(Box::new(verdict)), audit_failure: None });
         }
         let limits = ctx.scopes.as_ref().map(|s| {
             s.search_limits(&crate::scopes::ScopeContext::ALL, Action::Read, Some(&facts.resource_type))
@@ -371,7 +372,7 @@ impl Gate {
             .map_err(|f| Refusal { verdict: None, audit_failure: Some(f.0) })?;
         match verdict.effect {
             Effect::Permit => Ok(()),
-            Effect::Deny => Err(Refusal { verdict: Some(verdict), audit_failure: None }),
+            Effect::Deny => Err(Refusal { verdict: Some(Box::new(verdict)), audit_failure: None }),
         }
     }
 
@@ -387,12 +388,12 @@ impl Gate {
         if let Some(pre) = pre {
             let v = self.judge(ctx, action, pre)?;
             if !v.is_permit() {
-                return Err(Refusal { verdict: Some(v), audit_failure: None });
+                return Err(Refusal { verdict: Some(Box::new(v)), audit_failure: None });
             }
         }
         let v = self.judge(ctx, action, post)?;
         if !v.is_permit() {
-            return Err(Refusal { verdict: Some(v), audit_failure: None });
+            return Err(Refusal { verdict: Some(Box::new(v)), audit_failure: None });
         }
         Ok(WritePermit {
             action,

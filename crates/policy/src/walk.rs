@@ -7,7 +7,7 @@
 //! the clause's `unless` ([`unless`]). The engine either tests the clause against one
 //! resource or collects it into a search filter — the same clauses either way.
 
-use crate::consent::{ConsentRecord, Provision, ProvisionKind};
+use crate::consent::{ACTIONS, ActorKind, ConsentRecord, Provision, ProvisionKind};
 use crate::context::Action;
 use crate::filter::Match;
 use crate::rules::Part2;
@@ -32,11 +32,14 @@ impl Access {
         }
     }
 
-    fn allows(self, code: &str) -> bool {
+    /// The consent actions (as bits over [`ACTIONS`]) that cover this access: reads are
+    /// `access`, `use`, `disclose`, `collect`; writes `correct`; delete none.
+    fn bits(self) -> u8 {
+        let bit = |code: &str| ACTIONS.iter().position(|a| *a == code).map_or(0, |i| 1u8 << i);
         match self {
-            Access::Read => matches!(code, "access" | "use" | "disclose" | "collect"),
-            Access::Write => code == "correct",
-            Access::Delete => false,
+            Access::Read => bit("access") | bit("use") | bit("disclose") | bit("collect"),
+            Access::Write => bit("correct"),
+            Access::Delete => 0,
         }
     }
 }
@@ -61,7 +64,7 @@ impl Ids<'_> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Asker<'a> {
     /// `RelatedPerson` or `Practitioner`.
-    pub actor_type: &'static str,
+    pub actor_type: ActorKind,
     pub ids: Ids<'a>,
     /// The request's purpose of use (`None`: not declared).
     pub purpose: Option<&'a str>,
@@ -82,9 +85,9 @@ pub(crate) struct PathInfo {
 
 /// Whether a provision's request-level criteria hold for this request.
 pub(crate) fn request_ok(p: &Provision, a: &Asker) -> bool {
-    p.period.as_ref().is_none_or(|per| per.contains(a.now))
-        && (p.actors.is_empty() || p.actors.iter().any(|x| x.resource_type == a.actor_type && a.ids.contains(&x.id)))
-        && (p.actions.is_empty() || p.actions.iter().any(|c| a.access.allows(c)))
+    (p.actors.is_empty() || p.actors.iter().any(|x| x.kind == a.actor_type && a.ids.contains(&x.id)))
+        && p.period.as_ref().is_none_or(|per| per.contains(a.now))
+        && (p.action_bits() == 0 || p.action_bits() & a.access.bits() != 0)
         && (p.purposes.is_empty()
             || match a.purpose {
                 // An undeclared purpose might be any: deny provisions apply, permits do not.
@@ -131,12 +134,13 @@ fn visit<'c, F>(
     path.push(node.matcher());
     let info = PathInfo {
         named: info.named || !node.actors.is_empty(),
-        correct: info.correct || node.actions.iter().any(|c| c == "correct"),
+        correct: info.correct || node.action_bits() & Access::Write.bits() != 0,
         names_part2: info.names_part2 || part2.is_some_and(|p| p.named_by(node)),
     };
     // A child that applies to every resource always overrides this node.
     let overridden = node.provisions.iter().any(|c| request_ok(c, a) && c.matcher().is_empty());
-    if !overridden && !(is_root && node.is_base()) {
+    let base = is_root && node.is_base();
+    if !overridden && !base {
         emit(node.kind, path, node, info);
     }
     for child in &node.provisions {

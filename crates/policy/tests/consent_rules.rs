@@ -269,10 +269,15 @@ fn adolescent_confidentiality_hides_sensitive_records_from_parents() {
         ("2014", true),        // 11 or 12: might be 12
         ("2015", false),       // 10 or 11
     ] {
+        // (Without the end of parents' access at 18, which would end this consent too.)
+        let rules = OperatorRules { proxy_end_age: None, ..OperatorRules::builtin().clone() };
+        let gate = Gate::with_rules(Arc::new(TracingSink), Arc::new(rules.clone()));
         let ctx = mum(PatientFacts { birth_date: BirthDate::parse(birth), ..everything() });
-        let v = read(&ctx, &sex);
+        let v = evaluate_with(&ctx, &rules, Action::Read, &sex);
         assert_eq!(v.rule == "adolescent-confidentiality", hidden, "{birth}: {}", v.rule);
-        assert_eq!(search_admits(&ctx, &sex), !hidden, "{birth}");
+        assert_eq!(v.is_permit(), !hidden, "{birth}: {}", v.rule);
+        let admitted = gate.permit_search(&ctx, Action::Search, Some("Observation")).unwrap().admits(&sex);
+        assert_eq!(admitted, !hidden, "{birth}");
     }
     let teen = mum(PatientFacts { birth_date: BirthDate::parse("2011-02-01"), ..everything() });
     assert!(read(&teen, &lab()).is_permit(), "other records stay shared");

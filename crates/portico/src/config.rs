@@ -126,6 +126,8 @@ pub struct TlsConfig {
     pub key_file: String,
     /// Trust `X-Forwarded-For`/`-Proto`/`-Host` (only behind a proxy you run).
     pub trust_forwarded: bool,
+    /// How often (seconds) the certificate files are checked for changes (0: 30).
+    pub reload_secs: u64,
 }
 
 /// Audit trail settings.
@@ -348,6 +350,10 @@ impl Config {
         }
         if let Some(v) = flag("PORTICO_TRUST_FORWARDED") {
             cfg.tls.trust_forwarded = v;
+        }
+        if let Some(v) = num("PORTICO_TLS_RELOAD_SECS")? {
+            cfg.tls.reload_secs =
+                u64::try_from(v).map_err(|_| anyhow::anyhow!("PORTICO_TLS_RELOAD_SECS must be ≥ 0"))?;
         }
         cfg.validate()?;
         Ok(cfg)

@@ -15,7 +15,7 @@ use crate::search::exec::query_of;
 use crate::search::sql::Sql;
 use portico_audit::canonical;
 use portico_audit::chain::{self, Hash};
-use portico_audit::{AuditRecord, ChainState, Chainer, SignedHead, StoredRow};
+use portico_audit::{AuditRecord, ChainState, Chainer, RowBatch, RowSpans, SignedHead};
 use portico_policy::{ResourceFacts, Sealed, SearchPermit};
 use sqlx::Row;
 
@@ -75,10 +75,10 @@ pub struct AuditPage {
 }
 
 /// What a consistent scan of the log hands out: first the chain's state, then rows in
-/// `seq` order, in batches.
+/// `seq` order, in batches (iterating a batch yields owned rows).
 pub enum ScanItem {
     State(ChainState),
-    Rows(Vec<StoredRow>),
+    Rows(RowBatch),
 }
 
 /// Append `$records` in the open transaction `$tx` after the head row, which the select
@@ -245,7 +245,9 @@ const ROW_SEP: char = '\u{1e}';
 
 /// The scan reads `batch` rows as *one* aggregated text value (fields and rows joined by
 /// control characters), because fetching rows one by one through the driver cost ~12 µs a
-/// row — ten times what SQLite itself needs. `{agg}`/`{chr}` are the dialect's names of
+/// row — ten times what SQLite itself needs. Each row's fields are joined by one
+/// `concat_ws` (one allocation; a chain of `||` copied the growing row at every step) and
+/// the rows by one aggregate. `{agg}`/`{chr}` are the dialect's names of
 /// `group_concat`/`char`.
 fn scan_sql(sqlite: bool) -> (String, String) {
     let (agg, chr) = if sqlite { ("group_concat", "char") } else { ("string_agg", "chr") };
@@ -256,60 +258,84 @@ fn scan_sql(sqlite: bool) -> (String, String) {
     // PostgreSQL: the order is asked for explicitly.
     let (log_order, subject_order) =
         if sqlite { ("", "") } else { (" ORDER BY seq", " ORDER BY seq, patient, category") };
-    let f = format!(" || {chr}(31) || ");
     let log = format!(
-        "SELECT {agg}(CAST(seq AS TEXT){f}CAST(ts AS TEXT){f}interaction{f}action{f}outcome{f}actor{f}client{f}hash{f}mac{f}record, {chr}(30){log_order}) AS body \
+        "SELECT {agg}(concat_ws({chr}(31), seq, ts, interaction, action, outcome, actor, client, hash, mac, record), {chr}(30){log_order}) AS body \
          FROM (SELECT seq, ts, interaction, action, outcome, actor, client, hash, mac, record FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2) b"
     );
     let subjects = format!(
-        "SELECT {agg}(CAST(seq AS TEXT){f}patient{f}category, {chr}(30){subject_order}) AS body \
+        "SELECT {agg}(concat_ws({chr}(31), seq, patient, category), {chr}(30){subject_order}) AS body \
          FROM (SELECT seq, patient, category FROM audit_subjects WHERE seq >= $1 AND seq <= $2 ORDER BY seq, patient, category) s"
     );
     (log, subjects)
 }
 
-/// Split an aggregated scan value into rows.
-fn parse_scan(body: &str) -> Result<Vec<StoredRow>, StoreError> {
-    let bad = || StoreError::AuditChain("the audit log holds a row that cannot be read".into());
-    let mut out = Vec::new();
-    for row in body.split(ROW_SEP) {
-        let mut f = row.splitn(10, FIELD_SEP);
-        let mut next = || f.next().ok_or_else(bad);
-        let seq: i64 = next()?.parse().map_err(|_| bad())?;
-        let ts: i64 = next()?.parse().map_err(|_| bad())?;
-        out.push(StoredRow {
-            seq,
-            ts,
-            interaction: next()?.to_string(),
-            action: next()?.to_string(),
-            outcome: next()?.to_string(),
-            actor: next()?.to_string(),
-            client: next()?.to_string(),
-            hash: next()?.to_string(),
-            mac: next()?.to_string(),
-            record: next()?.to_string(),
-            subjects: Vec::new(),
-        });
+/// Offsets of the first `N - 1` field separators of `text[start..end]`: `N` fields, the last
+/// taking the rest (a record holding a raw separator then fails its hash, as it should).
+fn fields<const N: usize>(text: &str, start: usize, end: usize) -> Option<[(usize, usize); N]> {
+    let mut out = [(0, 0); N];
+    let mut from = start;
+    for f in out.iter_mut().take(N - 1) {
+        let at = from + text[from..end].find(FIELD_SEP)?;
+        *f = (from, at);
+        from = at + 1;
     }
-    Ok(out)
+    out[N - 1] = (from, end);
+    Some(out)
 }
 
-/// Attach aggregated subject rows (`seq, patient, category`, in that order) to `rows`.
-fn attach_subjects(rows: &mut [StoredRow], body: &str) -> Result<(), StoreError> {
-    let mut i = 0;
-    for s in body.split(ROW_SEP) {
-        let mut f = s.splitn(3, FIELD_SEP);
-        let (Some(seq), Some(p), Some(c)) = (f.next(), f.next(), f.next()) else {
-            return Err(StoreError::AuditChain("the patient index holds a row that cannot be read".into()));
+/// Rows of an aggregated scan value (`body`), kept as one text of `batch`.
+fn parse_scan(body: String, batch: &mut RowBatch) -> Result<(), StoreError> {
+    let bad = || StoreError::AuditChain("the audit log holds a row that cannot be read".into());
+    let id = batch.add_text(body);
+    let text = batch.text_of(id);
+    let mut rows = Vec::new();
+    let mut start = 0;
+    while start <= text.len() {
+        let end = text[start..].find(ROW_SEP).map_or(text.len(), |i| start + i);
+        let f = fields::<10>(text, start, end).ok_or_else(bad)?;
+        let int = |(a, b): (usize, usize)| text[a..b].parse::<i64>().map_err(|_| bad());
+        let span = |(a, b): (usize, usize)| RowBatch::span(id, a, b);
+        let spans = RowSpans {
+            interaction: span(f[2]),
+            action: span(f[3]),
+            outcome: span(f[4]),
+            actor: span(f[5]),
+            client: span(f[6]),
+            hash: span(f[7]),
+            mac: span(f[8]),
+            record: span(f[9]),
         };
-        let seq: i64 = seq
-            .parse()
-            .map_err(|_| StoreError::AuditChain("the patient index holds a row that cannot be read".into()))?;
-        while i < rows.len() && rows[i].seq < seq {
+        rows.push((int(f[0])?, int(f[1])?, spans));
+        start = end + ROW_SEP.len_utf8();
+    }
+    for (seq, ts, spans) in rows {
+        batch.push_row(seq, ts, spans);
+    }
+    Ok(())
+}
+
+/// Attach aggregated subject rows (`seq, patient, category`, in that order) to the batch's
+/// rows.
+fn attach_subjects(batch: &mut RowBatch, body: String) -> Result<(), StoreError> {
+    let bad = || StoreError::AuditChain("the patient index holds a row that cannot be read".into());
+    let id = batch.add_text(body);
+    let text = batch.text_of(id);
+    let mut found = Vec::new();
+    let mut start = 0;
+    while start <= text.len() {
+        let end = text[start..].find(ROW_SEP).map_or(text.len(), |i| start + i);
+        let [seq, p, c] = fields::<3>(text, start, end).ok_or_else(bad)?;
+        let seq: i64 = text[seq.0..seq.1].parse().map_err(|_| bad())?;
+        found.push((seq, RowBatch::span(id, p.0, p.1), RowBatch::span(id, c.0, c.1)));
+        start = end + ROW_SEP.len_utf8();
+    }
+    let mut i = 0;
+    for (seq, p, c) in found {
+        while i < batch.len() && batch.seq(i) < seq {
             i += 1;
         }
-        if i < rows.len() && rows[i].seq == seq {
-            rows[i].subjects.push((p.to_string(), c.to_string()));
+        if i < batch.len() && batch.seq(i) == seq {
+            batch.push_subject(i, p, c);
         }
     }
     Ok(())
@@ -326,11 +352,12 @@ macro_rules! scan_batch {
                 .fetch_one(&mut *$conn)
                 .await?
                 .try_get("body")?;
-            let mut out = match body {
-                Some(b) if !b.is_empty() => parse_scan(&b)?,
-                _ => Vec::new(),
-            };
-            if let (Some(first), Some(last)) = (out.first().map(|r| r.seq), out.last().map(|r| r.seq)) {
+            let mut out = RowBatch::default();
+            if let Some(b) = body.filter(|b| !b.is_empty()) {
+                parse_scan(b, &mut out)?;
+            }
+            if !out.is_empty() {
+                let (first, last) = (out.seq(0), out.seq(out.len() - 1));
                 let subjects: Option<String> = sqlx::query(sqlx::AssertSqlSafe(subject_sql.clone()))
                     .bind(first)
                     .bind(last)
@@ -338,10 +365,10 @@ macro_rules! scan_batch {
                     .await?
                     .try_get("body")?;
                 if let Some(b) = subjects.filter(|b| !b.is_empty()) {
-                    attach_subjects(&mut out, &b)?;
+                    attach_subjects(&mut out, b)?;
                 }
             }
-            Ok::<Vec<StoredRow>, StoreError>(out)
+            Ok::<RowBatch, StoreError>(out)
         }
         .await
     };
@@ -489,7 +516,10 @@ impl SqlStore {
             let sql = scan_sql(self.is_sqlite());
             loop {
                 let rows = scan_batch!(tx, &sql, after, limit)?;
-                let Some(last) = rows.last().map(|r| r.seq) else { break };
+                if rows.is_empty() {
+                    break;
+                }
+                let last = rows.seq(rows.len() - 1);
                 let n = rows.len();
                 after = last;
                 if !on(ScanItem::Rows(rows)) || (n as i64) < limit {

@@ -495,10 +495,8 @@ pub async fn verify_store(
                     }
                     ScanItem::Rows(rows) => {
                         let Some(v) = verifier.as_mut() else { return Ok(None) };
-                        for r in &rows {
-                            if let Err(f) = v.push(r) {
-                                return fail(f);
-                            }
+                        if let Err(f) = v.push_batch(&rows) {
+                            return fail(f);
                         }
                     }
                 }

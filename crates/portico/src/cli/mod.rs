@@ -192,7 +192,11 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
     });
     let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if state.config.tls_enabled() {
-        let tls = tls::load(&state.config, std::time::Duration::from_secs(30)).await?;
+        let every = match state.config.tls.reload_secs {
+            0 => 30,
+            s => s,
+        };
+        let tls = tls::load(&state.config, std::time::Duration::from_secs(every)).await?;
         let handle = axum_server::Handle::new();
         let stopper = handle.clone();
         tokio::spawn(async move {

@@ -11,8 +11,9 @@ pub enum LoginFailure {
     /// Wrong username or password; `user` is set when the username exists (for the audit
     /// record), never shown.
     BadCredentials { user: Option<String> },
-    /// Too many failures: locked until this time (Unix ms).
-    Locked { user: String, until_ms: i64 },
+    /// Too many failures: locked until this time (Unix ms). `user` is None for a username
+    /// that does not exist — it locks the same way, so lockout reveals nothing.
+    Locked { user: Option<String>, until_ms: i64 },
     /// Storage failed.
     Unavailable,
 }
@@ -29,12 +30,17 @@ impl Identity {
             Ok(Some(u)) => u,
             Ok(None) => {
                 self.burn(password).await;
-                return Err(LoginFailure::BadCredentials { user: None });
+                return Err(self.unknown_user_failed(&username, now));
             }
             Err(_) => return Err(LoginFailure::Unavailable),
         };
         if user.locked_until_ms > now {
-            return Err(LoginFailure::Locked { user: user.id, until_ms: user.locked_until_ms });
+            return Err(LoginFailure::Locked { user: Some(user.id), until_ms: user.locked_until_ms });
+        }
+        if user.locked_until_ms > 0 {
+            // The lockout is over: the count starts again, so one more mistake does not
+            // lock the account straight away.
+            self.store.user_login_succeeded(&user.id).await.map_err(|_| LoginFailure::Unavailable)?;
         }
         let ok = self.verify_password(user.password_hash.clone(), password.to_string()).await;
         if ok && !user.disabled {
@@ -47,9 +53,36 @@ impl Identity {
             .await
             .map_err(|_| LoginFailure::Unavailable)?;
         match after {
-            Some(u) if u.locked_until_ms > now => Err(LoginFailure::Locked { user: u.id, until_ms: u.locked_until_ms }),
+            Some(u) if u.locked_until_ms > now => {
+                Err(LoginFailure::Locked { user: Some(u.id), until_ms: u.locked_until_ms })
+            }
             _ => Err(LoginFailure::BadCredentials { user: Some(user.id) }),
         }
+    }
+
+    /// Count a failure for a username that does not exist, exactly as for one that does
+    /// (per process, bounded), so lockout cannot be used to find out which usernames exist.
+    fn unknown_user_failed(&self, username: &str, now: i64) -> LoginFailure {
+        let mut m = self.unknown_failures.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() > 10_000 {
+            m.retain(|_, (_, until)| *until > now);
+            if m.len() > 10_000 {
+                m.clear();
+            }
+        }
+        let entry = m.entry(username.to_string()).or_insert((0, 0));
+        if entry.1 > now {
+            return LoginFailure::Locked { user: None, until_ms: entry.1 };
+        }
+        if entry.1 > 0 {
+            *entry = (0, 0);
+        }
+        entry.0 += 1;
+        if entry.0 >= self.cfg.lockout_threshold {
+            entry.1 = now + self.cfg.lockout_secs * 1000;
+            return LoginFailure::Locked { user: None, until_ms: entry.1 };
+        }
+        LoginFailure::BadCredentials { user: None }
     }
 
     async fn burn(&self, password: &str) {

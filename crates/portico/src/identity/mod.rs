@@ -34,6 +34,8 @@ pub struct Identity {
     /// TOTP codes already used (`user:code` → when the memory may be dropped), so a code
     /// cannot be replayed within its validity window.
     used_totp: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
+    /// Failed sign-ins for usernames that do not exist: (count, locked until).
+    unknown_failures: Arc<std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>>,
 }
 
 impl Identity {
@@ -44,6 +46,7 @@ impl Identity {
             keys,
             cfg: Arc::new(cfg.clone()),
             used_totp: Arc::default(),
+            unknown_failures: Arc::default(),
         }
     }
 }

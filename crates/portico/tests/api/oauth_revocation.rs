@@ -201,3 +201,23 @@ async fn revoking_a_device_ends_its_sessions_and_tokens_and_marks_it_for_wipe() 
         assert!(works(&app, &access(&lt)).await);
     }
 }
+
+#[tokio::test]
+async fn a_step_up_goes_stale_after_its_window() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = TestApp::with_config(backend, |c| c.auth.step_up_fresh_secs = 1).await else { continue };
+        alice_and_diary(&app).await;
+        let mut b = Browser::default();
+        let t = app.launch_in(&mut b, "diary", LAUNCH_SCOPES, "alice").await;
+        let r = b.portal(&app, Method::POST, "/api/portal/step-up", Some(json!({"code": totp_now()}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+        let change = json!({"current": PASSWORD, "new": "a new and longer passphrase"});
+        let r = b.portal(&app, Method::POST, "/api/portal/password", Some(change)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{backend:?}: a stale step-up is no step-up: {}", r.text);
+        assert!(r.header("www-authenticate").unwrap_or("").contains("insufficient_user_authentication"));
+        assert!(works(&app, &access(&t)).await, "nothing changed");
+        let ok = app.portal_sign_in(&mut Browser::default(), "alice", PASSWORD).await;
+        assert_eq!(ok.status, StatusCode::OK, "the password is unchanged");
+    }
+}

@@ -30,10 +30,10 @@ async fn sign_in_is_throttled_per_address_with_retry_after() {
         let Some(app) = throttled_app(backend).await else { continue };
         alice_and_diary(&app).await;
         let mut b = Browser::at("203.0.113.7");
-        // Fetching the sign-in page counts against the allowance too (the limit is per path).
+        // Showing the sign-in page does not count; each sign-in attempt does.
         let mut page = b.get(&app, "/oauth2/login").await;
         assert_eq!(page.status, StatusCode::OK);
-        for i in 1..AUTH_LIMIT {
+        for i in 1..=AUTH_LIMIT {
             // Unknown users: no account is locked along the way, only the address counts.
             let r = app.sign_in(&mut b, &page, &format!("nobody-{i}"), "wrong password").await;
             assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{backend:?} attempt {i}: {}", r.text);

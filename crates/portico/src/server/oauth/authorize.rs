@@ -180,7 +180,7 @@ pub async fn post_login(
             record(
                 &scope,
                 Interaction::Login,
-                Some(portico_audit::Actor::new("user", &user)),
+                user.map(|id| portico_audit::Actor::new("user", &id)),
                 None,
                 &[],
                 Some(("login-locked", "Too many failed sign-ins: the account is temporarily locked.")),

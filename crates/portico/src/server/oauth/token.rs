@@ -134,7 +134,21 @@ pub async fn post_revoke(
     let form = single(&parse_form(&body, &[])?);
     let token_endpoint = format!("{}/oauth2/token", urls::origin(&headers));
     let creds = credentials_from(&form, basic_credentials(&headers));
-    let client = state.identity.authenticate_client(&creds, &token_endpoint).await?;
+    let client = match state.identity.authenticate_client(&creds, &token_endpoint).await {
+        Ok(c) => c,
+        Err(e) => {
+            let who = creds.client_id.as_deref();
+            record(
+                &scope,
+                Interaction::Revoke,
+                None,
+                who,
+                &[],
+                Some(("client-auth-failed", "The app could not prove who it is.")),
+            );
+            return Err(e.into());
+        }
+    };
     let token = form.get("token").ok_or_else(|| AuthError::InvalidRequest("token is required".into()))?;
     state.identity.revoke_token(&client, token).await?;
     record(
