@@ -210,9 +210,38 @@ pub struct Indexed<'a> {
     pub client: Option<Cow<'a, str>>,
     /// Entities' `(patient, category)` pairs, then the record's patients with `""`, as
     /// written (see [`Indexed::subjects_match`]).
-    pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    pairs: Pairs<'a>,
     /// Where the record's own patient list starts in `pairs`.
     top: usize,
+}
+
+type Pair<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+/// A list of pairs that holds the first two without allocating (most records name one
+/// patient once in an entity and once as the record's patient).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Pairs<'a> {
+    inline: [Pair<'a>; 2],
+    more: Vec<Pair<'a>>,
+    len: usize,
+}
+
+impl<'a> Pairs<'a> {
+    fn push(&mut self, p: Pair<'a>) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = p,
+            None => self.more.push(p),
+        }
+        self.len += 1;
+    }
+
+    fn get(&self, i: usize) -> &Pair<'a> {
+        if i < 2 { &self.inline[i] } else { &self.more[i - 2] }
+    }
+
+    fn range(&self, r: std::ops::Range<usize>) -> impl Iterator<Item = &Pair<'a>> {
+        r.map(|i| self.get(i))
+    }
 }
 
 impl<'a> Indexed<'a> {
@@ -224,18 +253,18 @@ impl<'a> Indexed<'a> {
     /// Whether `stored` — patient index rows sorted by (patient, category), without
     /// duplicates — is exactly [`AuditRecord::subjects`] of this record.
     pub fn subjects_match<'s>(&self, stored: impl ExactSizeIterator<Item = (&'s str, &'s str)>) -> bool {
-        let (ent, top) = self.pairs.split_at(self.top);
+        let (n, top) = (self.pairs.len, self.top);
         // The common shape (one entity with one patient, who is the record's only patient)
         // needs no sorting.
-        if let ([(p, c)], [(q, _)]) = (ent, top) {
-            if p == q {
-                let mut stored = stored;
-                return stored.len() == 1 && stored.next() == Some((p.as_ref(), c.as_ref()));
-            }
+        if top == 1 && n == 2 && self.pairs.get(0).0 == self.pairs.get(1).0 {
+            let (p, c) = self.pairs.get(0);
+            let mut stored = stored;
+            return stored.len() == 1 && stored.next() == Some((p.as_ref(), c.as_ref()));
         }
-        let mut want: Vec<(&str, &str)> = ent.iter().map(|(p, c)| (p.as_ref(), c.as_ref())).collect();
-        for (p, _) in top {
-            if !ent.iter().any(|(q, _)| q == p) {
+        let ent = || self.pairs.range(0..top);
+        let mut want: Vec<(&str, &str)> = ent().map(|(p, c)| (p.as_ref(), c.as_ref())).collect();
+        for (p, _) in self.pairs.range(top..n) {
+            if !ent().any(|(q, _)| q == p) {
                 want.push((p.as_ref(), ""));
             }
         }
@@ -256,61 +285,90 @@ fn not_canonical(what: &str) -> DecodeError {
     DecodeError(format!("not in canonical form ({what})"))
 }
 
+/// Bytes that end the fast path of a string: `"`, `\\`, C0 controls and DEL, and the lead
+/// bytes of U+0080–U+009F (0xC2) and of U+2028/U+2029 (0xE2).
+static SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0x7f] = true;
+    t[0xc2] = true;
+    t[0xe2] = true;
+    t
+};
+
 /// Characters [`encode`] writes as `\uXXXX`.
 fn escaped_as_u(c: char) -> bool {
     matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}')
 }
 
 impl<'a> Strict<'a> {
+    // `lit`/`opt_lit` are inlined so that each literal's length is a constant and the
+    // comparison a few loads, not a call to `memcmp`.
+    #[inline(always)]
     fn lit(&mut self, l: &str) -> Result<(), DecodeError> {
-        if self.b[self.i..].starts_with(l.as_bytes()) {
-            self.i += l.len();
-            Ok(())
-        } else {
-            Err(not_canonical(&format!("expected {l} at byte {}", self.i)))
-        }
+        if self.opt_lit(l) { Ok(()) } else { Err(self.expected(l)) }
     }
 
+    #[cold]
+    fn expected(&self, l: &str) -> DecodeError {
+        not_canonical(&format!("expected {l} at byte {}", self.i))
+    }
+
+    #[inline(always)]
     fn opt_lit(&mut self, l: &str) -> bool {
-        let hit = self.b[self.i..].starts_with(l.as_bytes());
-        if hit {
-            self.i += l.len();
+        let l = l.as_bytes();
+        match self.b.get(self.i..self.i + l.len()) {
+            Some(here) if here == l => {
+                self.i += l.len();
+                true
+            }
+            _ => false,
         }
-        hit
     }
 
     /// A decimal integer as `{i}` formats it.
     fn int(&mut self) -> Result<i64, DecodeError> {
-        let start = self.i;
-        if self.b.get(self.i) == Some(&b'-') {
-            self.i += 1;
+        let negative = self.b.get(self.i) == Some(&b'-');
+        let digits = self.i + usize::from(negative);
+        let mut end = digits;
+        // Accumulate negatively: i64::MIN has no positive counterpart.
+        let mut v: i64 = 0;
+        while let Some(d) = self.b.get(end).filter(|c| c.is_ascii_digit()) {
+            v = v
+                .checked_mul(10)
+                .and_then(|v| v.checked_sub(i64::from(d - b'0')))
+                .ok_or_else(|| not_canonical("integer"))?;
+            end += 1;
         }
-        let digits = self.i;
-        while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
-            self.i += 1;
-        }
-        let n = self.i - digits;
-        let first = self.b.get(digits).copied();
-        if n == 0 || (first == Some(b'0') && (n > 1 || digits > start)) {
+        let n = end - digits;
+        if n == 0 || (self.b[digits] == b'0' && (n > 1 || negative)) {
             return Err(not_canonical("integer"));
         }
-        self.s[start..self.i].parse().map_err(|_| not_canonical("integer"))
+        self.i = end;
+        if negative { Ok(v) } else { v.checked_neg().ok_or_else(|| not_canonical("integer")) }
     }
 
     /// A string as [`encode`] escapes it.
     fn str(&mut self) -> Result<Cow<'a, str>, DecodeError> {
         self.lit("\"")?;
         let start = self.i;
-        // Fast path: up to the closing quote with nothing to unescape.
-        while let Some(&c) = self.b.get(self.i) {
-            match c {
-                b'"' => {
-                    self.i += 1;
-                    return Ok(Cow::Borrowed(&self.s[start..self.i - 1]));
-                }
-                b'\\' | 0..=0x1f | 0x7f | 0xc2 | 0xe2 => break,
-                _ => self.i += 1,
+        // Fast path: up to the closing quote when nothing before it needs unescaping.
+        let mut end = start;
+        while let Some(&c) = self.b.get(end) {
+            if SPECIAL[usize::from(c)] {
+                break;
             }
+            end += 1;
+        }
+        if self.b.get(end) == Some(&b'"') {
+            self.i = end + 1;
+            return Ok(Cow::Borrowed(&self.s[start..end]));
         }
         let mut out = String::from(&self.s[start..self.i]);
         loop {
@@ -357,6 +415,7 @@ impl<'a> Strict<'a> {
     }
 
     /// `,"key":"…"` when present.
+    #[inline(always)]
     fn opt_str(&mut self, key: &str) -> Result<Option<Cow<'a, str>>, DecodeError> {
         if self.opt_lit(key) { self.str().map(Some) } else { Ok(None) }
     }
@@ -406,7 +465,7 @@ impl<'a> Strict<'a> {
         for key in [",\"device\":", ",\"src\":", ",\"pou\":", ",\"type\":", ",\"q\":"] {
             self.opt_str(key)?;
         }
-        let mut pairs = Vec::new();
+        let mut pairs = Pairs::default();
         if self.opt_lit(",\"ent\":[") {
             loop {
                 self.lit("{\"ref\":")?;
@@ -431,7 +490,7 @@ impl<'a> Strict<'a> {
                 self.lit(",")?;
             }
         }
-        let top = pairs.len();
+        let top = pairs.len;
         if self.opt_lit(",\"pat\":") {
             self.list(|p| pairs.push((p, Cow::Borrowed(""))))?;
         }
@@ -669,7 +728,8 @@ pub(crate) mod tests {
         r.on_behalf_of = Some("p1".into());
         r.consents = vec!["Consent/1".into()];
         agrees(&encode(i64::MAX, &r)).unwrap();
-        let v = Indexed::parse(&encode(1, &r)).unwrap();
+        let text = encode(1, &r);
+        let v = Indexed::parse(&text).unwrap();
         assert_eq!(v.client.as_deref(), Some("app \"x\"\u{1}"));
         assert_eq!(v.actor_id, "a\\b\u{2028}c\u{85}");
         // A record with no entity and no patient.

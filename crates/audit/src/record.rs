@@ -92,7 +92,31 @@ impl Interaction {
     }
 
     pub fn from_code(code: &str) -> Option<Interaction> {
-        Interaction::ALL.into_iter().find(|i| i.code() == code)
+        // A match, not a search of `ALL`: `verify` looks up one per record.
+        Some(match code {
+            "read" => Interaction::Read,
+            "vread" => Interaction::VRead,
+            "search-type" => Interaction::SearchType,
+            "search-system" => Interaction::SearchSystem,
+            "history-instance" => Interaction::HistoryInstance,
+            "history-type" => Interaction::HistoryType,
+            "history-system" => Interaction::HistorySystem,
+            "everything" => Interaction::Everything,
+            "create" => Interaction::Create,
+            "update" => Interaction::Update,
+            "patch" => Interaction::Patch,
+            "delete" => Interaction::Delete,
+            "access-log" => Interaction::AccessLog,
+            "login" => Interaction::Login,
+            "logout" => Interaction::Logout,
+            "step-up" => Interaction::StepUp,
+            "authorize" => Interaction::Authorize,
+            "token-issue" => Interaction::TokenIssue,
+            "token-refresh" => Interaction::TokenRefresh,
+            "revoke" => Interaction::Revoke,
+            "security-settings" => Interaction::SecuritySettings,
+            _ => return None,
+        })
     }
 
     /// AuditEvent.action: C(reate), R(ead), U(pdate), D(elete), E(xecute).

@@ -55,6 +55,7 @@ use portico_fhir::classify::{CATEGORIES, CONFIDENTIALITY, SENSITIVITY_LABELS};
 use serde::Serialize;
 use serde_json::Value;
 use std::fmt;
+use std::sync::Arc;
 
 /// `Consent.scope` must carry this system and the code `patient-privacy`.
 pub const SCOPE_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/consentscope";
@@ -235,7 +236,7 @@ pub struct Provision {
     pub data_period: Option<Period>,
     pub data: Vec<DataRef>,
     pub provisions: Vec<Provision>,
-    matcher: Match,
+    matcher: Arc<Match>,
     /// `actions` as bits of [`ACTIONS`] (matched on every request).
     action_bits: u8,
 }
@@ -248,6 +249,11 @@ impl Provision {
 
     /// The data-level criteria as one [`Match`] (what a search filter clause is built of).
     pub fn matcher(&self) -> &Match {
+        &self.matcher
+    }
+
+    /// The same, shared (search filter clauses hold it without copying).
+    pub fn shared_matcher(&self) -> &Arc<Match> {
         &self.matcher
     }
 
@@ -679,7 +685,7 @@ fn provision(v: &Value, path: &str, depth: usize, count: &mut usize) -> Result<P
         provisions.push(provision(p, &format!("{path}.provision[{i}]"), depth + 1, count)?);
     }
 
-    let matcher = Match {
+    let matcher = Arc::new(Match {
         class: (!classes.is_empty() || !categories.is_empty())
             .then(|| ClassSet { resource_types: classes.clone(), categories: categories.clone() }),
         category_codes: (!codes.is_empty()).then(|| codes.clone()),
@@ -698,7 +704,7 @@ fn provision(v: &Value, path: &str, depth: usize, count: &mut usize) -> Result<P
                 .collect(),
         }),
         ..Match::default()
-    };
+    });
 
     let action_bits =
         actions.iter().filter_map(|a| ACTIONS.iter().position(|x| x == a)).fold(0u8, |bits, i| bits | (1 << i));

@@ -60,6 +60,7 @@ use crate::rules::{Adolescent, OperatorRules, Part2, ResultsHold};
 use crate::scopes::{ScopeContext, ScopeSet, type_noun};
 use crate::walk::{Access, Asker, Ids, PathInfo, unless, walk};
 use serde::Serialize;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -307,11 +308,11 @@ fn held(hold: &ResultsHold, f: &ResourceFacts, now: i64, exempt: &Exempt) -> boo
 /// The results hold as a search exclusion (the same test as [`held`]).
 fn hold_clause(hold: &ResultsHold, now: i64, exempt: &Exempt) -> Clause {
     Clause {
-        when: vec![hold.scope.clone(), Match { date: Some(hold.range(now)), ..Match::default() }],
-        unless: vec![Match {
+        when: vec![hold.scope.clone(), Arc::new(Match { date: Some(hold.range(now)), ..Match::default() })],
+        unless: vec![Arc::new(Match {
             data: Some(DataSet { references: Vec::new(), authors: exempt.references() }),
             ..Match::default()
-        }],
+        })],
     }
 }
 
@@ -350,12 +351,13 @@ fn push_id(ids: &mut Vec<String>, id: &str) {
 
 /// Clause for a deciding provision: its path, minus its applicable children, minus Part 2
 /// records unless the path names them.
-fn clause(path: &[&Match], node: &crate::consent::Provision, a: &Asker, part2_unless: Option<&Part2>) -> Clause {
-    let mut unless: Vec<Match> = unless(node, a).cloned().collect();
+fn clause(path: &[&Arc<Match>], node: &crate::consent::Provision, a: &Asker, part2_unless: Option<&Part2>) -> Clause {
+    let mut unless: Vec<Arc<Match>> = unless(node, a).cloned().collect();
     if let Some(p) = part2_unless {
         unless.push(p.matcher.clone());
     }
-    Clause { when: path.iter().map(|m| (*m).clone()).collect(), unless }
+    // A criteria-free match on the path admits everything: leave it out.
+    Clause { when: path.iter().filter(|m| !m.is_empty()).map(|m| Arc::clone(m)).collect(), unless }
 }
 
 /// Per-resource result of walking the consents for one requester.
@@ -384,7 +386,7 @@ fn scan<'c>(
     let mut path = Vec::with_capacity(8);
     for c in consents {
         walk(c, a, part2, &mut path, &mut |kind, path, node, info: PathInfo| {
-            if !clause_admits(path.iter().copied(), unless(node, a), f) {
+            if !clause_admits(path.iter().map(|m| &***m), unless(node, a).map(|m| &**m), f) {
                 return;
             }
             match kind {
@@ -498,10 +500,10 @@ fn evaluate_caregiver(
             .collect()
     };
     if type_level {
-        let patient_clause = Match {
+        let patient_clause = Arc::new(Match {
             data: Some(DataSet { references: vec![format!("Patient/{who}")], authors: Vec::new() }),
             ..Match::default()
-        };
+        });
         let mut include = vec![Clause {
             when: vec![patient_clause],
             unless: part2.map(|p| vec![p.matcher.clone()]).unwrap_or_default(),
@@ -1058,6 +1060,27 @@ mod tests {
         let user = with_scopes(caregiver(&["c1"]), Some("c1"), Some("user/*.rs"));
         assert!(evaluate(&user, Action::Read, &of_type("Patient", "c1", &["c1"])).is_permit());
         assert_eq!(evaluate(&user, Action::Create, &facts(&["c1"])).rule, "proxy-read-only");
+    }
+
+    #[test]
+    fn every_rule_id_in_the_source_is_listed() {
+        let src = [include_str!("engine.rs"), include_str!("gate.rs")].concat();
+        let mut found = 0;
+        for marker in
+            ["Verdict::deny(\"", "Verdict::permit(\"", "deny_explained(\"", "(rule, reason) = (\"", "(\"proxy-"]
+        {
+            // The last marker keeps its `proxy-` as part of the id.
+            let keep = marker.strip_prefix("(\"").map_or(0, str::len);
+            for (i, _) in src.match_indices(marker) {
+                let rest = &src[i + marker.len() - keep..];
+                let id = &rest[..rest.find('"').unwrap()];
+                if id.chars().all(|c| c.is_ascii_lowercase() || c == '-') && !id.is_empty() {
+                    assert!(RULES.iter().any(|(r, _)| *r == id), "{id} is not in RULES");
+                    found += 1;
+                }
+            }
+        }
+        assert!(found > 40, "{found}");
     }
 
     #[test]

@@ -37,12 +37,6 @@ impl Audience<'_> {
             Audience::Account(name) => format!("{name}'s account"),
         }
     }
-    fn object(&self) -> &'static str {
-        match self {
-            Audience::Requester => "you",
-            Audience::Account(_) => "them",
-        }
-    }
 }
 
 /// Plain names of portico's data categories (`classification.json`).
@@ -171,27 +165,26 @@ pub(crate) fn denial(rule: &str, facts: &ResourceFacts, rules: &OperatorRules, a
                 if days == 1 { "" } else { "s" }
             )
         }
-        "consent-deny" => format!(
-            "{subject} cannot see {}: the patient's sharing choices withhold them from {}.",
-            these(facts),
-            audience.object()
-        ),
-        "proxy-no-consent" => format!(
-            "{subject} cannot see {}: the person {} care for has not shared them with {}.",
-            these(facts),
-            match audience {
-                Audience::Requester => "you",
-                Audience::Account(_) => "they",
-            },
-            audience.object()
-        ),
-        "proxy-read-only" => format!(
-            "{subject} can look at, but not change or delete, the records of the person {} care for.",
-            match audience {
-                Audience::Requester => "you",
-                Audience::Account(_) => "they",
+        "consent-deny" => match audience {
+            Audience::Requester => {
+                format!("You cannot see {}: the patient's sharing choices withhold them from you.", these(facts))
             }
-        ),
+            Audience::Account(_) => {
+                format!("{subject} cannot see {}: your sharing choices withhold them from it.", these(facts))
+            }
+        },
+        "proxy-no-consent" => match audience {
+            Audience::Requester => {
+                format!("You cannot see {}: the person you care for has not shared them with you.", these(facts))
+            }
+            Audience::Account(_) => format!("{subject} cannot see {}: you have not shared them with it.", these(facts)),
+        },
+        "proxy-read-only" => match audience {
+            Audience::Requester => {
+                "You can look at, but not change or delete, the records of the person you care for.".to_string()
+            }
+            Audience::Account(_) => format!("{subject} can look at, but not change or delete, your records."),
+        },
         "proxy-minor-access-ended" => {
             let age = rules.proxy_end_age.unwrap_or(18);
             format!(

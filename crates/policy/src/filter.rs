@@ -35,6 +35,7 @@
 use crate::context::ResourceFacts;
 use crate::scopes::category_matches;
 use serde::Serialize;
+use std::sync::Arc;
 
 /// Resources of some types or in some categories (FHIR `Consent.provision.class`: a list of
 /// alternatives, some naming resource types, some portico categories).
@@ -147,17 +148,18 @@ impl Match {
     }
 }
 
-/// `when` all admit and no `unless` admits.
+/// `when` all admit and no `unless` admits. The matches are shared (`Arc`) with the
+/// consents and rules they come from, so compiling a filter copies no criteria.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct Clause {
-    pub when: Vec<Match>,
+    pub when: Vec<Arc<Match>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub unless: Vec<Match>,
+    pub unless: Vec<Arc<Match>>,
 }
 
 impl Clause {
     pub fn admits(&self, f: &ResourceFacts) -> bool {
-        clause_admits(self.when.iter(), self.unless.iter(), f)
+        clause_admits(self.when.iter().map(|m| &**m), self.unless.iter().map(|m| &**m), f)
     }
 }
 
@@ -256,8 +258,8 @@ mod tests {
         let labs = Match { categories: Some(vec!["labs".into()]), ..Match::default() };
         let psy = Match::labels(vec!["PSY".into()]);
         let filter = SearchFilter {
-            include: Some(vec![Clause { when: vec![labs.clone()], unless: vec![psy.clone()] }]),
-            exclude: vec![Clause { when: vec![Match::labels(vec!["ETH".into()])], unless: vec![] }],
+            include: Some(vec![Clause { when: vec![Arc::new(labs)], unless: vec![Arc::new(psy)] }]),
+            exclude: vec![Clause { when: vec![Arc::new(Match::labels(vec!["ETH".into()]))], unless: vec![] }],
         };
         assert!(filter.admits(&f("Observation", "labs", &["N"], None, None)));
         assert!(!filter.admits(&f("Observation", "labs", &["PSY", "R"], None, None)));

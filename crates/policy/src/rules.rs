@@ -40,7 +40,7 @@
 use crate::filter::{ClassSet, DateRange, Match};
 use portico_fhir::classify::{CATEGORIES, SENSITIVITY_LABELS};
 use serde::Deserialize;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 const BUILTIN: &str = include_str!("../data/operator-rules.json");
 
@@ -52,7 +52,7 @@ pub struct Adolescent {
     pub labels: Vec<String>,
     pub categories: Vec<String>,
     /// One match per kind of criterion (labels; categories): alternatives.
-    pub(crate) hidden: Vec<Match>,
+    pub(crate) hidden: Vec<Arc<Match>>,
 }
 
 /// 42 CFR Part 2.
@@ -63,7 +63,7 @@ pub struct Part2 {
     pub named_by_data: bool,
     pub named_by_class: bool,
     pub named_by_code: bool,
-    pub(crate) matcher: Match,
+    pub(crate) matcher: Arc<Match>,
 }
 
 impl Part2 {
@@ -87,7 +87,7 @@ pub struct ResultsHold {
     pub days: i64,
     pub resource_types: Vec<String>,
     pub categories: Vec<String>,
-    pub(crate) scope: Match,
+    pub(crate) scope: Arc<Match>,
 }
 
 impl ResultsHold {
@@ -265,13 +265,13 @@ impl OperatorRules {
             check_categories(s, &a.categories)?;
             let mut hidden = Vec::new();
             if !a.labels.is_empty() {
-                hidden.push(Match::labels(a.labels.clone()));
+                hidden.push(Arc::new(Match::labels(a.labels.clone())));
             }
             if !a.categories.is_empty() {
-                hidden.push(Match {
+                hidden.push(Arc::new(Match {
                     class: Some(ClassSet { resource_types: vec![], categories: a.categories.clone() }),
                     ..Match::default()
-                });
+                }));
             }
             rules.adolescent = Some(Adolescent {
                 from_age: a.from_age,
@@ -312,7 +312,7 @@ impl OperatorRules {
                 return Err("part2: namedBy must list at least one way a consent names the records".into());
             }
             rules.part2 = Some(Part2 {
-                matcher: Match::labels(p.labels.clone()),
+                matcher: Arc::new(Match::labels(p.labels.clone())),
                 labels: p.labels,
                 named_by_security_label: named[0],
                 named_by_data: named[1],
@@ -332,11 +332,11 @@ impl OperatorRules {
             check_categories("resultsHold", &h.categories)?;
             rules.results_hold = Some(ResultsHold {
                 days: h.days,
-                scope: Match {
+                scope: Arc::new(Match {
                     resource_types: Some(h.resource_types.clone()),
                     categories: Some(h.categories.clone()),
                     ..Match::default()
-                },
+                }),
                 resource_types: h.resource_types,
                 categories: h.categories,
             });

@@ -11,6 +11,7 @@ use crate::consent::{ACTIONS, ActorKind, ConsentRecord, Provision, ProvisionKind
 use crate::context::Action;
 use crate::filter::Match;
 use crate::rules::Part2;
+use std::sync::Arc;
 
 /// What kind of consent action a request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,9 +98,9 @@ pub(crate) fn request_ok(p: &Provision, a: &Asker) -> bool {
 }
 
 /// The `unless` of a deciding node's clause: its children that apply to this request.
-pub(crate) fn unless<'c>(node: &'c Provision, a: &Asker<'_>) -> impl Iterator<Item = &'c Match> + Clone {
+pub(crate) fn unless<'c>(node: &'c Provision, a: &Asker<'_>) -> impl Iterator<Item = &'c Arc<Match>> + Clone {
     let a = *a;
-    node.provisions.iter().filter(move |c| request_ok(c, &a)).map(Provision::matcher)
+    node.provisions.iter().filter(move |c| request_ok(c, &a)).map(Provision::shared_matcher)
 }
 
 /// Visit every provision of `consent` that can decide for this request (the caller checks
@@ -108,10 +109,10 @@ pub(crate) fn walk<'c, F>(
     consent: &'c ConsentRecord,
     a: &Asker<'_>,
     part2: Option<&Part2>,
-    path: &mut Vec<&'c Match>,
+    path: &mut Vec<&'c Arc<Match>>,
     emit: &mut F,
 ) where
-    F: FnMut(ProvisionKind, &[&'c Match], &'c Provision, PathInfo),
+    F: FnMut(ProvisionKind, &[&'c Arc<Match>], &'c Provision, PathInfo),
 {
     path.clear();
     visit(&consent.root, true, a, part2, path, PathInfo::default(), emit);
@@ -122,16 +123,16 @@ fn visit<'c, F>(
     is_root: bool,
     a: &Asker<'_>,
     part2: Option<&Part2>,
-    path: &mut Vec<&'c Match>,
+    path: &mut Vec<&'c Arc<Match>>,
     info: PathInfo,
     emit: &mut F,
 ) where
-    F: FnMut(ProvisionKind, &[&'c Match], &'c Provision, PathInfo),
+    F: FnMut(ProvisionKind, &[&'c Arc<Match>], &'c Provision, PathInfo),
 {
     if !request_ok(node, a) {
         return;
     }
-    path.push(node.matcher());
+    path.push(node.shared_matcher());
     let info = PathInfo {
         named: info.named || !node.actors.is_empty(),
         correct: info.correct || node.action_bits() & Access::Write.bits() != 0,

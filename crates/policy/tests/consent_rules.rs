@@ -556,6 +556,20 @@ fn explanations_come_from_the_same_data() {
         explain::decision(&v, &sex, rules(), Audience::Account("Your daughter")),
         "Your daughter's account cannot see reproductive-health records because of adolescent confidentiality rules."
     );
+    // Other decisions, told to the patient about a caregiver's account.
+    let mum_ctx = mum(with_consents(vec![active("c", P::permit().actor("RelatedPerson/rp-mom").category("labs"))]));
+    let meds = res("MedicationRequest", "m", "medications", &["N"]);
+    let v = read(&mum_ctx, &meds);
+    assert_eq!(v.reason, "You cannot see these medications: the person you care for has not shared them with you.");
+    assert_eq!(
+        explain::decision(&v, &meds, rules(), Audience::Account("Your mother")),
+        "Your mother's account cannot see these medications: you have not shared them with it."
+    );
+    let v = read(&mum_ctx, &lab());
+    assert_eq!(
+        explain::decision(&v, &lab(), rules(), Audience::Account("Your mother")),
+        "Your mother's account could see these lab results because you shared them."
+    );
 }
 
 #[test]

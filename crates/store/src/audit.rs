@@ -15,7 +15,7 @@ use crate::search::exec::query_of;
 use crate::search::sql::Sql;
 use portico_audit::canonical;
 use portico_audit::chain::{self, Hash};
-use portico_audit::{AuditRecord, ChainState, Chainer, RowBatch, RowSpans, SignedHead};
+use portico_audit::{AuditRecord, ChainState, Chainer, RowBatch, RowSpans, SignedHead, Span};
 use portico_policy::{ResourceFacts, Sealed, SearchPermit};
 use sqlx::Row;
 
@@ -243,30 +243,47 @@ fn decode(seq: i64, text: &str) -> Result<AuditRecord, StoreError> {
 const FIELD_SEP: char = '\u{1f}';
 const ROW_SEP: char = '\u{1e}';
 
-/// The scan reads `batch` rows as *one* aggregated text value (fields and rows joined by
-/// control characters), because fetching rows one by one through the driver cost ~12 µs a
-/// row — ten times what SQLite itself needs. Each row's fields are joined by one
-/// `concat_ws` (one allocation; a chain of `||` copied the growing row at every step) and
-/// the rows by one aggregate. `{agg}`/`{chr}` are the dialect's names of
-/// `group_concat`/`char`.
-fn scan_sql(sqlite: bool) -> (String, String) {
+/// The statements of the consistent scan `audit verify` reads.
+///
+/// Rows come in ranges of record numbers, each range as *one* aggregated text value
+/// (fields and rows joined by control characters): fetching rows one by one through the
+/// driver cost ~12 µs a row, ten times what SQLite itself needs. A log row's fields are
+/// joined by one `concat_ws` (one allocation; a chain of `||` copies the growing row at
+/// every step). The ranges are `seq > $1 AND seq <= $2` on the primary key — no ordered
+/// subquery with a `LIMIT`, which SQLite materialised row by row — and the patient index
+/// rows of a range come from their own statement, which `run_audit_scan` runs on a second
+/// connection while the first reads the next range of the log.
+struct ScanSql {
+    /// One text: `ROW_SEP`-joined rows of `FIELD_SEP`-joined `seq, ts, interaction, action,
+    /// outcome, actor, client, hash, mac, record`.
+    log: String,
+    /// One text: `ROW_SEP`-joined `seq, patient, category`.
+    subjects: String,
+    /// What must be equal for two transactions to see the same audit log.
+    fingerprint: &'static str,
+}
+
+fn scan_sql(sqlite: bool) -> ScanSql {
     let (agg, chr) = if sqlite { ("group_concat", "char") } else { ("string_agg", "chr") };
-    // SQLite: an ORDER BY inside the aggregate makes it build a temporary b-tree of the
-    // whole batch (that sort was most of the scan's time), so it concatenates in the order
-    // the ordered subquery delivers — primary-key and covering-index order. Should that ever
-    // differ, `verify` reports rows out of place: a false alarm, never a missed one.
-    // PostgreSQL: the order is asked for explicitly.
+    // SQLite aggregates in the order the rowid (and the covering index on audit_subjects)
+    // delivers, which is the order asked for; PostgreSQL is asked explicitly. The rows are
+    // put in order again in `scan_batch` should that ever differ.
     let (log_order, subject_order) =
         if sqlite { ("", "") } else { (" ORDER BY seq", " ORDER BY seq, patient, category") };
-    let log = format!(
-        "SELECT {agg}(concat_ws({chr}(31), seq, ts, interaction, action, outcome, actor, client, hash, mac, record), {chr}(30){log_order}) AS body \
-         FROM (SELECT seq, ts, interaction, action, outcome, actor, client, hash, mac, record FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2) b"
-    );
-    let subjects = format!(
-        "SELECT {agg}(concat_ws({chr}(31), seq, patient, category), {chr}(30){subject_order}) AS body \
-         FROM (SELECT seq, patient, category FROM audit_subjects WHERE seq >= $1 AND seq <= $2 ORDER BY seq, patient, category) s"
-    );
-    (log, subjects)
+    ScanSql {
+        log: format!(
+            "SELECT {agg}(concat_ws({chr}(31), seq, ts, interaction, action, outcome, actor, client, hash, mac, record), {chr}(30){log_order}) AS body \
+             FROM audit_log WHERE seq > $1 AND seq <= $2"
+        ),
+        subjects: format!(
+            "SELECT {agg}(CAST(seq AS TEXT) || {chr}(31) || patient || {chr}(31) || category, {chr}(30){subject_order}) AS body \
+             FROM audit_subjects WHERE seq > $1 AND seq <= $2"
+        ),
+        fingerprint: "SELECT (SELECT CAST(seq AS TEXT) || ':' || hash FROM audit_head WHERE id = 1) || '|' \
+             || (SELECT CAST(count(*) AS TEXT) || ':' || CAST(coalesce(max(seq), 0) AS TEXT) FROM audit_heads) || '|' \
+             || CAST(coalesce((SELECT min(seq) FROM audit_log), 0) AS TEXT) || ':' \
+             || CAST(coalesce((SELECT max(seq) FROM audit_log), 0) AS TEXT) AS fp",
+    }
 }
 
 /// Offsets of the first `N - 1` field separators of `text[start..end]`: `N` fields, the last
@@ -283,15 +300,33 @@ fn fields<const N: usize>(text: &str, start: usize, end: usize) -> Option<[(usiz
     Some(out)
 }
 
-/// Rows of an aggregated scan value (`body`), kept as one text of `batch`.
-fn parse_scan(body: String, batch: &mut RowBatch) -> Result<(), StoreError> {
+/// `(start, end)` of each `ROW_SEP`-separated row of a non-empty text.
+fn rows_of(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start > text.len() {
+            return None;
+        }
+        let end = text[start..].find(ROW_SEP).map_or(text.len(), |i| start + i);
+        let row = (start, end);
+        start = end + ROW_SEP.len_utf8();
+        Some(row)
+    })
+}
+
+/// A batch from the aggregated texts of one range: log rows in `seq` order, each with its
+/// patient index rows sorted.
+fn scan_batch(log: String, subjects: String) -> Result<RowBatch, StoreError> {
     let bad = || StoreError::AuditChain("the audit log holds a row that cannot be read".into());
-    let id = batch.add_text(body);
+    let bad_subject = || StoreError::AuditChain("the patient index holds a row that cannot be read".into());
+    let mut batch = RowBatch::default();
+    if log.is_empty() {
+        return Ok(batch);
+    }
+    let id = batch.add_text(log);
     let text = batch.text_of(id);
     let mut rows = Vec::new();
-    let mut start = 0;
-    while start <= text.len() {
-        let end = text[start..].find(ROW_SEP).map_or(text.len(), |i| start + i);
+    for (start, end) in rows_of(text) {
         let f = fields::<10>(text, start, end).ok_or_else(bad)?;
         let int = |(a, b): (usize, usize)| text[a..b].parse::<i64>().map_err(|_| bad());
         let span = |(a, b): (usize, usize)| RowBatch::span(id, a, b);
@@ -306,29 +341,28 @@ fn parse_scan(body: String, batch: &mut RowBatch) -> Result<(), StoreError> {
             record: span(f[9]),
         };
         rows.push((int(f[0])?, int(f[1])?, spans));
-        start = end + ROW_SEP.len_utf8();
+    }
+    if !rows.is_sorted_by_key(|r| r.0) {
+        rows.sort_by_key(|r| r.0);
     }
     for (seq, ts, spans) in rows {
         batch.push_row(seq, ts, spans);
     }
-    Ok(())
-}
-
-/// Attach aggregated subject rows (`seq, patient, category`, in that order) to the batch's
-/// rows.
-fn attach_subjects(batch: &mut RowBatch, body: String) -> Result<(), StoreError> {
-    let bad = || StoreError::AuditChain("the patient index holds a row that cannot be read".into());
-    let id = batch.add_text(body);
+    if subjects.is_empty() {
+        return Ok(batch);
+    }
+    let id = batch.add_text(subjects);
     let text = batch.text_of(id);
     let mut found = Vec::new();
-    let mut start = 0;
-    while start <= text.len() {
-        let end = text[start..].find(ROW_SEP).map_or(text.len(), |i| start + i);
-        let [seq, p, c] = fields::<3>(text, start, end).ok_or_else(bad)?;
-        let seq: i64 = text[seq.0..seq.1].parse().map_err(|_| bad())?;
-        found.push((seq, RowBatch::span(id, p.0, p.1), RowBatch::span(id, c.0, c.1)));
-        start = end + ROW_SEP.len_utf8();
+    for (start, end) in rows_of(text) {
+        let [seq, p, c] = fields::<3>(text, start, end).ok_or_else(bad_subject)?;
+        let seq: i64 = text[seq.0..seq.1].parse().map_err(|_| bad_subject())?;
+        found.push((seq, &text[p.0..p.1], &text[c.0..c.1], RowBatch::span(id, p.0, p.1), RowBatch::span(id, c.0, c.1)));
     }
+    if !found.is_sorted_by(|a, b| (a.0, a.1, a.2) <= (b.0, b.1, b.2)) {
+        found.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    }
+    let found: Vec<(i64, Span, Span)> = found.into_iter().map(|(seq, _, _, p, c)| (seq, p, c)).collect();
     let mut i = 0;
     for (seq, p, c) in found {
         while i < batch.len() && batch.seq(i) < seq {
@@ -338,37 +372,116 @@ fn attach_subjects(batch: &mut RowBatch, body: String) -> Result<(), StoreError>
             batch.push_subject(i, p, c);
         }
     }
-    Ok(())
+    Ok(batch)
 }
 
-/// Rows of a scan batch: log rows merged with their subject rows.
-macro_rules! scan_batch {
-    ($conn:expr, $sql:expr, $after:expr, $limit:expr) => {
+/// The aggregated text of one range (`$a < seq <= $b`).
+macro_rules! range_text {
+    ($conn:expr, $sql:expr, $a:expr, $b:expr) => {
+        sqlx::query(sqlx::AssertSqlSafe($sql.clone()))
+            .bind($a)
+            .bind($b)
+            .fetch_one(&mut *$conn)
+            .await?
+            .try_get::<Option<String>, _>("body")?
+            .unwrap_or_default()
+    };
+}
+
+/// The next range of the log after `$a`: `Some((a, b, log text))`, or `None` at the end.
+/// A range that holds nothing (a gap of deleted or pruned records) is skipped to the next
+/// record there is.
+macro_rules! next_range {
+    ($conn:expr, $sql:expr, $a:expr, $hi:expr, $batch:expr) => {
         async {
-            let (log_sql, subject_sql) = $sql;
-            let body: Option<String> = sqlx::query(sqlx::AssertSqlSafe(log_sql.clone()))
-                .bind($after)
-                .bind($limit)
-                .fetch_one(&mut *$conn)
-                .await?
-                .try_get("body")?;
-            let mut out = RowBatch::default();
-            if let Some(b) = body.filter(|b| !b.is_empty()) {
-                parse_scan(b, &mut out)?;
-            }
-            if !out.is_empty() {
-                let (first, last) = (out.seq(0), out.seq(out.len() - 1));
-                let subjects: Option<String> = sqlx::query(sqlx::AssertSqlSafe(subject_sql.clone()))
-                    .bind(first)
-                    .bind(last)
+            let mut a: i64 = $a;
+            loop {
+                if a >= $hi {
+                    return Ok::<Option<(i64, i64, String)>, StoreError>(None);
+                }
+                let b = a.saturating_add($batch);
+                let text = range_text!($conn, $sql.log, a, b);
+                if !text.is_empty() {
+                    return Ok(Some((a, b, text)));
+                }
+                let next: Option<i64> = sqlx::query("SELECT min(seq) AS next FROM audit_log WHERE seq > $1")
+                    .bind(b)
                     .fetch_one(&mut *$conn)
                     .await?
-                    .try_get("body")?;
-                if let Some(b) = subjects.filter(|b| !b.is_empty()) {
-                    attach_subjects(&mut out, b)?;
+                    .try_get("next")?;
+                match next {
+                    Some(n) => a = n - 1,
+                    None => return Ok(None),
                 }
             }
-            Ok::<RowBatch, StoreError>(out)
+        }
+        .await
+    };
+}
+
+/// The log's bounds in the snapshot: the first and last record number (0, 0 when empty).
+macro_rules! log_bounds {
+    ($conn:expr) => {{
+        let r = sqlx::query(
+            "SELECT coalesce((SELECT min(seq) FROM audit_log), 0) AS lo, coalesce((SELECT max(seq) FROM audit_log), 0) AS hi",
+        )
+        .fetch_one(&mut *$conn)
+        .await?;
+        (r.try_get::<i64, _>("lo")?, r.try_get::<i64, _>("hi")?)
+    }};
+}
+
+/// Scan with one connection: each range's log rows, then its patient index rows.
+macro_rules! scan_one {
+    ($conn:expr, $sql:expr, $batch:expr, $on:expr) => {
+        async {
+            // From the first row even after pruning: rows a checkpoint should have removed are
+            // reported by verify as out of place.
+            let (lo, hi) = log_bounds!($conn);
+            let mut after = lo - 1;
+            while let Some((a, b, log)) = next_range!($conn, $sql, after, hi, $batch)? {
+                let subjects = range_text!($conn, $sql.subjects, a, b);
+                if !$on(ScanItem::Rows(scan_batch(log, subjects)?)) {
+                    break;
+                }
+                after = b;
+            }
+            Ok::<(), StoreError>(())
+        }
+        .await
+    };
+}
+
+/// Scan with two connections that see the same log: the first reads the log's next range
+/// while the second reads the patient index rows of the range before.
+macro_rules! scan_two {
+    ($log:expr, $index:expr, $sql:expr, $batch:expr, $on:expr) => {
+        async {
+            let (lo, hi) = log_bounds!($log);
+            let (ranges, mut read) = tokio::sync::mpsc::channel::<(i64, i64, String)>(2);
+            let log_side = async {
+                let mut after = lo - 1;
+                while let Some((a, b, log)) = next_range!($log, $sql, after, hi, $batch)? {
+                    if ranges.send((a, b, log)).await.is_err() {
+                        break;
+                    }
+                    after = b;
+                }
+                drop(ranges);
+                Ok::<(), StoreError>(())
+            };
+            let index_side = async {
+                while let Some((a, b, log)) = read.recv().await {
+                    let subjects = range_text!($index, $sql.subjects, a, b);
+                    if !$on(ScanItem::Rows(scan_batch(log, subjects)?)) {
+                        break;
+                    }
+                }
+                drop(read);
+                Ok::<(), StoreError>(())
+            };
+            let (l, i) = tokio::join!(log_side, index_side);
+            i.and(l)
         }
         .await
     };
@@ -494,41 +607,89 @@ impl SqlStore {
     }
 
     /// Read the whole log in one consistent snapshot, handing the chain state and then rows
-    /// in `seq` order to `on`, `batch` rows at a time, until it returns false.
+    /// in `seq` order to `on`, in ranges of `batch` record numbers, until it returns false.
+    ///
+    /// With a second connection free in the pool, the patient index rows are read on it, in
+    /// parallel with the log: its transaction must see the same audit log as the first's
+    /// (same head row, signed heads and bounds — every writer of the audit tables changes
+    /// one of them); if they differ, because an append committed between the two starts,
+    /// both start again, and after a few tries the scan makes do with one connection.
     pub(crate) async fn run_audit_scan(
         &self,
         batch: usize,
         on: &mut (dyn FnMut(ScanItem) -> bool + Send),
     ) -> Result<(), StoreError> {
-        let limit = batch.max(1) as i64;
-        with_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
-            if !self.is_sqlite() {
-                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
-            }
-            let state = chain_state!(tx)?;
-            // From the start even after pruning: rows a checkpoint should have removed are
-            // reported by verify as out of place.
-            let mut after = 0i64;
-            if !on(ScanItem::State(state)) {
-                return Ok(());
-            }
-            let sql = scan_sql(self.is_sqlite());
-            loop {
-                let rows = scan_batch!(tx, &sql, after, limit)?;
-                if rows.is_empty() {
-                    break;
+        let batch = batch.max(1) as i64;
+        let sql = scan_sql(self.is_sqlite());
+        macro_rules! scan {
+            ($pool:expr) => {{
+                let pool = $pool;
+                let isolation =
+                    (!self.is_sqlite()).then_some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+                let mut first = pool.acquire().await?;
+                let mut second = pool.try_acquire();
+                if self.is_sqlite() {
+                    // Read the file through a memory map (up to SQLite's 2 GB default
+                    // limit) instead of a read() per page into the connection's cache.
+                    for c in std::iter::once(&mut first).chain(second.as_mut()) {
+                        sqlx::query("PRAGMA mmap_size = 2147418112").execute(&mut **c).await?;
+                    }
                 }
-                let last = rows.seq(rows.len() - 1);
-                let n = rows.len();
-                after = last;
-                if !on(ScanItem::Rows(rows)) || (n as i64) < limit {
-                    break;
+                let r = {
+                    let mut tries = 0;
+                    let (mut a, mut b) = loop {
+                        let mut a = sqlx::Connection::begin(&mut *first).await?;
+                        if let Some(q) = isolation {
+                            sqlx::query(q).execute(&mut *a).await?;
+                        }
+                        let fp_a: String = sqlx::query(sql.fingerprint).fetch_one(&mut *a).await?.try_get("fp")?;
+                        let Some(c) = second.as_mut() else { break (a, None) };
+                        let mut b = sqlx::Connection::begin(&mut **c).await?;
+                        if let Some(q) = isolation {
+                            sqlx::query(q).execute(&mut *b).await?;
+                        }
+                        let fp_b: String = sqlx::query(sql.fingerprint).fetch_one(&mut *b).await?.try_get("fp")?;
+                        if fp_a == fp_b {
+                            break (a, Some(b));
+                        }
+                        a.rollback().await?;
+                        b.rollback().await?;
+                        tries += 1;
+                        if tries == 3 {
+                            second = None;
+                        }
+                    };
+                    let state = chain_state!(a)?;
+                    let r = if !on(ScanItem::State(state)) {
+                        Ok(())
+                    } else {
+                        match b.as_mut() {
+                            Some(b) => {
+                                let b = &mut **b;
+                                scan_two!(a, b, sql, batch, on)
+                            }
+                            None => scan_one!(a, sql, batch, on),
+                        }
+                    };
+                    a.rollback().await?;
+                    match b {
+                        Some(b) => b.rollback().await?,
+                        None => {}
+                    }
+                    r
+                };
+                if self.is_sqlite() {
+                    for c in std::iter::once(&mut first).chain(second.as_mut()) {
+                        sqlx::query("PRAGMA mmap_size = 0").execute(&mut **c).await?;
+                    }
                 }
-            }
-            tx.rollback().await?;
-            Ok(())
-        })
+                r
+            }};
+        }
+        match &self.db {
+            Db::Sqlite(pool) => scan!(pool),
+            Db::Pg(pool) => scan!(pool),
+        }
     }
 
     /// The newest record made before `before_ms`, with its hash (where pruning may stop).

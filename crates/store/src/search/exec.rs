@@ -65,6 +65,7 @@ macro_rules! sort_value {
 
 impl SqlStore {
     pub(crate) async fn run_search(&self, permit: &SearchPermit, q: &SearchQuery) -> Result<SearchPage, StoreError> {
+        ensure_filter_applies(permit)?;
         let mut page = SearchPage::default();
         if q.total {
             let count = sql::count_query(permit, q);
@@ -142,6 +143,7 @@ impl SqlStore {
     }
 
     pub(crate) async fn run_history(&self, permit: &SearchPermit, q: &HistoryQuery) -> Result<SearchPage, StoreError> {
+        ensure_filter_applies(permit)?;
         let mut sql = Sql::default();
         sql.push("SELECT ").push(COLUMNS).push(" FROM resource_versions r WHERE 1 = 1");
         if let Some(t) = &q.resource_type {
@@ -235,4 +237,22 @@ fn include_sql(permit: &SearchPermit, inc: &Include, rows: &[StoredVersion], rev
     }
     sql.push(" LIMIT ").int(MAX_INCLUDED as i64);
     sql
+}
+
+/// The consent filter of a permit (`SearchPermit::filter`) is not compiled to SQL yet. A
+/// search may run only when the filter admits exactly what an unrestricted one would, given
+/// what the store keeps per version today: no clinical date and no author, so an exclusion
+/// that needs a date (the results hold) can match no stored row. Anything else fails closed
+/// — a search must never return what a read by id would refuse.
+fn ensure_filter_applies(permit: &SearchPermit) -> Result<(), StoreError> {
+    let Some(filter) = permit.filter() else { return Ok(()) };
+    let needs_a_date = |m: &portico_policy::filter::Match| m.date.is_some_and(|d| !d.or_missing);
+    let live_exclusions = filter.exclude.iter().filter(|c| !c.when.iter().any(|m| needs_a_date(m))).count();
+    if filter.include.is_none() && live_exclusions == 0 {
+        return Ok(());
+    }
+    Err(StoreError::BadQuery(
+        "This search cannot yet be limited to what consent allows you to see; open the records you may see one by one."
+            .into(),
+    ))
 }
