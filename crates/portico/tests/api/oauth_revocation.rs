@@ -221,3 +221,26 @@ async fn a_step_up_goes_stale_after_its_window() {
         assert_eq!(ok.status, StatusCode::OK, "the password is unchanged");
     }
 }
+
+#[tokio::test]
+async fn a_revocation_in_one_server_process_bites_in_another_on_the_next_request() {
+    for app in TestApp::all().await {
+        let other = app.sharing().await;
+        alice_and_diary(&app).await;
+        let t = app.launch("diary", LAUNCH_SCOPES, "alice").await;
+        let token = access(&t);
+        assert!(works(&app, &token).await && works(&other, &token).await, "{:?}", app.backend);
+        // Revoked through the second instance (the family, by its refresh token)…
+        let r = other.revoke("diary", &refresh_of(&t)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        // …and refused by the first on its very next request, with no cache in between.
+        assert!(!works(&app, &token).await, "{:?}: the first instance still accepts the token", app.backend);
+        assert!(!works(&other, &token).await);
+        // An operator disabling the user in one instance ends a fresh grant in the other.
+        let t2 = app.launch("diary", LAUNCH_SCOPES, "alice").await;
+        assert!(works(&other, &access(&t2)).await);
+        let alice = app.state.identity.store.user_by_username("alice").await.unwrap().unwrap();
+        other.state.identity.store.user_set_disabled(&alice.id, true, portico::identity::now_ms()).await.unwrap();
+        assert!(!works(&app, &access(&t2)).await, "{:?}", app.backend);
+    }
+}

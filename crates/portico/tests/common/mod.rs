@@ -132,6 +132,19 @@ impl TestApp {
         Some(TestApp { backend, state, router, data_dir, database_url })
     }
 
+    /// A second, independent server instance (its own pools, caches, audit appender and
+    /// rate limiters) over the same database — what another server process would be.
+    pub async fn sharing(&self) -> TestApp {
+        let data_dir = temp_dir();
+        let mut config = self.state.config.as_ref().clone();
+        config.data_dir = data_dir.clone();
+        // Every process on one database shares the audit key.
+        config.audit.key_file = self.state.config.audit_key_path().display().to_string();
+        let state = portico::cli::open(&config).await.expect("open second instance");
+        let router = server::router(state.clone());
+        TestApp { backend: self.backend, state, router, data_dir, database_url: self.database_url.clone() }
+    }
+
     /// Every configured backend: SQLite always, PostgreSQL when configured.
     pub async fn all() -> Vec<TestApp> {
         let mut v = vec![TestApp::new(Backend::Sqlite).await.expect("sqlite")];
