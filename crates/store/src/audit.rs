@@ -245,17 +245,17 @@ const ROW_SEP: char = '\u{1e}';
 
 /// The statements of the consistent scan `audit verify` reads.
 ///
-/// Rows come in ranges of record numbers, each range as *one* aggregated text value
-/// (fields and rows joined by control characters): fetching rows one by one through the
-/// driver cost ~12 µs a row, ten times what SQLite itself needs. A log row's fields are
-/// joined by one `concat_ws` (one allocation; a chain of `||` copies the growing row at
-/// every step). The ranges are `seq > $1 AND seq <= $2` on the primary key — no ordered
-/// subquery with a `LIMIT`, which SQLite materialised row by row — and the patient index
-/// rows of a range come from their own statement, which `run_audit_scan` runs on a second
-/// connection while the first reads the next range of the log.
+/// The log is read in windows of record numbers (`seq > $1 AND seq <= $2` on the primary
+/// key), each window as *one* aggregated text value — fields and rows joined by control
+/// characters — because fetching rows one by one through the driver cost ~12 µs a row, ten
+/// times what SQLite itself needs. A row's fields are joined by one `concat_ws` (one
+/// allocation; a chain of `||` copies the growing row at every step), and the record comes
+/// last, after its length in bytes, so that splitting a row never scans the record. The
+/// patient index rows of a window come from a second statement. With two connections
+/// (`run_audit_scan`), each reads every other window, in parallel.
 struct ScanSql {
     /// One text: `ROW_SEP`-joined rows of `FIELD_SEP`-joined `seq, ts, interaction, action,
-    /// outcome, actor, client, hash, mac, record`.
+    /// outcome, actor, client, hash, mac, octet_length(record), record`.
     log: String,
     /// One text: `ROW_SEP`-joined `seq, patient, category`.
     subjects: String,
@@ -266,13 +266,13 @@ struct ScanSql {
 fn scan_sql(sqlite: bool) -> ScanSql {
     let (agg, chr) = if sqlite { ("group_concat", "char") } else { ("string_agg", "chr") };
     // SQLite aggregates in the order the rowid (and the covering index on audit_subjects)
-    // delivers, which is the order asked for; PostgreSQL is asked explicitly. The rows are
-    // put in order again in `scan_batch` should that ever differ.
+    // delivers, which is the order wanted; PostgreSQL is asked explicitly. `scan_batch`
+    // puts rows in order again should that ever differ.
     let (log_order, subject_order) =
         if sqlite { ("", "") } else { (" ORDER BY seq", " ORDER BY seq, patient, category") };
     ScanSql {
         log: format!(
-            "SELECT {agg}(concat_ws({chr}(31), seq, ts, interaction, action, outcome, actor, client, hash, mac, record), {chr}(30){log_order}) AS body \
+            "SELECT {agg}(concat_ws({chr}(31), seq, ts, interaction, action, outcome, actor, client, hash, mac, octet_length(record), record), {chr}(30){log_order}) AS body \
              FROM audit_log WHERE seq > $1 AND seq <= $2"
         ),
         subjects: format!(
@@ -286,35 +286,33 @@ fn scan_sql(sqlite: bool) -> ScanSql {
     }
 }
 
-/// Offsets of the first `N - 1` field separators of `text[start..end]`: `N` fields, the last
-/// taking the rest (a record holding a raw separator then fails its hash, as it should).
-fn fields<const N: usize>(text: &str, start: usize, end: usize) -> Option<[(usize, usize); N]> {
+/// Where byte `x` next occurs in `b` from `from`: 16 bytes at a time while none of them is
+/// `x` (a branch-free test the compiler vectorises), then byte by byte.
+fn find_byte(b: &[u8], from: usize, x: u8) -> Option<usize> {
+    let mut i = from;
+    while let Some(chunk) = b.get(i..i + 16).and_then(|c| <&[u8; 16]>::try_from(c).ok()) {
+        if chunk.iter().fold(false, |any, &c| any | (c == x)) {
+            break;
+        }
+        i += 16;
+    }
+    b.get(i..)?.iter().position(|&c| c == x).map(|p| i + p)
+}
+
+/// Offsets of the `N` fields of `text[start..]` up to the `N`th field separator; returns
+/// them and where the next field starts.
+fn fields<const N: usize>(text: &str, start: usize) -> Option<([(usize, usize); N], usize)> {
     let mut out = [(0, 0); N];
     let mut from = start;
-    for f in out.iter_mut().take(N - 1) {
-        let at = from + text[from..end].find(FIELD_SEP)?;
+    for f in out.iter_mut() {
+        let at = find_byte(text.as_bytes(), from, FIELD_SEP as u8)?;
         *f = (from, at);
         from = at + 1;
     }
-    out[N - 1] = (from, end);
-    Some(out)
+    Some((out, from))
 }
 
-/// `(start, end)` of each `ROW_SEP`-separated row of a non-empty text.
-fn rows_of(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
-    let mut start = 0;
-    std::iter::from_fn(move || {
-        if start > text.len() {
-            return None;
-        }
-        let end = text[start..].find(ROW_SEP).map_or(text.len(), |i| start + i);
-        let row = (start, end);
-        start = end + ROW_SEP.len_utf8();
-        Some(row)
-    })
-}
-
-/// A batch from the aggregated texts of one range: log rows in `seq` order, each with its
+/// A batch from the aggregated texts of one window: log rows in `seq` order, each with its
 /// patient index rows sorted.
 fn scan_batch(log: String, subjects: String) -> Result<RowBatch, StoreError> {
     let bad = || StoreError::AuditChain("the audit log holds a row that cannot be read".into());
@@ -326,9 +324,12 @@ fn scan_batch(log: String, subjects: String) -> Result<RowBatch, StoreError> {
     let id = batch.add_text(log);
     let text = batch.text_of(id);
     let mut rows = Vec::new();
-    for (start, end) in rows_of(text) {
-        let f = fields::<10>(text, start, end).ok_or_else(bad)?;
+    let mut start = 0;
+    loop {
+        let (f, at) = fields::<10>(text, start).ok_or_else(bad)?;
         let int = |(a, b): (usize, usize)| text[a..b].parse::<i64>().map_err(|_| bad());
+        let len = usize::try_from(int(f[9])?).map_err(|_| bad())?;
+        let end = at.checked_add(len).filter(|e| *e <= text.len() && text.is_char_boundary(*e)).ok_or_else(bad)?;
         let span = |(a, b): (usize, usize)| RowBatch::span(id, a, b);
         let spans = RowSpans {
             interaction: span(f[2]),
@@ -338,9 +339,14 @@ fn scan_batch(log: String, subjects: String) -> Result<RowBatch, StoreError> {
             client: span(f[6]),
             hash: span(f[7]),
             mac: span(f[8]),
-            record: span(f[9]),
+            record: span((at, end)),
         };
         rows.push((int(f[0])?, int(f[1])?, spans));
+        match text[end..].chars().next() {
+            None => break,
+            Some(ROW_SEP) => start = end + ROW_SEP.len_utf8(),
+            Some(_) => return Err(bad()),
+        }
     }
     if !rows.is_sorted_by_key(|r| r.0) {
         rows.sort_by_key(|r| r.0);
@@ -354,15 +360,20 @@ fn scan_batch(log: String, subjects: String) -> Result<RowBatch, StoreError> {
     let id = batch.add_text(subjects);
     let text = batch.text_of(id);
     let mut found = Vec::new();
-    for (start, end) in rows_of(text) {
-        let [seq, p, c] = fields::<3>(text, start, end).ok_or_else(bad_subject)?;
-        let seq: i64 = text[seq.0..seq.1].parse().map_err(|_| bad_subject())?;
-        found.push((seq, &text[p.0..p.1], &text[c.0..c.1], RowBatch::span(id, p.0, p.1), RowBatch::span(id, c.0, c.1)));
+    for row in text.split(ROW_SEP) {
+        let mut f = row.splitn(3, FIELD_SEP);
+        let (Some(seq), Some(p), Some(c)) = (f.next(), f.next(), f.next()) else { return Err(bad_subject()) };
+        let seq: i64 = seq.parse().map_err(|_| bad_subject())?;
+        found.push((seq, p, c));
     }
-    if !found.is_sorted_by(|a, b| (a.0, a.1, a.2) <= (b.0, b.1, b.2)) {
-        found.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    if !found.is_sorted() {
+        found.sort();
     }
-    let found: Vec<(i64, Span, Span)> = found.into_iter().map(|(seq, _, _, p, c)| (seq, p, c)).collect();
+    let span = |t: &str| {
+        let at = t.as_ptr() as usize - text.as_ptr() as usize;
+        RowBatch::span(id, at, at + t.len())
+    };
+    let found: Vec<(i64, Span, Span)> = found.into_iter().map(|(seq, p, c)| (seq, span(p), span(c))).collect();
     let mut i = 0;
     for (seq, p, c) in found {
         while i < batch.len() && batch.seq(i) < seq {
@@ -375,7 +386,7 @@ fn scan_batch(log: String, subjects: String) -> Result<RowBatch, StoreError> {
     Ok(batch)
 }
 
-/// The aggregated text of one range (`$a < seq <= $b`).
+/// The aggregated text of one window (`$a < seq <= $b`).
 macro_rules! range_text {
     ($conn:expr, $sql:expr, $a:expr, $b:expr) => {
         sqlx::query(sqlx::AssertSqlSafe($sql.clone()))
@@ -385,37 +396,6 @@ macro_rules! range_text {
             .await?
             .try_get::<Option<String>, _>("body")?
             .unwrap_or_default()
-    };
-}
-
-/// The next range of the log after `$a`: `Some((a, b, log text))`, or `None` at the end.
-/// A range that holds nothing (a gap of deleted or pruned records) is skipped to the next
-/// record there is.
-macro_rules! next_range {
-    ($conn:expr, $sql:expr, $a:expr, $hi:expr, $batch:expr) => {
-        async {
-            let mut a: i64 = $a;
-            loop {
-                if a >= $hi {
-                    return Ok::<Option<(i64, i64, String)>, StoreError>(None);
-                }
-                let b = a.saturating_add($batch);
-                let text = range_text!($conn, $sql.log, a, b);
-                if !text.is_empty() {
-                    return Ok(Some((a, b, text)));
-                }
-                let next: Option<i64> = sqlx::query("SELECT min(seq) AS next FROM audit_log WHERE seq > $1")
-                    .bind(b)
-                    .fetch_one(&mut *$conn)
-                    .await?
-                    .try_get("next")?;
-                match next {
-                    Some(n) => a = n - 1,
-                    None => return Ok(None),
-                }
-            }
-        }
-        .await
     };
 }
 
@@ -431,59 +411,45 @@ macro_rules! log_bounds {
     }};
 }
 
-/// Scan with one connection: each range's log rows, then its patient index rows.
-macro_rules! scan_one {
-    ($conn:expr, $sql:expr, $batch:expr, $on:expr) => {
+/// Read windows `$first`, `$first + $step`, … of the log (window `k` holds the record
+/// numbers after `lo - 1 + k·batch`, up to `batch` of them) and hand each non-empty one, as
+/// a batch with its patient index rows, to `$send(k, batch)` until it yields false. Empty
+/// windows (gaps left by deleted or pruned records) are skipped to the window of the next
+/// record there is, so a stray row numbered far beyond the others costs one query, not
+/// millions.
+macro_rules! read_windows {
+    ($conn:expr, $sql:expr, $lo:expr, $hi:expr, $batch:expr, $first:expr, $step:expr, $send:expr) => {
         async {
-            // From the first row even after pruning: rows a checkpoint should have removed are
-            // reported by verify as out of place.
-            let (lo, hi) = log_bounds!($conn);
-            let mut after = lo - 1;
-            while let Some((a, b, log)) = next_range!($conn, $sql, after, hi, $batch)? {
-                let subjects = range_text!($conn, $sql.subjects, a, b);
-                if !$on(ScanItem::Rows(scan_batch(log, subjects)?)) {
+            let (lo, hi, batch, step): (i64, i64, i64, i64) = ($lo, $hi, $batch, $step);
+            let mut k: i64 = $first;
+            loop {
+                let a = (lo - 1).saturating_add(k.saturating_mul(batch));
+                if a >= hi {
                     break;
                 }
-                after = b;
+                let b = a.saturating_add(batch);
+                let log = range_text!($conn, $sql.log, a, b);
+                if log.is_empty() {
+                    let next: Option<i64> = sqlx::query("SELECT min(seq) AS next FROM audit_log WHERE seq > $1")
+                        .bind(b)
+                        .fetch_one(&mut *$conn)
+                        .await?
+                        .try_get("next")?;
+                    let Some(next) = next else { break };
+                    // The first window of this reader's stride at or after the one holding
+                    // `next`.
+                    let want = (next - lo) / batch;
+                    k += (want - k + step - 1) / step * step;
+                    continue;
+                }
+                let subjects = range_text!($conn, $sql.subjects, a, b);
+                if !$send(k, scan_batch(log, subjects)?).await {
+                    break;
+                }
+                k += step;
             }
             Ok::<(), StoreError>(())
         }
-        .await
-    };
-}
-
-/// Scan with two connections that see the same log: the first reads the log's next range
-/// while the second reads the patient index rows of the range before.
-macro_rules! scan_two {
-    ($log:expr, $index:expr, $sql:expr, $batch:expr, $on:expr) => {
-        async {
-            let (lo, hi) = log_bounds!($log);
-            let (ranges, mut read) = tokio::sync::mpsc::channel::<(i64, i64, String)>(2);
-            let log_side = async {
-                let mut after = lo - 1;
-                while let Some((a, b, log)) = next_range!($log, $sql, after, hi, $batch)? {
-                    if ranges.send((a, b, log)).await.is_err() {
-                        break;
-                    }
-                    after = b;
-                }
-                drop(ranges);
-                Ok::<(), StoreError>(())
-            };
-            let index_side = async {
-                while let Some((a, b, log)) = read.recv().await {
-                    let subjects = range_text!($index, $sql.subjects, a, b);
-                    if !$on(ScanItem::Rows(scan_batch(log, subjects)?)) {
-                        break;
-                    }
-                }
-                drop(read);
-                Ok::<(), StoreError>(())
-            };
-            let (l, i) = tokio::join!(log_side, index_side);
-            i.and(l)
-        }
-        .await
     };
 }
 
@@ -627,7 +593,15 @@ impl SqlStore {
                 let isolation =
                     (!self.is_sqlite()).then_some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
                 let mut first = pool.acquire().await?;
-                let mut second = pool.try_acquire();
+                // A second connection if the pool has room for one (not waiting long for it).
+                let mut second = if pool.options().get_max_connections() >= 2 {
+                    tokio::time::timeout(std::time::Duration::from_millis(100), pool.acquire())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                } else {
+                    None
+                };
                 if self.is_sqlite() {
                     // Read the file through a memory map (up to SQLite's 2 GB default
                     // limit) instead of a read() per page into the connection's cache.
@@ -663,12 +637,61 @@ impl SqlStore {
                     let r = if !on(ScanItem::State(state)) {
                         Ok(())
                     } else {
+                        // From the first row even after pruning: rows a checkpoint should have removed are
+                        // reported by verify as out of place.
+                        let (lo, hi) = log_bounds!(a);
                         match b.as_mut() {
-                            Some(b) => {
-                                let b = &mut **b;
-                                scan_two!(a, b, sql, batch, on)
+                            None => {
+                                read_windows!(a, sql, lo, hi, batch, 0, 1, |_, rows| std::future::ready(on(
+                                    ScanItem::Rows(rows)
+                                )))
+                                .await
                             }
-                            None => scan_one!(a, sql, batch, on),
+                            Some(b) => {
+                                // Each connection reads every other window; the batches are handed on in
+                                // window order.
+                                let b = &mut **b;
+                                let (even_tx, mut even) = tokio::sync::mpsc::channel::<(i64, RowBatch)>(1);
+                                let (odd_tx, mut odd) = tokio::sync::mpsc::channel::<(i64, RowBatch)>(1);
+                                let even_side = async {
+                                    let r = read_windows!(a, sql, lo, hi, batch, 0, 2, |k, rows| {
+                                        let tx = even_tx.clone();
+                                        async move { tx.send((k, rows)).await.is_ok() }
+                                    })
+                                    .await;
+                                    drop(even_tx);
+                                    r
+                                };
+                                let odd_side = async {
+                                    let r = read_windows!(b, sql, lo, hi, batch, 1, 2, |k, rows| {
+                                        let tx = odd_tx.clone();
+                                        async move { tx.send((k, rows)).await.is_ok() }
+                                    })
+                                    .await;
+                                    drop(odd_tx);
+                                    r
+                                };
+                                let merge = async {
+                                    let mut heads = [even.recv().await, odd.recv().await];
+                                    loop {
+                                        let i = match (&heads[0], &heads[1]) {
+                                            (Some((k0, _)), Some((k1, _))) => usize::from(k1 < k0),
+                                            (Some(_), None) => 0,
+                                            (None, Some(_)) => 1,
+                                            (None, None) => break,
+                                        };
+                                        let Some((_, rows)) = heads[i].take() else { break };
+                                        if !on(ScanItem::Rows(rows)) {
+                                            break;
+                                        }
+                                        heads[i] = if i == 0 { even.recv().await } else { odd.recv().await };
+                                    }
+                                    drop(even);
+                                    drop(odd);
+                                };
+                                let (e, o, ()) = tokio::join!(even_side, odd_side, merge);
+                                e.and(o)
+                            }
                         }
                     };
                     a.rollback().await?;
