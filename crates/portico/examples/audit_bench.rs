@@ -7,6 +7,7 @@
 //! ... -- fill DATA_DIR 1000000         # a data dir whose log holds 1,000,000 records
 //! ... -- verify-core 1000000           # the verifier alone, over rows in memory
 //! ... -- scan DATA_DIR                  # the store's verify scan alone, without the checks
+//! ... -- batch-cost sqlite 1000          # one appender commit of 1000 records
 //! ```
 //!
 //! `SQLITE_SYNCHRONOUS=normal` runs SQLite without an fsync per commit.
@@ -220,12 +221,15 @@ async fn scan(data_dir: &str, batch: usize) {
     );
 }
 
-/// What one appender commit of `n` records costs, alone (SQLite).
-async fn batch_cost(n: usize) {
+/// What one appender commit of `n` records costs, alone (`target`: sqlite or a PostgreSQL
+/// URL).
+async fn batch_cost(target: &str, n: usize) {
     let dir = temp_dir();
-    let store = open(&format!("sqlite://{}", dir.join("bench.db").display()), 2).await;
+    let url =
+        if target == "sqlite" { format!("sqlite://{}", dir.join("bench.db").display()) } else { target.to_string() };
+    let store = open(&url, 2).await;
     let chainer = Chainer::new(AuditKey::generate().expect("key").mac_key());
-    let rounds = 300;
+    let rounds = (300_000 / n.max(1)).clamp(3, 300);
     let start = Instant::now();
     for i in 0..rounds {
         let batch: Vec<AuditRecord> = (0..n).map(|j| read_record((i * n + j) as i64)).collect();
@@ -247,9 +251,9 @@ async fn main() {
         "fill" => fill(&arg(2), arg(3).parse().unwrap_or(1_000_000)).await,
         "verify-core" => verify_core(arg(2).parse().unwrap_or(1_000_000)),
         "scan" => scan(&arg(2), arg(3).parse().unwrap_or(10_000)).await,
-        "batch-cost" => batch_cost(arg(2).parse().unwrap_or(16)).await,
+        "batch-cost" => batch_cost(&arg(2), arg(3).parse().unwrap_or(16)).await,
         _ => eprintln!(
-            "usage: audit_bench append sqlite|POSTGRES_URL direct|batched|deferred TASKS SECS | fill DATA_DIR N | verify-core N | scan DATA_DIR [BATCH] | batch-cost N"
+            "usage: audit_bench append sqlite|POSTGRES_URL direct|batched|deferred TASKS SECS | fill DATA_DIR N | verify-core N | scan DATA_DIR [BATCH] | batch-cost sqlite|POSTGRES_URL N"
         ),
     }
 }
