@@ -36,11 +36,14 @@ pub enum Interaction {
     Revoke,
     /// Security settings changed: password, TOTP enrolment.
     SecuritySettings,
+    /// A request was refused before any decision because it carried no valid credential
+    /// (401: no token, an unknown, expired or revoked token, no session).
+    Authenticate,
 }
 
 impl Interaction {
     /// Every interaction, in code order.
-    pub const ALL: [Interaction; 21] = [
+    pub const ALL: [Interaction; 22] = [
         Interaction::Read,
         Interaction::VRead,
         Interaction::SearchType,
@@ -62,6 +65,7 @@ impl Interaction {
         Interaction::TokenRefresh,
         Interaction::Revoke,
         Interaction::SecuritySettings,
+        Interaction::Authenticate,
     ];
 
     /// The stable code stored in records and index columns.
@@ -88,6 +92,7 @@ impl Interaction {
             Interaction::TokenRefresh => "token-refresh",
             Interaction::Revoke => "revoke",
             Interaction::SecuritySettings => "security-settings",
+            Interaction::Authenticate => "authenticate",
         }
     }
 
@@ -115,6 +120,7 @@ impl Interaction {
             "token-refresh" => Interaction::TokenRefresh,
             "revoke" => Interaction::Revoke,
             "security-settings" => Interaction::SecuritySettings,
+            "authenticate" => Interaction::Authenticate,
             _ => return None,
         })
     }
@@ -137,7 +143,8 @@ impl Interaction {
             | Interaction::TokenIssue
             | Interaction::TokenRefresh
             | Interaction::Revoke
-            | Interaction::SecuritySettings => "E",
+            | Interaction::SecuritySettings
+            | Interaction::Authenticate => "E",
             Interaction::Create => "C",
             Interaction::Update | Interaction::Patch => "U",
             Interaction::Delete => "D",
@@ -168,6 +175,7 @@ impl Interaction {
                 | Interaction::TokenRefresh
                 | Interaction::Revoke
                 | Interaction::SecuritySettings
+                | Interaction::Authenticate
         )
     }
 }

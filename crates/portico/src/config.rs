@@ -155,6 +155,9 @@ pub struct AuditConfig {
     /// Deferred mode: most answered records not yet committed; beyond it (or while commits
     /// fail) responses wait for their records' commit again (0: never defer).
     pub queue_records: usize,
+    /// Start although the log's newest signed head is under another audit key (a deliberate
+    /// key rotation); otherwise such a start is refused.
+    pub rotate_key: bool,
 }
 
 impl Default for AuditConfig {
@@ -168,6 +171,7 @@ impl Default for AuditConfig {
             flush_ms: 50,
             flush_records: 1_000,
             queue_records: 10_000,
+            rotate_key: false,
         }
     }
 }
@@ -277,6 +281,9 @@ impl Config {
         if let Some(v) = env("PORTICO_AUDIT_RETENTION_DAYS") {
             cfg.audit.retention_days =
                 v.parse().map_err(|_| anyhow::anyhow!("PORTICO_AUDIT_RETENTION_DAYS must be a number"))?;
+        }
+        if let Some(v) = env("PORTICO_AUDIT_ROTATE_KEY") {
+            cfg.audit.rotate_key = matches!(v.as_str(), "1" | "true" | "yes");
         }
         if let Some(v) = env("PORTICO_AUDIT_APPEND") {
             cfg.audit.append = v;

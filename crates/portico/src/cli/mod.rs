@@ -150,6 +150,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
             "audit.witness_file lies inside the data dir: keep it where the data dir's keepers cannot write"
         );
     }
+    check_audit_key(store.as_ref(), &key, &key_path, config.audit.rotate_key).await?;
     let audit = crate::audit::AuditTrail::start(store.clone(), key, &config.audit);
     let keys = portico_identity::jose::SigningKey::load_or_create(&config.signing_key_path())
         .map_err(|e| anyhow::anyhow!("cannot load or create the OAuth signing key: {e}"))?;
@@ -164,6 +165,40 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
         classifier: Arc::new(classifier),
         config: Arc::new(config.clone()),
     })
+}
+
+/// Every process appending to one database must hold the same audit key: records carry a MAC
+/// under it and heads its signature, so a process with another key would leave a log that
+/// `audit verify` rejects. The newest signed head tells which key the log is under; a
+/// mismatch stops start-up (unless the operator rotates the key on purpose).
+async fn check_audit_key(
+    store: &dyn portico_store::Store,
+    key: &portico_audit::AuditKey,
+    key_path: &std::path::Path,
+    rotate: bool,
+) -> anyhow::Result<()> {
+    let Some(head) = store.audit_latest_head().await.context("cannot read the audit log's signed heads")? else {
+        return Ok(());
+    };
+    if head.verify(&[key.public()]) {
+        return Ok(());
+    }
+    if rotate {
+        tracing::warn!(
+            key_id = %key.public().key_id(),
+            "PORTICO_AUDIT_ROTATE_KEY: the audit log's newest signed head is under another key; \
+             records from now on are under this one (verify older records with both public keys)"
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the audit log's newest signed head (#{}) was not signed by this process's audit key {} ({}): every \
+         process on one database must use the same audit key file. Copy the key the other processes use, or set \
+         PORTICO_AUDIT_ROTATE_KEY=1 for one start to rotate it on purpose",
+        head.seq,
+        key.public().key_id(),
+        key_path.display()
+    )
 }
 
 /// Bind, print where we listen, serve until SIGINT/SIGTERM.

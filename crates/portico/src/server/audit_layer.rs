@@ -7,10 +7,10 @@
 use super::AppState;
 use super::error::ApiError;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use portico_audit::Scope;
+use portico_audit::{Actor, Interaction, Scope};
 use std::net::SocketAddr;
 
 pub async fn audit_layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -22,7 +22,11 @@ pub async fn audit_layer(State(state): State<AppState>, mut req: Request, next: 
     };
     scope.set_origin(source, None);
     req.extensions_mut().insert(scope.clone());
+    let path = req.uri().path().to_string();
     let mut resp = next.run(req).await;
+    if resp.status() == StatusCode::UNAUTHORIZED {
+        record_unauthenticated(&scope, &path);
+    }
     // Deferred mode: queued without waiting while the appender keeps up (bounded);
     // otherwise the response waits for the commit.
     if state.audit.finish_response(&scope, resp.status().as_u16()).await.is_err() {
@@ -32,4 +36,25 @@ pub async fn audit_layer(State(state): State<AppState>, mut req: Request, next: 
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+/// A 401 refused before any decision (no token, an unknown, expired or revoked token, no
+/// session) is a deny too, and gets its record: the path asked for (never the credential).
+/// Refusals that already recorded themselves (a client failing to authenticate at the token
+/// endpoint) are left alone, so each interaction still has exactly one record.
+fn record_unauthenticated(scope: &Scope, path: &str) {
+    if scope.mark() > 0 || scope.has_pending() {
+        return;
+    }
+    super::oauth::audit::record(
+        scope,
+        Interaction::Authenticate,
+        Some(Actor::new("anonymous", "")),
+        None,
+        &[],
+        Some(("authentication-required", "No valid credential was presented.")),
+    );
+    // Long paths are cut: the record is evidence of the attempt, not a copy of the request.
+    let path: String = path.chars().take(256).collect();
+    scope.edit(|r| r.query = Some(path));
 }

@@ -1080,3 +1080,24 @@ async fn verify_is_consistent_while_records_are_appended() {
         assert!(verify(&app, None).await.is_ok());
     }
 }
+
+/// A second process over the same database with another audit key would leave records and
+/// heads `audit verify` rejects: it is refused at start-up, unless the key is rotated on
+/// purpose.
+#[tokio::test]
+async fn a_process_with_another_audit_key_is_refused_at_start() {
+    for app in TestApp::all().await {
+        assert_eq!(app.get("/fhir/Patient?_count=1").await.status, StatusCode::OK);
+        app.state.audit.sign_head().await.expect("sign").expect("a head");
+        // The same key (what `sharing` does) starts.
+        let _same = app.sharing().await;
+        let mut config = app.state.config.as_ref().clone();
+        config.data_dir = temp_dir();
+        config.audit.key_file = String::new(); // a fresh key in the new data dir
+        let err = portico::cli::open(&config).await.err().expect("another key is refused");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("same audit key file") && msg.contains("PORTICO_AUDIT_ROTATE_KEY"), "{msg}");
+        config.audit.rotate_key = true;
+        assert!(portico::cli::open(&config).await.is_ok(), "a deliberate rotation starts");
+    }
+}

@@ -4,7 +4,7 @@
 use crate::common::oauth::*;
 use crate::common::*;
 use crate::oauth::{LAUNCH_SCOPES, access, alice_and_diary, refresh_of};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use portico_audit::{AuditRecord, Interaction, Outcome};
 
 /// The one record a request left.
@@ -95,5 +95,27 @@ async fn token_issue_refresh_and_revocation_each_leave_one_record() {
         assert_eq!(bad_client.status, StatusCode::UNAUTHORIZED);
         let a = the_record(&app, &bad_client, "an unknown client").await;
         assert_eq!(a.rules, vec!["client-auth-failed".to_string()]);
+    }
+}
+
+#[tokio::test]
+async fn a_request_without_a_valid_credential_leaves_one_denied_record_without_the_token() {
+    for app in TestApp::all().await {
+        let bogus = "Bearer not-a-token-hunter2-credential";
+        for (uri, headers) in [
+            ("/fhir/Patient?name=smith", vec![]),
+            ("/fhir/Observation/o1", vec![("authorization", bogus)]),
+            ("/api/portal/me", vec![]),
+        ] {
+            let r = app.raw(Method::GET, uri, &headers, Vec::new()).await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{uri}: {}", r.text);
+            let a = the_record(&app, &r, uri).await;
+            assert_eq!(a.interaction, Interaction::Authenticate);
+            assert_eq!((a.outcome, a.status), (Outcome::Denied, 401), "{a:?}");
+            assert_eq!(a.rules, vec!["authentication-required".to_string()]);
+            assert_eq!(a.actor.role, None);
+            assert_eq!(a.query.as_deref(), Some(uri.split('?').next().unwrap()), "the path, not the query");
+            assert!(!format!("{a:?}").contains("hunter2"), "the credential is never recorded: {a:?}");
+        }
     }
 }

@@ -65,7 +65,7 @@ impl Resp {
     }
 }
 
-fn temp_dir() -> PathBuf {
+pub fn temp_dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("portico-test-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&d).expect("temp dir");
     d
