@@ -8,30 +8,31 @@
 #     RESET_DB='su postgres -c "dropdb --if-exists portico_bench && createdb -O portico portico_bench"' \
 #     bench/audit.sh
 #
-# Environment (defaults): MODES="direct batched deferred" ROUNDS=2, plus bench/run.sh's own
+# Environment (defaults): MODES="off direct batched deferred" ROUNDS=2, plus bench/run.sh's own
 #   (PATIENTS, DURATION, WARMUP, BACKEND, PORTICO_BIN, SKIP_BUILD …; the search figure is
 #   skipped). RESET_DB: a command run before every run (PostgreSQL needs an empty database).
-# "off" in MODES measures reads without their audit records. The committed server has no such
-# switch: it needs a scratch build whose `AuditTrail::finish_response` returns Ok(()) at once
-# when PORTICO_SCRATCH_AUDIT_OFF is set, given as PORTICO_BIN (and then used for every mode,
-# so that all figures come from one binary).
+# "off" in MODES measures reads without their audit records: the script builds the server
+# with the `bench-audit-off` feature (PORTICO_BENCH_AUDIT_OFF then drops read records; never
+# a default, never shipped) into its own target dir and uses that one binary for every mode,
+# so all figures come from one binary.
 # Prints a markdown table: req/s, p50, p99 per run, and each mode's share of "off" when
 # measured.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-MODES=${MODES:-direct batched deferred}
+MODES=${MODES:-off direct batched deferred}
 ROUNDS=${ROUNDS:-2}
 [[ "$ROUNDS" =~ ^[0-9]+$ ]] && ((ROUNDS >= 1 && ROUNDS <= 10)) || { echo "ROUNDS must be 1..10" >&2; exit 1; }
 for m in $MODES; do
   [[ "$m" =~ ^(off|direct|batched|deferred)$ ]] || { echo "unknown mode $m" >&2; exit 1; }
 done
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/portico-target}"
+# Its own target dir: the feature must not leak into the release binary people run.
+BENCH_TARGET_DIR=${BENCH_TARGET_DIR:-/var/tmp/portico-bench-target}
 if [[ -z "${PORTICO_BIN:-}" && "${SKIP_BUILD:-}" != 1 ]]; then
-  cargo build --release -p portico >&2
+  CARGO_TARGET_DIR=$BENCH_TARGET_DIR cargo build --release -p portico --features bench-audit-off >&2
 fi
 export SKIP_BUILD=1 SEARCH=0
-export PORTICO_BIN="${PORTICO_BIN:-$CARGO_TARGET_DIR/release/portico}"
+export PORTICO_BIN="${PORTICO_BIN:-$BENCH_TARGET_DIR/release/portico}"
 
 declare -A RPS=()
 rows=""
@@ -42,7 +43,7 @@ for round in $(seq 1 "$ROUNDS"); do
     fi
     out=$(mktemp)
     if [[ "$mode" == off ]]; then
-      PORTICO_SCRATCH_AUDIT_OFF=1 bench/run.sh >"$out"
+      PORTICO_BENCH_AUDIT_OFF=1 bench/run.sh >"$out"
     else
       PORTICO_AUDIT_APPEND=$mode bench/run.sh >"$out"
     fi

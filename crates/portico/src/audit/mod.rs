@@ -345,7 +345,21 @@ impl AuditTrail {
         if !scope.has_pending() {
             return Ok(());
         }
+        #[cfg(feature = "bench-audit-off")]
+        if Self::bench_audit_off() {
+            return Ok(());
+        }
         self.append_response(scope.finish(status, now_ms())).await
+    }
+
+    /// `bench/audit.sh`'s baseline: a binary built with the `bench-audit-off` feature (never a
+    /// default, never shipped) drops the records of read responses when PORTICO_BENCH_AUDIT_OFF
+    /// is set, so the read benchmark can be measured with and without the audit trail from one
+    /// binary. Writes keep their records (they commit in the write's transaction).
+    #[cfg(feature = "bench-audit-off")]
+    fn bench_audit_off() -> bool {
+        static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *OFF.get_or_init(|| std::env::var_os("PORTICO_BENCH_AUDIT_OFF").is_some())
     }
 
     /// Records of a response about to leave (see [`AuditTrail::finish_response`]).
