@@ -162,7 +162,7 @@ pub fn build(patient: &Value, resources: &[Value], now: OffsetDateTime) -> Summa
                 intro: Some(
                     "Newest first. Results outside the normal range are marked in the last column (HIGH, LOW, ABNORMAL). Ask your care team what a result means for you.",
                 ),
-                columns: &[("Date", 0.13), ("Test", 0.33), ("Result", 0.24), ("Normal range", 0.16), ("Flag", 0.14)],
+                columns: &[("Date", 0.13), ("Test", 0.32), ("Result", 0.22), ("Normal range", 0.16), ("Flag", 0.17)],
                 rows: Vec::new(),
                 empty: "No lab results are included in this summary.",
                 omitted: 0,
