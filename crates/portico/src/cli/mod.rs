@@ -104,7 +104,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await?;
             let filled = store.backfill_category_codes().await?;
-            println!("database schema is up to date ({filled} stored versions given their category codings)");
+            // Likewise the clinical date and author of migration 0004 (consent periods, the
+            // results hold and `authoredby` consents judge rows without them as undated).
+            let facts = store.backfill_resource_facts().await?;
+            println!(
+                "database schema is up to date ({filled} stored versions given their category codings, {facts} their \
+                 clinical date and author)"
+            );
             Ok(())
         }
         Command::Audit { command } => audit::run(config, command).await,
