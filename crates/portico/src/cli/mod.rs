@@ -141,6 +141,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
             .with_context(|| format!("cannot read classification file {}", config.classification_file))?;
         Classifier::from_json(&text).map_err(|e| anyhow::anyhow!("invalid classification file: {e}"))?
     };
+    let rules = Arc::new(config.operator_rules()?);
     let store = Arc::new(store);
     let identity_store: Arc<dyn portico_store::IdentityStore> = store.clone();
     let store: Arc<dyn portico_store::Store> = store;
@@ -166,7 +167,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
         limits: crate::server::ratelimit::Limits::new(&config.limits),
         store,
         audit,
-        gate: Gate::new(Arc::new(TracingSink)),
+        gate: Gate::with_rules(Arc::new(TracingSink), rules),
         classifier: Arc::new(classifier),
         config: Arc::new(config.clone()),
     })
