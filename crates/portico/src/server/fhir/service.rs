@@ -411,10 +411,11 @@ impl<'a> Fhir<'a> {
     }
 }
 
-/// `404` for an unknown type or id.
+/// `404` for an absent resource — word for word what a refused one answers
+/// ([`refusal`]), so a hidden record cannot be told from a missing one.
 pub fn not_found(rt: &str, id: &str) -> ApiError {
-    let _ = id;
-    ApiError::not_found(format!("{rt} resource not found."))
+    let _ = (rt, id);
+    ApiError::not_found("Resource not found.")
 }
 
 /// A malformed id names nothing: 404 before the store is asked (PostgreSQL cannot even
