@@ -26,6 +26,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Operator rule file for categories and sensitivity labels (empty: built-in rules).
     pub classification_file: String,
+    /// Operator rules of the consent engine (adolescent confidentiality, Part 2, results hold,
+    /// caregiver redactions, break-the-glass; format in `crates/policy/src/rules.rs`). Empty:
+    /// the shipped `crates/policy/data/operator-rules.json`. Validated at start-up.
+    pub policy_file: String,
     /// The audit trail (`[audit]` in the file).
     pub audit: AuditConfig,
     /// Identity, OAuth and sessions (`[auth]` in the file).
@@ -188,6 +192,7 @@ impl Default for Config {
             create_on_update: true,
             max_body_bytes: 16 * 1024 * 1024,
             classification_file: String::new(),
+            policy_file: String::new(),
             audit: AuditConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
@@ -224,6 +229,19 @@ pub fn redact_url(url: &str) -> String {
 
 impl Config {
     /// Load from an optional TOML file and the process environment.
+    /// The consent engine's operator rules: the file named by `policy_file` (read and
+    /// validated as a whole; an error names the file and the problem), or the shipped ones.
+    pub fn operator_rules(&self) -> anyhow::Result<portico_policy::OperatorRules> {
+        if self.policy_file.is_empty() {
+            return Ok(portico_policy::OperatorRules::builtin().clone());
+        }
+        let text = std::fs::read_to_string(&self.policy_file).map_err(|e| {
+            anyhow::anyhow!("cannot read the policy file {} (PORTICO_POLICY_FILE): {e}", self.policy_file)
+        })?;
+        portico_policy::OperatorRules::from_json(&text)
+            .map_err(|e| anyhow::anyhow!("invalid policy file {} (PORTICO_POLICY_FILE): {e}", self.policy_file))
+    }
+
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         Self::load_from(file, |k| std::env::var(k).ok())
     }
@@ -267,6 +285,9 @@ impl Config {
         }
         if let Some(v) = env("PORTICO_CLASSIFICATION_FILE") {
             cfg.classification_file = v;
+        }
+        if let Some(v) = env("PORTICO_POLICY_FILE") {
+            cfg.policy_file = v;
         }
         if let Some(v) = env("PORTICO_AUDIT_KEY_FILE") {
             cfg.audit.key_file = v;
@@ -467,6 +488,28 @@ mod tests {
         assert!(Config::load_from(None, |k| (k == "PORTICO_ADMIN_TOKEN").then(|| "short".to_string())).is_err());
         assert!(Config::load_from(None, |k| (k == "PORTICO_DATABASE_URL").then(|| "mysql://x".to_string())).is_err());
         assert!(Config::load_from(None, |k| (k == "PORTICO_AUDIT_APPEND").then(|| "later".to_string())).is_err());
+    }
+
+    #[test]
+    fn the_policy_file_is_read_and_validated() {
+        let dir = std::env::temp_dir().join(format!("portico-policy-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let load = |path: &Path| {
+            let p = path.display().to_string();
+            Config::load_from(None, |k| (k == "PORTICO_POLICY_FILE").then(|| p.clone())).unwrap()
+        };
+        assert_eq!(Config::default().operator_rules().unwrap(), *portico_policy::OperatorRules::builtin());
+        let good = dir.join("good.json");
+        std::fs::write(&good, r#"{"version": 1, "breakGlass": {"enabled": true, "maxMinutes": 5}}"#).unwrap();
+        let rules = load(&good).operator_rules().unwrap();
+        assert_eq!(rules.break_glass_minutes, Some(5));
+        assert!(rules.proxy_redactions.is_empty(), "an operator file replaces the shipped one as a whole");
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, r#"{"version": 1, "proxyRedactions": {"enabled": true, "redact": [{"resourceType": "Nope", "elements": ["note"]}]}}"#).unwrap();
+        let e = load(&bad).operator_rules().unwrap_err().to_string();
+        assert!(e.contains("invalid policy file") && e.contains("bad.json") && e.contains("Nope"), "{e}");
+        let e = load(&dir.join("missing.json")).operator_rules().unwrap_err().to_string();
+        assert!(e.contains("cannot read the policy file"), "{e}");
     }
 
     #[test]

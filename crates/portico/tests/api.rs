@@ -11,6 +11,8 @@ mod bundles;
 mod capability;
 #[path = "api/concurrency.rs"]
 mod concurrency;
+#[path = "api/consent_access.rs"]
+mod consent_access;
 #[path = "api/corpus.rs"]
 mod corpus;
 #[path = "api/crud.rs"]

@@ -10,6 +10,7 @@
 mod audit;
 mod backend;
 mod error;
+mod facts;
 pub mod identity;
 mod migrate;
 mod prepared;
@@ -19,11 +20,12 @@ mod write;
 
 use async_trait::async_trait;
 use portico_audit::{AuditRecord, Chainer, SignedHead};
-use portico_policy::{Sealed, SearchPermit, WritePermit};
+use portico_policy::{PatientFacts, Sealed, SearchPermit, WritePermit};
 
 pub use audit::{AuditEntry, AuditPage, AuditQuery, ScanItem, WriteAudit, audit_facts};
 pub use backend::{SqlStore, StoreConfig};
 pub use error::StoreError;
+pub use facts::FactsWanted;
 pub use identity::IdentityStore;
 pub use prepared::{Prepared, prepare};
 pub use search::{HistoryQuery, SearchPage, SearchQuery};
@@ -126,6 +128,11 @@ pub trait Store: Send + Sync {
     /// One page of history (instance, type or system level), newest first.
     async fn history(&self, permit: &SearchPermit, query: &HistoryQuery) -> Result<SearchPage, StoreError>;
 
+    /// The gate's input about the patient a caregiver or clinician acts for: birth date,
+    /// every Consent, care relationships, the requester's RelatedPerson links (see
+    /// `facts.rs`). Not a clinical read: nothing read here is returned to a caller.
+    async fn patient_facts(&self, patient: &str, wanted: &FactsWanted) -> Result<PatientFacts, StoreError>;
+
     /// Check the database answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -196,6 +203,10 @@ impl Store for SqlStore {
 
     async fn history(&self, permit: &SearchPermit, query: &HistoryQuery) -> Result<SearchPage, StoreError> {
         self.run_history(permit, query).await
+    }
+
+    async fn patient_facts(&self, patient: &str, wanted: &FactsWanted) -> Result<PatientFacts, StoreError> {
+        self.load_patient_facts(patient, wanted).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -14,7 +14,7 @@ pub struct Prepared {
     pub index: Vec<IndexValue>,
 }
 
-/// Derive facts (compartments, category, labels) and search index values for a body whose
+/// Derive facts (compartments, category, labels, clinical date, author) and search index values for a body whose
 /// `resourceType` and `id` are already set and validated.
 pub fn prepare(resource_type: &str, id: &str, body: Value, classifier: &Classifier) -> Prepared {
     let compartments = compartment::patient_compartments(resource_type, &body);
@@ -29,8 +29,8 @@ pub fn prepare(resource_type: &str, id: &str, body: Value, classifier: &Classifi
             category: class.category,
             labels: class.labels,
             category_codes: category_codes(&body),
-            date_ms: None,
-            author: None,
+            date_ms: portico_policy::extract::clinical_date_ms(&body),
+            author: portico_policy::extract::author_reference(&body),
         },
         body,
         index,

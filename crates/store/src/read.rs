@@ -22,10 +22,10 @@ impl SqlStore {
     ) -> Result<Option<Sealed<StoredVersion>>, StoreError> {
         let sql = match version {
             None => {
-                "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.seq, r.deleted, r.body, r.compartments, r.category, r.labels, r.category_codes FROM resources r WHERE r.res_type = $1 AND r.id = $2"
+                "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.seq, r.deleted, r.body, r.compartments, r.category, r.labels, r.category_codes, r.date_ms, r.author FROM resources r WHERE r.res_type = $1 AND r.id = $2"
             }
             Some(_) => {
-                "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.seq, r.deleted, r.body, r.compartments, r.category, r.labels, r.category_codes FROM resource_versions r WHERE r.res_type = $1 AND r.id = $2 AND r.version_id = $3"
+                "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.seq, r.deleted, r.body, r.compartments, r.category, r.labels, r.category_codes, r.date_ms, r.author FROM resource_versions r WHERE r.res_type = $1 AND r.id = $2 AND r.version_id = $3"
             }
         };
         with_pool!(&self.db, pool => {
@@ -45,8 +45,8 @@ impl SqlStore {
                 category: row.try_get("category")?,
                 labels: split_words(&row.try_get::<String, _>("labels")?),
                 category_codes: decode_codes(&row.try_get::<String, _>("category_codes")?),
-                date_ms: None,
-                author: None,
+                date_ms: row.try_get("date_ms")?,
+                author: Some(row.try_get::<String, _>("author")?).filter(|a| !a.is_empty()),
             };
             Ok(Some(Sealed::new(facts, v)))
         })

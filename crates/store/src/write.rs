@@ -65,6 +65,8 @@ macro_rules! write_ops {
                         category: row.try_get("category")?,
                         labels: row.try_get("labels")?,
                         category_codes: row.try_get("category_codes")?,
+                        date_ms: row.try_get("date_ms")?,
+                        author: row.try_get("author")?,
                     };
                     current.insert((row.try_get("res_type")?, row.try_get("id")?), c);
                 }
@@ -274,6 +276,94 @@ impl SqlStore {
     }
 }
 
+impl SqlStore {
+    /// Fill in `date_ms` and `author` (migration 0004) for versions stored before the columns
+    /// existed, from their bodies; tombstones take their predecessor's, current rows their
+    /// version's. Until this has run such resources have no clinical date and no author, so
+    /// consent periods and the results hold judge them as undated (what a read decides on
+    /// too: reads and searches agree either way). Like [`Self::backfill_category_codes`]:
+    /// safe next to writers, only fills rows that have neither, only on the exact version it
+    /// read. Returns the number of rows filled.
+    pub async fn backfill_resource_facts(&self) -> Result<u64, StoreError> {
+        let mut filled = 0u64;
+        let mut after = (String::new(), String::new(), 0i64);
+        loop {
+            let rows: Vec<(String, String, i64, String)> = with_pool!(&self.db, pool => {
+                sqlx::query(
+                    "SELECT res_type, id, version_id, body FROM resource_versions WHERE (res_type, id, version_id) > ($1, $2, $3) \
+                     AND date_ms IS NULL AND author = '' AND deleted = 0 ORDER BY res_type, id, version_id LIMIT $4",
+                )
+                .bind(after.0.clone())
+                .bind(after.1.clone())
+                .bind(after.2)
+                .bind(BACKFILL_BATCH)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("res_type")?, r.try_get("id")?, r.try_get("version_id")?, r.try_get("body")?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+            });
+            let Some(last) = rows.last() else { break };
+            after = (last.0.clone(), last.1.clone(), last.2);
+            let n = rows.len() as i64;
+            for (rt, id, version, body) in rows {
+                let Ok(body) = serde_json::from_str::<Value>(&body) else { continue };
+                let date = portico_policy::extract::clinical_date_ms(&body);
+                let author = portico_policy::extract::author_reference(&body).unwrap_or_default();
+                if date.is_none() && author.is_empty() {
+                    continue;
+                }
+                filled += with_pool!(&self.db, pool => {
+                    sqlx::query(
+                        "UPDATE resource_versions SET date_ms = $4, author = $5 WHERE res_type = $1 AND id = $2 \
+                         AND version_id = $3 AND date_ms IS NULL AND author = ''",
+                    )
+                    .bind(rt)
+                    .bind(id)
+                    .bind(version)
+                    .bind(date)
+                    .bind(author)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+                });
+            }
+            if n < BACKFILL_BATCH {
+                break;
+            }
+        }
+        filled += with_pool!(&self.db, pool => {
+            let tombstones = sqlx::query(
+                "UPDATE resource_versions SET date_ms = (SELECT p.date_ms FROM resource_versions p \
+                 WHERE p.res_type = resource_versions.res_type AND p.id = resource_versions.id \
+                 AND p.version_id = resource_versions.version_id - 1), author = (SELECT p.author FROM resource_versions p \
+                 WHERE p.res_type = resource_versions.res_type AND p.id = resource_versions.id \
+                 AND p.version_id = resource_versions.version_id - 1) \
+                 WHERE deleted = 1 AND date_ms IS NULL AND author = '' AND EXISTS (SELECT 1 FROM resource_versions p \
+                 WHERE p.res_type = resource_versions.res_type AND p.id = resource_versions.id \
+                 AND p.version_id = resource_versions.version_id - 1 AND (p.date_ms IS NOT NULL OR p.author <> ''))",
+            )
+            .execute(pool)
+            .await?
+            .rows_affected();
+            let current = sqlx::query(
+                "UPDATE resources SET date_ms = (SELECT v.date_ms FROM resource_versions v \
+                 WHERE v.res_type = resources.res_type AND v.id = resources.id AND v.version_id = resources.version_id), \
+                 author = (SELECT v.author FROM resource_versions v \
+                 WHERE v.res_type = resources.res_type AND v.id = resources.id AND v.version_id = resources.version_id) \
+                 WHERE date_ms IS NULL AND author = '' AND EXISTS (SELECT 1 FROM resource_versions v \
+                 WHERE v.res_type = resources.res_type AND v.id = resources.id AND v.version_id = resources.version_id \
+                 AND (v.date_ms IS NOT NULL OR v.author <> ''))",
+            )
+            .execute(pool)
+            .await?
+            .rows_affected();
+            tombstones + current
+        });
+        Ok(filled)
+    }
+}
+
 /// Set `id`, `meta.versionId` and `meta.lastUpdated` on the body (client values ignored),
 /// and put `resourceType`, `id`, `meta` first, as people expect to read them.
 pub(crate) fn stamp(body: &mut Value, id: &str, version: i64, last_updated: &str) {
@@ -391,6 +481,38 @@ mod tests {
             assert_eq!(after, before, "{}", store.backend_name());
             assert!(facts("Patient", "p1", None).await.is_empty());
             assert_eq!(store.backfill_category_codes().await.unwrap(), 0, "nothing left to fill");
+        }
+    }
+
+    #[tokio::test]
+    async fn backfill_restores_the_clinical_date_and_author_of_older_rows() {
+        let obs = |id: &str, date: &str| {
+            json!({"resourceType": "Observation", "id": id, "status": "final", "code": {"text": "x"},
+                "subject": {"reference": "Patient/p1"}, "effectiveDateTime": date,
+                "performer": [{"reference": "Practitioner/d1"}]})
+        };
+        for store in testdb::stores().await {
+            put(&store, obs("a", "2020-01-02")).await;
+            put(&store, obs("a", "2021-01-02")).await;
+            put(&store, json!({"resourceType": "Patient", "id": "p1"})).await;
+            let facts = async |rt: &str, id: &str, v: Option<i64>| {
+                let f = store.read_sealed(rt, id, v).await.unwrap().unwrap().facts().clone();
+                (f.date_ms, f.author)
+            };
+            let before = [facts("Observation", "a", None).await, facts("Observation", "a", Some(1)).await];
+            assert_eq!(before[1], (Some(1_577_923_200_000), Some("Practitioner/d1".to_string())));
+            assert_ne!(before[0], before[1]);
+            with_pool!(&store.db, pool => {
+                sqlx::query("UPDATE resources SET date_ms = NULL, author = ''").execute(pool).await.unwrap();
+                sqlx::query("UPDATE resource_versions SET date_ms = NULL, author = ''").execute(pool).await.unwrap();
+            });
+            assert_eq!(facts("Observation", "a", None).await, (None, None));
+            // 2 versions, 1 current row; the Patient has neither.
+            assert_eq!(store.backfill_resource_facts().await.unwrap(), 3);
+            let after = [facts("Observation", "a", None).await, facts("Observation", "a", Some(1)).await];
+            assert_eq!(after, before, "{}", store.backend_name());
+            assert_eq!(facts("Patient", "p1", None).await, (None, None));
+            assert_eq!(store.backfill_resource_facts().await.unwrap(), 0, "nothing left to fill");
         }
     }
 }

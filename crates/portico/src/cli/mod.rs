@@ -104,7 +104,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await?;
             let filled = store.backfill_category_codes().await?;
-            println!("database schema is up to date ({filled} stored versions given their category codings)");
+            // Likewise the clinical date and author of migration 0004 (consent periods, the
+            // results hold and `authoredby` consents judge rows without them as undated).
+            let facts = store.backfill_resource_facts().await?;
+            println!(
+                "database schema is up to date ({filled} stored versions given their category codings, {facts} their \
+                 clinical date and author)"
+            );
             Ok(())
         }
         Command::Audit { command } => audit::run(config, command).await,
@@ -135,6 +141,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
             .with_context(|| format!("cannot read classification file {}", config.classification_file))?;
         Classifier::from_json(&text).map_err(|e| anyhow::anyhow!("invalid classification file: {e}"))?
     };
+    let rules = Arc::new(config.operator_rules()?);
     let store = Arc::new(store);
     let identity_store: Arc<dyn portico_store::IdentityStore> = store.clone();
     let store: Arc<dyn portico_store::Store> = store;
@@ -161,7 +168,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
         limits: crate::server::ratelimit::Limits::new(&config.limits),
         store,
         audit,
-        gate: Gate::new(Arc::new(TracingSink)),
+        gate: Gate::with_rules(Arc::new(TracingSink), rules),
         classifier: Arc::new(classifier),
         config: Arc::new(config.clone()),
     })

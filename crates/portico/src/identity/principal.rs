@@ -3,6 +3,8 @@
 use super::PORTAL_CLIENT;
 use portico_policy::{Principal, RequestContext, ScopeSet};
 use portico_store::identity::{GrantRow, UserRow};
+use portico_store::{FactsWanted, Store, StoreError};
+use std::sync::Arc;
 
 /// The principal a user is, acting for `acting_for` (a caregiver's chosen patient).
 pub fn principal_of_user(user: &UserRow) -> Principal {
@@ -82,4 +84,33 @@ pub fn apply_session(
     };
     ctx.scope.set_actor(ctx.principal.actor(), on_behalf, ctx.client.clone(), ctx.purpose.clone());
     ctx.scope.set_origin_device(ctx.device.clone());
+}
+
+/// Load the [`portico_policy::PatientFacts`] of the patient a caregiver or clinician acts for
+/// into the context (patients, the operator and services need none). Read fresh for every
+/// request — a consent revoked, a CareTeam changed or a RelatedPerson deactivated bites on
+/// the very next request in every server process. A caregiver's RelatedPerson links are the
+/// user's own (`PatientLink::via`) for that patient, confirmed against the stored
+/// RelatedPerson by the store.
+pub async fn load_patient_facts(
+    store: &dyn Store,
+    ctx: &mut RequestContext,
+    user: Option<&UserRow>,
+) -> Result<(), StoreError> {
+    let Some(patient) = ctx.acting_for.clone() else { return Ok(()) };
+    let wanted = match &ctx.principal {
+        Principal::Caregiver { .. } => FactsWanted {
+            care_team: false,
+            claimed_proxies: user
+                .into_iter()
+                .flat_map(|u| &u.links)
+                .filter(|l| l.patient == patient)
+                .filter_map(|l| l.via.as_deref()?.strip_prefix("RelatedPerson/").map(str::to_string))
+                .collect(),
+        },
+        Principal::Clinician { .. } => FactsWanted { care_team: true, claimed_proxies: Vec::new() },
+        _ => return Ok(()),
+    };
+    ctx.patient = Some(Arc::new(store.patient_facts(&patient, &wanted).await?));
+    Ok(())
 }

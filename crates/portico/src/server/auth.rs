@@ -11,7 +11,9 @@ use super::AppState;
 use super::error::ApiError;
 use super::session;
 use crate::identity::now_ms;
-use crate::identity::principal::{apply_grant, apply_session, principal_of_grant, principal_of_user};
+use crate::identity::principal::{
+    apply_grant, apply_session, load_patient_facts, principal_of_grant, principal_of_user,
+};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -65,7 +67,7 @@ impl FromRequestParts<AppState> for Ctx {
             let principal = principal_of_grant(&auth.grant, auth.user.as_ref());
             let mut ctx = RequestContext::with_scope(principal, scope);
             apply_grant(&mut ctx, &auth.grant, auth.user.as_ref());
-            return Ok(Ctx(ctx));
+            return with_patient_facts(state, ctx, auth.user.as_ref()).await;
         }
         if let Some(s) = session::current(state, &parts.headers).await {
             let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -75,10 +77,21 @@ impl FromRequestParts<AppState> for Ctx {
             }
             let mut ctx = RequestContext::with_scope(principal_of_user(&s.user), scope);
             apply_session(&mut ctx, &s.user, &s.row.device_id, s.row.acting_for.as_deref(), s.row.stepup_ms);
-            return Ok(Ctx(ctx));
+            return with_patient_facts(state, ctx, Some(&s.user)).await;
         }
         Err(ApiError::unauthorized(
             "Authorization: Bearer <token> is required (an access token from /oauth2/token, or the operator's admin token).",
         ))
     }
+}
+
+/// The one place a request's patient facts are loaded (consents, care relationships; see
+/// `identity::principal::load_patient_facts`).
+async fn with_patient_facts(
+    state: &AppState,
+    mut ctx: RequestContext,
+    user: Option<&portico_store::identity::UserRow>,
+) -> Result<Ctx, ApiError> {
+    load_patient_facts(state.store.as_ref(), &mut ctx, user).await?;
+    Ok(Ctx(ctx))
 }

@@ -1,5 +1,6 @@
 //! Run compiled search and history SQL on either backend.
 
+use super::consent::consent_filter;
 use super::limits::limits_filter;
 use super::sql::{self, COLUMNS, Sql};
 use super::{Cursor, HistoryQuery, Include, MAX_INCLUDED, SearchPage, SearchQuery};
@@ -65,7 +66,6 @@ macro_rules! sort_value {
 
 impl SqlStore {
     pub(crate) async fn run_search(&self, permit: &SearchPermit, q: &SearchQuery) -> Result<SearchPage, StoreError> {
-        ensure_filter_applies(permit)?;
         let mut page = SearchPage::default();
         if q.total {
             let count = sql::count_query(permit, q);
@@ -143,7 +143,6 @@ impl SqlStore {
     }
 
     pub(crate) async fn run_history(&self, permit: &SearchPermit, q: &HistoryQuery) -> Result<SearchPage, StoreError> {
-        ensure_filter_applies(permit)?;
         let mut sql = Sql::default();
         sql.push("SELECT ").push(COLUMNS).push(" FROM resource_versions r WHERE 1 = 1");
         if let Some(t) = &q.resource_type {
@@ -167,6 +166,8 @@ impl SqlStore {
         // Scope limits: history rows carry the category codings of their own version.
         let types: Vec<&str> = q.resource_type.as_deref().into_iter().collect();
         limits_filter(&mut sql, permit.limits(), &types);
+        // Consent filter: history rows carry the facts of their own version too.
+        consent_filter(&mut sql, permit.filter());
         if let Some(since) = q.since_ms {
             sql.push(" AND r.lu_ms >= ").int(since);
         }
@@ -200,6 +201,7 @@ fn include_sql(permit: &SearchPermit, inc: &Include, rows: &[StoredVersion], rev
     let types: Vec<&str> =
         if reverse { vec![inc.source_type.as_str()] } else { inc.target_type.as_deref().into_iter().collect() };
     limits_filter(&mut sql, permit.limits(), &types);
+    consent_filter(&mut sql, permit.filter());
     if reverse {
         sql.push(" AND r.res_type = ").text(&inc.source_type);
         sql.push(" AND r.id IN (SELECT x.id FROM idx_reference x WHERE x.res_type = ").text(&inc.source_type);
@@ -237,22 +239,4 @@ fn include_sql(permit: &SearchPermit, inc: &Include, rows: &[StoredVersion], rev
     }
     sql.push(" LIMIT ").int(MAX_INCLUDED as i64);
     sql
-}
-
-/// The consent filter of a permit (`SearchPermit::filter`) is not compiled to SQL yet. A
-/// search may run only when the filter admits exactly what an unrestricted one would, given
-/// what the store keeps per version today: no clinical date and no author, so an exclusion
-/// that needs a date (the results hold) can match no stored row. Anything else fails closed
-/// — a search must never return what a read by id would refuse.
-fn ensure_filter_applies(permit: &SearchPermit) -> Result<(), StoreError> {
-    let Some(filter) = permit.filter() else { return Ok(()) };
-    let needs_a_date = |m: &portico_policy::filter::Match| m.date.is_some_and(|d| !d.or_missing);
-    let live_exclusions = filter.exclude.iter().filter(|c| !c.when.iter().any(|m| needs_a_date(m))).count();
-    if filter.include.is_none() && live_exclusions == 0 {
-        return Ok(());
-    }
-    Err(StoreError::BadQuery(
-        "This search cannot yet be limited to what consent allows you to see; open the records you may see one by one."
-            .into(),
-    ))
 }

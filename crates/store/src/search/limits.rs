@@ -79,7 +79,7 @@ fn unescape(c: &str) -> String {
 }
 
 /// The substring a row's stored codings must contain to carry category `entry`.
-fn pattern(entry: &str) -> String {
+pub(crate) fn category_pattern(entry: &str) -> String {
     if entry.contains('|') { format!("\n{}\n", escape_coding(entry)) } else { format!("|{}\n", escape(entry)) }
 }
 
@@ -131,7 +131,7 @@ pub(crate) fn limits_filter(sql: &mut Sql, limits: Option<&[TypeLimit]>, types: 
                     if j > 0 {
                         sql.push(" OR ");
                     }
-                    sql.push("REPLACE(r.category_codes, ").text(&pattern(c)).push(", '') <> r.category_codes");
+                    sql.push("REPLACE(r.category_codes, ").text(&category_pattern(c)).push(", '') <> r.category_codes");
                 }
                 sql.push(")");
             }
@@ -182,7 +182,7 @@ mod tests {
     /// The substring test the SQL makes, applied to a stored value in Rust.
     fn sql_matches(codes: &[String], entry: &str) -> bool {
         let stored = encode_codes(codes);
-        stored.replace(&pattern(entry), "") != stored
+        stored.replace(&category_pattern(entry), "") != stored
     }
 
     #[test]

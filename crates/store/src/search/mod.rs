@@ -1,6 +1,7 @@
 //! FHIR search: the parsed query ([`SearchQuery`]), its parser from URL parameters, the SQL
 //! it compiles to, and paging cursors.
 
+pub(crate) mod consent;
 mod cursor;
 pub(crate) mod exec;
 pub(crate) mod limits;

@@ -2,6 +2,7 @@
 //! parameters (`$n`, accepted by both drivers); only identifiers this module chooses from
 //! fixed lists are written into the text.
 
+use super::consent::consent_filter;
 use super::limits::limits_filter;
 use super::{Cond, Cursor, Filter, Prefix, SearchQuery, SortKey, StrMode, Target};
 use portico_fhir::search_params::ParamType;
@@ -115,6 +116,7 @@ pub(crate) fn where_clause(sql: &mut Sql, permit: &SearchPermit, q: &SearchQuery
     compartment_filter(sql, permit.compartments());
     let types: Vec<&str> = q.resource_types.iter().map(String::as_str).collect();
     limits_filter(sql, permit.limits(), &types);
+    consent_filter(sql, permit.filter());
     if let Some(p) = &q.in_compartment {
         // Uncorrelated, so the patient's membership list drives the lookup.
         sql.push(" AND (r.res_type, r.id) IN (SELECT c.res_type, c.id FROM idx_compartment c WHERE c.patient = ")

@@ -24,6 +24,9 @@ pub(crate) struct Current {
     pub labels: String,
     /// Stored form of the category codings (see `search::limits`).
     pub category_codes: String,
+    pub date_ms: Option<i64>,
+    /// `Type/id`, `''` when unknown (migration 0004).
+    pub author: String,
 }
 
 /// What one op comes to.
@@ -51,6 +54,8 @@ pub(crate) struct Planned<'a> {
     labels: String,
     /// Stored form of the category codings (see `search::limits`).
     category_codes: String,
+    date_ms: Option<i64>,
+    author: String,
     index_values: &'a [IndexValue],
     seq: i64,
     last_updated: String,
@@ -110,20 +115,24 @@ pub(crate) fn plan<'a>(permit: &WritePermit, op: &'a WriteOp, cur: Option<&Curre
     let deleted = matches!(op.kind, WriteKind::Delete);
     // A tombstone keeps the facts of what it deletes, so the gate can still decide who may
     // learn of the deletion.
-    let (compartments, category, labels, category_codes) = match (&op.prepared, cur) {
+    let (compartments, category, labels, category_codes, date_ms, author) = match (&op.prepared, cur) {
         (Some(p), _) => (
             p.facts.compartments.clone(),
             p.facts.category.clone(),
             p.facts.labels.join(" "),
             encode_codes(&p.facts.category_codes),
+            p.facts.date_ms,
+            p.facts.author.clone().unwrap_or_default(),
         ),
         (None, Some(c)) => (
             c.compartments.split_whitespace().map(str::to_string).collect(),
             c.category.clone(),
             c.labels.clone(),
             c.category_codes.clone(),
+            c.date_ms,
+            c.author.clone(),
         ),
-        (None, None) => (Vec::new(), String::new(), String::new(), String::new()),
+        (None, None) => (Vec::new(), String::new(), String::new(), String::new(), None, String::new()),
     };
     Ok(Step::Write(Planned {
         index: 0,
@@ -139,6 +148,8 @@ pub(crate) fn plan<'a>(permit: &WritePermit, op: &'a WriteOp, cur: Option<&Curre
         category,
         labels,
         category_codes,
+        date_ms,
+        author,
         index_values: op.prepared.as_ref().map_or(&[][..], |p| p.index.as_slice()),
         seq: 0,
         last_updated: String::new(),
@@ -209,7 +220,8 @@ fn where_targets<'a>(sql: &mut Sql, targets: impl Iterator<Item = (&'a str, &'a 
 pub(crate) fn select_current<'a>(ops: impl Iterator<Item = &'a WriteOp>, lock: &str) -> Sql {
     let mut sql = Sql::default();
     sql.push(
-        "SELECT res_type, id, version_id, deleted, last_updated, seq, body, compartments, category, labels, category_codes FROM resources",
+        "SELECT res_type, id, version_id, deleted, last_updated, seq, body, compartments, category, labels, category_codes, date_ms, \
+         author FROM resources",
     );
     where_targets(&mut sql, ops.map(|op| (op.resource_type.as_str(), op.id.as_str())));
     sql.push(lock);
@@ -217,13 +229,18 @@ pub(crate) fn select_current<'a>(ops: impl Iterator<Item = &'a WriteOp>, lock: &
 }
 
 const RESOURCE_COLUMNS: &str = "(res_type, id, version_id, last_updated, lu_ms, seq, compartment, compartments, category, labels, \
-     deleted, body, category_codes)";
+     deleted, body, category_codes, date_ms, author)";
 
 fn version_row(sql: &mut Sql, p: &Planned) {
     sql.push("(").text(p.rt).push(", ").text(p.id).push(", ").int(p.version).push(", ").text(&p.last_updated);
     sql.push(", ").int(p.lu_ms).push(", ").int(p.seq).push(", ").text(p.compartment()).push(", ");
     sql.text(&p.compartments.join(" ")).push(", ").text(&p.category).push(", ").text(&p.labels).push(", ");
-    sql.int(i64::from(p.deleted)).push(", ").text(&p.body).push(", ").text(&p.category_codes).push(")");
+    sql.int(i64::from(p.deleted)).push(", ").text(&p.body).push(", ").text(&p.category_codes).push(", ");
+    match p.date_ms {
+        Some(d) => sql.int(d),
+        None => sql.push("NULL"),
+    };
+    sql.push(", ").text(&p.author).push(")");
 }
 
 /// Every statement that writes the plans: few, multi-row, and of repeating shapes so the
@@ -247,7 +264,7 @@ pub(crate) fn statements(plans: &[Planned]) -> Vec<Sql> {
             " ON CONFLICT (res_type, id) DO UPDATE SET version_id = excluded.version_id, last_updated = excluded.last_updated, \
              lu_ms = excluded.lu_ms, seq = excluded.seq, compartment = excluded.compartment, compartments = excluded.compartments, \
              category = excluded.category, labels = excluded.labels, deleted = excluded.deleted, body = excluded.body, \
-             category_codes = excluded.category_codes",
+             category_codes = excluded.category_codes, date_ms = excluded.date_ms, author = excluded.author",
         );
         out.push(up);
         out.push(hist);

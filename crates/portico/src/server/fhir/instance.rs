@@ -235,7 +235,7 @@ pub async fn patch_resource(
     }
     let fhir = Fhir::new(&state);
     ctx.scope.begin(portico_audit::Interaction::Patch, Some(&rt));
-    let current = fhir.read(&ctx, &rt, &id).await?;
+    let current = fhir.read_for_patch(&ctx, &rt, &id).await?;
     let patch_json = super::body::parse_json_patch(&body)?;
     let patch: json_patch::Patch =
         serde_json::from_value(patch_json).map_err(|e| ApiError::bad_request(format!("Invalid JSON Patch: {e}")))?;

@@ -7,6 +7,7 @@ pub mod capability;
 pub mod headers;
 pub mod history;
 pub mod instance;
+pub mod obligations;
 pub mod search;
 pub mod service;
 pub mod shape;

@@ -1,7 +1,7 @@
 //! The FHIR service: every interaction asks the gate, then the store. Handlers, transaction
 //! bundles and the importer all come through here, so there is one path to clinical data.
 
-use super::trail;
+use super::{obligations, trail};
 use crate::server::AppState;
 use crate::server::error::ApiError;
 use axum::http::StatusCode;
@@ -71,14 +71,31 @@ impl<'a> Fhir<'a> {
     /// The current version, if the caller may see it. Hidden and absent look the same (404);
     /// a visible tombstone is 410.
     pub async fn read(&self, ctx: &RequestContext, rt: &str, id: &str) -> Result<StoredVersion, ApiError> {
+        Ok(self.read_redacted(ctx, rt, id).await?.0)
+    }
+
+    /// [`Fhir::read`], and whether the obligations removed anything from the body.
+    async fn read_redacted(&self, ctx: &RequestContext, rt: &str, id: &str) -> Result<(StoredVersion, bool), ApiError> {
         trail::begin(ctx, Interaction::Read, rt, format!("{rt}/{id}"));
         check_type(rt)?;
         check_id_exists(rt, id)?;
         let sealed = self.state.store.read(rt, id).await?.ok_or_else(|| not_found(rt, id))?;
         let decision = self.state.gate.decide(ctx, Action::Read, sealed.facts()).map_err(|r| refusal(r, true))?;
-        let v = sealed.open(&decision).map_err(|_| not_found(rt, id))?;
+        let mut v = sealed.open(&decision).map_err(|_| not_found(rt, id))?;
         if v.deleted {
             return Err(ApiError::new(StatusCode::GONE, "deleted", format!("{rt}/{id} has been deleted.")));
+        }
+        let redacted = obligations::apply(&decision.verdict().obligations, &mut v);
+        Ok((v, redacted))
+    }
+
+    /// The current version for a PATCH to apply to: like [`Fhir::read`], but refused (403)
+    /// when the caller sees it redacted — a patch of the redacted body would silently drop
+    /// the hidden elements.
+    pub async fn read_for_patch(&self, ctx: &RequestContext, rt: &str, id: &str) -> Result<StoredVersion, ApiError> {
+        let (v, redacted) = self.read_redacted(ctx, rt, id).await?;
+        if redacted {
+            return Err(ApiError::forbidden("Parts of this record are hidden from you, so it cannot be patched."));
         }
         Ok(v)
     }
@@ -104,10 +121,11 @@ impl<'a> Fhir<'a> {
         check_id_exists(rt, id)?;
         let sealed = self.state.store.vread(rt, id, vid).await?.ok_or_else(|| not_found(rt, id))?;
         let decision = self.state.gate.decide(ctx, Action::VRead, sealed.facts()).map_err(|r| refusal(r, true))?;
-        let v = sealed.open(&decision).map_err(|_| not_found(rt, id))?;
+        let mut v = sealed.open(&decision).map_err(|_| not_found(rt, id))?;
         if v.deleted {
             return Err(ApiError::new(StatusCode::GONE, "deleted", format!("{rt}/{id} version {vid} is a deletion.")));
         }
+        obligations::apply(&decision.verdict().obligations, &mut v);
         Ok(v)
     }
 
@@ -302,8 +320,9 @@ impl<'a> Fhir<'a> {
             )));
         }
         let permit = self.search_permit(ctx, Action::Search, rt)?;
-        let page = self.state.store.search(&permit, &parsed.query).await?;
+        let mut page = self.state.store.search(&permit, &parsed.query).await?;
         trail::returned(ctx, &page);
+        obligations::apply_page(&self.state.gate, ctx, rt, permit.obligations(), &mut page);
         Ok((parsed, page))
     }
 
@@ -315,8 +334,9 @@ impl<'a> Fhir<'a> {
         query: &SearchQuery,
     ) -> Result<SearchPage, ApiError> {
         let permit = self.search_permit(ctx, action, None)?;
-        let page = self.state.store.search(&permit, query).await?;
+        let mut page = self.state.store.search(&permit, query).await?;
         trail::returned(ctx, &page);
+        obligations::apply_page(&self.state.gate, ctx, None, permit.obligations(), &mut page);
         Ok(page)
     }
 
@@ -345,8 +365,9 @@ impl<'a> Fhir<'a> {
             }
             _ => self.search_permit(ctx, Action::History, q.resource_type.as_deref())?,
         };
-        let page = self.state.store.history(&permit, q).await?;
+        let mut page = self.state.store.history(&permit, q).await?;
         trail::returned(ctx, &page);
+        obligations::apply_page(&self.state.gate, ctx, permit.resource_type(), permit.obligations(), &mut page);
         Ok(page)
     }
 
@@ -390,10 +411,11 @@ impl<'a> Fhir<'a> {
     }
 }
 
-/// `404` for an unknown type or id.
+/// `404` for an absent resource — word for word what a refused one answers
+/// ([`refusal`]), so a hidden record cannot be told from a missing one.
 pub fn not_found(rt: &str, id: &str) -> ApiError {
-    let _ = id;
-    ApiError::not_found(format!("{rt} resource not found."))
+    let _ = (rt, id);
+    ApiError::not_found("Resource not found.")
 }
 
 /// A malformed id names nothing: 404 before the store is asked (PostgreSQL cannot even
