@@ -148,6 +148,9 @@ pub fn describe(r: &AuditRecord, patient: &str) -> AccessEntry {
         Interaction::SecuritySettings => {
             ("changed security settings".to_string(), "change security settings".to_string())
         }
+        Interaction::BreakGlass => {
+            ("started emergency access to your record".to_string(), "start emergency access".to_string())
+        }
     };
     let who = who(r, patient);
     let app = r.client.clone();

@@ -36,11 +36,13 @@ pub enum Interaction {
     Revoke,
     /// Security settings changed: password, TOTP enrolment.
     SecuritySettings,
+    /// A clinician started emergency access (break-the-glass) to a patient's record.
+    BreakGlass,
 }
 
 impl Interaction {
     /// Every interaction, in code order.
-    pub const ALL: [Interaction; 21] = [
+    pub const ALL: [Interaction; 22] = [
         Interaction::Read,
         Interaction::VRead,
         Interaction::SearchType,
@@ -62,6 +64,7 @@ impl Interaction {
         Interaction::TokenRefresh,
         Interaction::Revoke,
         Interaction::SecuritySettings,
+        Interaction::BreakGlass,
     ];
 
     /// The stable code stored in records and index columns.
@@ -88,6 +91,7 @@ impl Interaction {
             Interaction::TokenRefresh => "token-refresh",
             Interaction::Revoke => "revoke",
             Interaction::SecuritySettings => "security-settings",
+            Interaction::BreakGlass => "break-glass",
         }
     }
 
@@ -115,6 +119,7 @@ impl Interaction {
             "token-refresh" => Interaction::TokenRefresh,
             "revoke" => Interaction::Revoke,
             "security-settings" => Interaction::SecuritySettings,
+            "break-glass" => Interaction::BreakGlass,
             _ => return None,
         })
     }
@@ -137,7 +142,8 @@ impl Interaction {
             | Interaction::TokenIssue
             | Interaction::TokenRefresh
             | Interaction::Revoke
-            | Interaction::SecuritySettings => "E",
+            | Interaction::SecuritySettings
+            | Interaction::BreakGlass => "E",
             Interaction::Create => "C",
             Interaction::Update | Interaction::Patch => "U",
             Interaction::Delete => "D",
@@ -168,6 +174,7 @@ impl Interaction {
                 | Interaction::TokenRefresh
                 | Interaction::Revoke
                 | Interaction::SecuritySettings
+                | Interaction::BreakGlass
         )
     }
 }

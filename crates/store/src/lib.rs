@@ -9,6 +9,7 @@
 
 mod audit;
 mod backend;
+pub mod consent;
 mod error;
 pub mod identity;
 mod migrate;
@@ -23,6 +24,7 @@ use portico_policy::{Sealed, SearchPermit, WritePermit};
 
 pub use audit::{AuditEntry, AuditPage, AuditQuery, ScanItem, WriteAudit, audit_facts};
 pub use backend::{SqlStore, StoreConfig};
+pub use consent::{ConsentEvent, ConsentEventContext, ConsentEvents, ConsentStore};
 pub use error::StoreError;
 pub use identity::IdentityStore;
 pub use prepared::{Prepared, prepare};

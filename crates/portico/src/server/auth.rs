@@ -65,6 +65,7 @@ impl FromRequestParts<AppState> for Ctx {
             let principal = principal_of_grant(&auth.grant, auth.user.as_ref());
             let mut ctx = RequestContext::with_scope(principal, scope);
             apply_grant(&mut ctx, &auth.grant, auth.user.as_ref());
+            crate::consent::break_glass::apply(state, &mut ctx).await?;
             return Ok(Ctx(ctx));
         }
         if let Some(s) = session::current(state, &parts.headers).await {
@@ -75,6 +76,7 @@ impl FromRequestParts<AppState> for Ctx {
             }
             let mut ctx = RequestContext::with_scope(principal_of_user(&s.user), scope);
             apply_session(&mut ctx, &s.user, &s.row.device_id, s.row.acting_for.as_deref(), s.row.stepup_ms);
+            crate::consent::break_glass::apply(state, &mut ctx).await?;
             return Ok(Ctx(ctx));
         }
         Err(ApiError::unauthorized(
