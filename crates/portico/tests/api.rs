@@ -11,6 +11,10 @@ mod bundles;
 mod capability;
 #[path = "api/concurrency.rs"]
 mod concurrency;
+#[path = "api/consent_lifecycle.rs"]
+mod consent_lifecycle;
+#[path = "api/consent_shares.rs"]
+mod consent_shares;
 #[path = "api/corpus.rs"]
 mod corpus;
 #[path = "api/crud.rs"]

@@ -1,7 +1,7 @@
 //! `POST /api/portal/break-glass {"patient": "…", "reason": "…"}`: a clinician starts
 //! emergency access to one patient's record (see `crate::consent::break_glass`). The start
-//! is audited as its own record (interaction `break-glass`, purpose `ETREAT`, the reason,
-//! the patient), and so is every read made under it (rule `break-the-glass`, flagged).
+//! is audited as its own record (interaction `break-glass`, purpose `ETREAT`, the reason in
+//! its query, the patient), and so is every read made under it (rule `break-the-glass`, flagged).
 
 use crate::consent::break_glass;
 use crate::server::AppState;
@@ -37,7 +37,9 @@ pub async fn post_break_glass(State(state): State<AppState>, Ctx(ctx): Ctx, body
         ctx.scope.edit(|r| r.patients.push(req.patient.clone()));
     }
     let reason = break_glass::check_reason(req.reason.as_deref())?;
-    ctx.scope.edit(|r| r.reason = Some(reason.clone()));
+    // The record's `reason` field is kept for a denial's reason; the stated reason goes into
+    // its query text (escaped by the canonical encoding like every value).
+    ctx.scope.edit(|r| r.query = Some(format!("break-glass reason={reason}")));
     let row = break_glass::start(&state, &ctx, &req.patient, &reason).await?;
     let at = portico_fhir::datetime::format_instant;
     Ok((
