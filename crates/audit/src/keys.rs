@@ -153,4 +153,16 @@ mod tests {
         assert_ne!(k.public().key_id(), other.public().key_id());
         assert_ne!(k.mac_key().mac(b"x"), other.mac_key().mac(b"x"));
     }
+
+    #[test]
+    fn consent_event_signatures_are_their_own_domain() {
+        let k = AuditKey::from_seed(&[7; 32]);
+        let sig = k.sign_consent_event(b"[\"event\"]");
+        assert!(k.public().verify_consent_event(b"[\"event\"]", &sig));
+        assert!(!k.public().verify_consent_event(b"[\"evenT\"]", &sig));
+        // Neither kind of signature passes for the other.
+        assert!(!k.public().verify(b"[\"event\"]", &sig));
+        let head = k.sign(b"[\"event\"]");
+        assert!(!k.public().verify_consent_event(b"[\"event\"]", &head));
+    }
 }

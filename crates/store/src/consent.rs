@@ -239,8 +239,9 @@ pub trait ConsentStore: Send + Sync {
         events: &ConsentEvents<'_>,
     ) -> Result<Vec<WriteResult>, StoreError>;
 
-    /// The events of one patient's consents made at or before `at_ms` (all: `i64::MAX`),
-    /// in the order they were made.
+    /// The events made at or before `at_ms` (all: `i64::MAX`) of every consent that ever
+    /// belonged to `patient`, in the order they were made (a later version may name another
+    /// patient: the caller looks at each consent's last event).
     async fn consent_events(&self, patient: &str, at_ms: i64) -> Result<Vec<ConsentEvent>, StoreError>;
 
     /// The events of one consent, in order.
@@ -294,7 +295,8 @@ impl ConsentStore for SqlStore {
 
     async fn consent_events(&self, patient: &str, at_ms: i64) -> Result<Vec<ConsentEvent>, StoreError> {
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM consent_events WHERE patient = $1 AND at_ms <= $2 ORDER BY seq, consent_id"
+            "SELECT {EVENT_COLUMNS} FROM consent_events WHERE consent_id IN \
+             (SELECT consent_id FROM consent_events WHERE patient = $1) AND at_ms <= $2 ORDER BY seq, consent_id"
         );
         with_pool!(&self.db, pool => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(patient.to_string()).bind(at_ms).fetch_all(pool).await?;
@@ -393,4 +395,99 @@ where
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     Ok(ConsentLedger { events, versions })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::testdb;
+    use crate::{Store, WriteKind, prepare};
+    use portico_audit::{Chainer, MacKey};
+    use portico_fhir::classify::Classifier;
+    use portico_policy::{Action, Gate, Principal, RequestContext, TracingSink};
+    use std::sync::Arc;
+
+    fn consent(id: &str, patient: &str, status: &str) -> Value {
+        json!({"resourceType": "Consent", "id": id, "status": status, "patient": {"reference": format!("Patient/{patient}")},
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+            "provision": {"provision": [{"type": "permit", "actor": [{"role": {"coding": [{"code": "IRCP"}]},
+                "reference": {"reference": "Practitioner/lee"}}]}]}})
+    }
+
+    async fn op(store: &SqlStore, body: Value) -> (WritePermit, WriteOp) {
+        let gate = Gate::new(Arc::new(TracingSink));
+        let ctx = RequestContext::new(Principal::Operator, "t");
+        let id = body["id"].as_str().unwrap().to_string();
+        let prepared = prepare("Consent", &id, body, Classifier::builtin());
+        let pre = store.read("Consent", &id).await.unwrap().map(|s| s.facts().clone());
+        let permit = gate.permit_write(&ctx, Action::Update, pre.as_ref(), &prepared.facts).unwrap();
+        let op = WriteOp {
+            kind: WriteKind::Update,
+            resource_type: "Consent".into(),
+            id,
+            if_match: None,
+            prepared: Some(prepared),
+            condition: None,
+        };
+        (permit, op)
+    }
+
+    #[tokio::test]
+    async fn consent_writes_are_stored_with_their_event_or_not_at_all() {
+        let key = AuditKey::from_seed(&[3; 32]);
+        let chainer = Chainer::new(MacKey::new(&[7; 32]));
+        let records = |_: &[WriteResult]| Vec::new();
+        let audit = WriteAudit { chainer: &chainer, records: &records };
+        let events = ConsentEvents {
+            key: &key,
+            context: ConsentEventContext {
+                actor: "patient/p1".into(),
+                on_behalf_of: String::new(),
+                channel: "portal".into(),
+            },
+        };
+        for store in testdb::stores().await {
+            // Without its event a Consent write is refused, and nothing is stored.
+            let r = store.write(vec![op(&store, consent("c1", "p1", "active")).await], &audit).await;
+            assert!(matches!(r, Err(StoreError::AuditChain(_))), "{r:?}");
+            assert!(store.head("Consent", "c1").await.unwrap().is_none());
+
+            let r = store
+                .write_with_events(vec![op(&store, consent("c1", "p1", "active")).await], &audit, &events)
+                .await
+                .unwrap();
+            assert_eq!(r[0].stored.version, 1);
+            let r = store
+                .write_with_events(vec![op(&store, consent("c1", "p1", "inactive")).await], &audit, &events)
+                .await
+                .unwrap();
+            let ev = store.consent_events_of("c1").await.unwrap();
+            assert_eq!(ev.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["create", "revoke"]);
+            assert_eq!(ev[1].resource_sha256, body_sha256(&r[0].stored.body));
+            assert!(ev.iter().all(|e| e.signature_valid(&key.public())));
+            assert!(!ev[0].signature_valid(&AuditKey::from_seed(&[4; 32]).public()), "another key's events fail");
+            // Writing the same content again is a no-op: no event either.
+            store
+                .write_with_events(vec![op(&store, consent("c1", "p1", "inactive")).await], &audit, &events)
+                .await
+                .unwrap();
+            assert_eq!(store.consent_events_of("c1").await.unwrap().len(), 2);
+
+            // An event that cannot be appended takes its Consent version down with it.
+            with_pool!(&store.db, pool => {
+                sqlx::query("INSERT INTO consent_events (consent_id, version, kind, patient, status, actor, on_behalf_of, channel, at_ms, prev_version, seq, resource_sha256, key_id, signature) VALUES ('c2', 1, 'create', 'p2', 'active', '', '', '', 0, 0, 0, '', '', '')")
+                    .execute(pool).await.unwrap();
+            });
+            let r =
+                store.write_with_events(vec![op(&store, consent("c2", "p2", "active")).await], &audit, &events).await;
+            assert!(r.is_err(), "{r:?}");
+            assert!(store.head("Consent", "c2").await.unwrap().is_none(), "{}", store.backend_name());
+
+            let ledger = store.consent_ledger().await.unwrap();
+            assert_eq!(ledger.events.len(), 3);
+            assert_eq!(ledger.versions.len(), 2);
+            assert_eq!(store.consent_events("p1", i64::MAX).await.unwrap().len(), 2);
+            assert_eq!(store.consent_events("p1", ev[0].at_ms - 1).await.unwrap().len(), 0);
+        }
+    }
 }

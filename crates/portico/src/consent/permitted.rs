@@ -55,11 +55,13 @@ pub async fn consents_at(
     let events = state.consents.consent_events(patient, at_ms).await?;
     let mut last: BTreeMap<String, (i64, bool)> = BTreeMap::new();
     for e in events {
-        last.insert(e.consent_id.clone(), (e.version, e.kind == "delete"));
+        // Deleted, or moved to another patient by then: not this patient's consent at T.
+        let gone = e.kind == "delete" || e.patient != patient;
+        last.insert(e.consent_id.clone(), (e.version, gone));
     }
     let mut out = Vec::new();
-    for (id, (version, deleted)) in last {
-        if deleted {
+    for (id, (version, gone)) in last {
+        if gone {
             continue;
         }
         let Some(sealed) = state.store.vread("Consent", &id, version).await? else { continue };

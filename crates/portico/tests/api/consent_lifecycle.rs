@@ -40,6 +40,23 @@ async fn verify(app: &TestApp) -> Vec<String> {
     portico::cli::consent::verify(app.state.consents.as_ref(), &[key]).await.expect("verify").1
 }
 
+/// `portico consent verify` run as the binary over the app's data dir and database: its exit
+/// success and what it printed.
+fn verify_command(app: &TestApp) -> (bool, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portico"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PORTICO_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(["consent", "verify"])
+        .env("PORTICO_DATA_DIR", &app.data_dir)
+        .env("PORTICO_DATABASE_URL", &app.database_url)
+        .env("RUST_LOG", "error");
+    let out = cmd.output().expect("run portico consent verify");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
 async fn patch(app: &TestApp, uri: &str, ops: Value) -> Resp {
     app.raw(
         Method::PATCH,
@@ -198,6 +215,9 @@ async fn tampering_with_the_event_log_is_detected_by_verify() {
         let c = app.create(consent_of("p3")).await;
         assert_eq!(app.req(Method::POST, &format!("/fhir/Consent/{a}/$revoke"), None).await.status, StatusCode::OK);
         assert!(verify(&app).await.is_empty());
+        let (ok, text) = verify_command(&app);
+        assert!(ok, "{text}");
+        assert!(text.contains("consent events: 4 verified"), "{text}");
 
         let run = |sql: String| {
             let url = app.database_url.clone();
@@ -232,6 +252,11 @@ async fn tampering_with_the_event_log_is_detected_by_verify() {
             findings.iter().any(|f| f.contains(&format!("Consent/{b}/_history/1")) && f.contains("does not match"))
         );
         assert!(findings.iter().any(|f| f.contains(&format!("Consent/{c}/_history/1 has no consent event"))));
+        let (ok, text) = verify_command(&app);
+        assert!(!ok, "the command fails on a finding: {text}");
+        for f in &findings {
+            assert!(text.contains(f.as_str()), "{text}");
+        }
     }
 }
 

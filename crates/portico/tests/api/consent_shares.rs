@@ -80,6 +80,13 @@ async fn creating_a_share_needs_a_fresh_step_up_and_makes_a_signed_consent() {
                 .starts_with("Dr. Lee at Riverside Cardiology can see")
         );
 
+        // What the patient's sharing permits Dr. Lee now, asked by the patient.
+        let p = b.get(&app, "/api/portal/consents/permitted?recipient=Practitioner/lee").await;
+        assert_eq!(p.status, StatusCode::OK, "{}", p.text);
+        let labs = p.json["categories"].as_array().unwrap().iter().find(|c| c["category"] == "labs").unwrap().clone();
+        assert_eq!(labs["decision"], "permit", "{}", p.text);
+        assert_eq!(labs["consents"], json!([id.as_str()]));
+
         // Stopped; stopping again changes nothing.
         let r = b.portal(&app, Method::DELETE, &format!("/api/portal/shares/{id}"), None).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -131,6 +138,8 @@ async fn only_the_patient_manages_shares_and_other_patients_shares_are_not_found
         assert_eq!(app.get(&format!("/fhir/Consent/{id}")).await.json["status"], "active", "nothing was revoked");
         let r = other.get(&app, "/api/portal/shares?patient=p1").await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let r = other.get(&app, "/api/portal/consents/permitted?patient=p1&recipient=Practitioner/lee").await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
 
         // The operator manages any patient's shares by naming the patient.
         let r = app.get("/api/portal/shares?patient=p1").await;
