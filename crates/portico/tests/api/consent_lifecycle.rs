@@ -288,7 +288,7 @@ async fn a_consent_write_for_another_patient_is_refused() {
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}: {}", app.backend, r.text);
         let r = send(consent_of("p1")).await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}: {}", app.backend, r.text);
-        let ev = events(&app, r.json["id"].as_str().unwrap()).await;
+        let ev = events(app, r.json["id"].as_str().unwrap()).await;
         assert_eq!((ev[0].actor.as_str(), ev[0].channel.as_str()), ("patient/p1", "app"));
     }
 }

@@ -220,7 +220,7 @@ async fn break_the_glass_needs_a_reason_is_time_boxed_and_audited() {
         // …and even a row that claimed to last longer is cut at the operator's window.
         let row = portico_store::consent::BreakGlassRow {
             id: "overlong".into(),
-            expires_ms: long_ago + 24 * 3600_000,
+            expires_ms: long_ago + 24 * 3_600_000,
             ..row
         };
         app.state.consents.break_glass_start(&row).await.unwrap();
