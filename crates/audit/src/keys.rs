@@ -77,6 +77,18 @@ impl AuditKey {
     pub(crate) fn sign(&self, msg: &[u8]) -> [u8; 64] {
         self.signing.sign(msg).to_bytes()
     }
+
+    /// Sign a consent event's canonical encoding. The signed text starts with its own
+    /// domain tag, so a consent-event signature can never pass for a head's (and back).
+    pub fn sign_consent_event(&self, canonical: &[u8]) -> [u8; 64] {
+        self.sign(&consent_event_message(canonical))
+    }
+}
+
+fn consent_event_message(canonical: &[u8]) -> Vec<u8> {
+    let mut m = b"portico-consent-event/1\n".to_vec();
+    m.extend_from_slice(canonical);
+    m
 }
 
 /// A public key that head signatures are checked against.
@@ -101,6 +113,12 @@ impl PublicKey {
     /// Whether `sig` is this key's signature of `msg` (strict verification).
     pub fn verify(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
         self.0.verify_strict(msg, &Signature::from_bytes(sig)).is_ok()
+    }
+
+    /// Whether `sig` is this key's signature of a consent event's canonical encoding (see
+    /// [`AuditKey::sign_consent_event`]).
+    pub fn verify_consent_event(&self, canonical: &[u8], sig: &[u8; 64]) -> bool {
+        self.verify(&consent_event_message(canonical), sig)
     }
 }
 
@@ -134,5 +152,17 @@ mod tests {
         assert!(!other.public().verify(b"head", &sig));
         assert_ne!(k.public().key_id(), other.public().key_id());
         assert_ne!(k.mac_key().mac(b"x"), other.mac_key().mac(b"x"));
+    }
+
+    #[test]
+    fn consent_event_signatures_are_their_own_domain() {
+        let k = AuditKey::from_seed(&[7; 32]);
+        let sig = k.sign_consent_event(b"[\"event\"]");
+        assert!(k.public().verify_consent_event(b"[\"event\"]", &sig));
+        assert!(!k.public().verify_consent_event(b"[\"evenT\"]", &sig));
+        // Neither kind of signature passes for the other.
+        assert!(!k.public().verify(b"[\"event\"]", &sig));
+        let head = k.sign(b"[\"event\"]");
+        assert!(!k.public().verify_consent_event(b"[\"event\"]", &head));
     }
 }

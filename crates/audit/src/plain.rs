@@ -148,7 +148,12 @@ pub fn describe(r: &AuditRecord, patient: &str) -> AccessEntry {
         Interaction::SecuritySettings => {
             ("changed security settings".to_string(), "change security settings".to_string())
         }
-        Interaction::Authenticate => ("signed in".to_string(), "reach your records without signing in".to_string()),
+        Interaction::Authenticate => {
+            ("was refused: no valid sign-in".to_string(), "reach your records without signing in".to_string())
+        }
+        Interaction::BreakGlass => {
+            ("started emergency access to your record".to_string(), "start emergency access".to_string())
+        }
     };
     let who = who(r, patient);
     let app = r.client.clone();

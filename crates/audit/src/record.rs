@@ -39,11 +39,13 @@ pub enum Interaction {
     /// A request was refused before any decision because it carried no valid credential
     /// (401: no token, an unknown, expired or revoked token, no session).
     Authenticate,
+    /// A clinician started emergency access (break-the-glass) to a patient's record.
+    BreakGlass,
 }
 
 impl Interaction {
     /// Every interaction, in code order.
-    pub const ALL: [Interaction; 22] = [
+    pub const ALL: [Interaction; 23] = [
         Interaction::Read,
         Interaction::VRead,
         Interaction::SearchType,
@@ -66,6 +68,7 @@ impl Interaction {
         Interaction::Revoke,
         Interaction::SecuritySettings,
         Interaction::Authenticate,
+        Interaction::BreakGlass,
     ];
 
     /// The stable code stored in records and index columns.
@@ -93,6 +96,7 @@ impl Interaction {
             Interaction::Revoke => "revoke",
             Interaction::SecuritySettings => "security-settings",
             Interaction::Authenticate => "authenticate",
+            Interaction::BreakGlass => "break-glass",
         }
     }
 
@@ -121,6 +125,7 @@ impl Interaction {
             "revoke" => Interaction::Revoke,
             "security-settings" => Interaction::SecuritySettings,
             "authenticate" => Interaction::Authenticate,
+            "break-glass" => Interaction::BreakGlass,
             _ => return None,
         })
     }
@@ -144,7 +149,8 @@ impl Interaction {
             | Interaction::TokenRefresh
             | Interaction::Revoke
             | Interaction::SecuritySettings
-            | Interaction::Authenticate => "E",
+            | Interaction::Authenticate
+            | Interaction::BreakGlass => "E",
             Interaction::Create => "C",
             Interaction::Update | Interaction::Patch => "U",
             Interaction::Delete => "D",
@@ -176,6 +182,7 @@ impl Interaction {
                 | Interaction::Revoke
                 | Interaction::SecuritySettings
                 | Interaction::Authenticate
+                | Interaction::BreakGlass
         )
     }
 }

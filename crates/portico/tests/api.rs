@@ -13,6 +13,10 @@ mod capability;
 mod concurrency;
 #[path = "api/consent_access.rs"]
 mod consent_access;
+#[path = "api/consent_lifecycle.rs"]
+mod consent_lifecycle;
+#[path = "api/consent_shares.rs"]
+mod consent_shares;
 #[path = "api/corpus.rs"]
 mod corpus;
 #[path = "api/crud.rs"]

@@ -9,6 +9,7 @@
 
 mod audit;
 mod backend;
+pub mod consent;
 mod error;
 mod facts;
 pub mod identity;
@@ -24,6 +25,7 @@ use portico_policy::{PatientFacts, Sealed, SearchPermit, WritePermit};
 
 pub use audit::{AuditEntry, AuditPage, AuditQuery, ScanItem, WriteAudit, audit_facts};
 pub use backend::{SqlStore, StoreConfig};
+pub use consent::{ConsentEvent, ConsentEventContext, ConsentEvents, ConsentStore};
 pub use error::StoreError;
 pub use facts::FactsWanted;
 pub use identity::IdentityStore;

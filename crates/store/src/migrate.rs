@@ -16,6 +16,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     Migration { version: 2, name: "audit", sql: include_str!("migrations/sqlite_0002_audit.sql") },
     Migration { version: 3, name: "identity", sql: include_str!("migrations/sqlite_0003_identity.sql") },
     Migration { version: 4, name: "facts", sql: include_str!("migrations/sqlite_0004_facts.sql") },
+    Migration { version: 5, name: "consent_events", sql: include_str!("migrations/sqlite_0005_consent_events.sql") },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -23,6 +24,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     Migration { version: 2, name: "audit", sql: include_str!("migrations/postgres_0002_audit.sql") },
     Migration { version: 3, name: "identity", sql: include_str!("migrations/postgres_0003_identity.sql") },
     Migration { version: 4, name: "facts", sql: include_str!("migrations/postgres_0004_facts.sql") },
+    Migration { version: 5, name: "consent_events", sql: include_str!("migrations/postgres_0005_consent_events.sql") },
 ];
 
 /// Split a migration file into statements (our migrations hold no `;` inside literals).

@@ -142,6 +142,20 @@ impl SqlStore {
         ops: Vec<(WritePermit, WriteOp)>,
         audit: &crate::WriteAudit<'_>,
     ) -> Result<Vec<WriteResult>, StoreError> {
+        self.run_writes_with(ops, audit, None).await
+    }
+
+    /// The writes, with the signed events of Consent writes (required when any op writes a
+    /// Consent: no consent change is stored without its event).
+    pub(crate) async fn run_writes_with(
+        &self,
+        ops: Vec<(WritePermit, WriteOp)>,
+        audit: &crate::WriteAudit<'_>,
+        events: Option<&crate::consent::ConsentEvents<'_>>,
+    ) -> Result<Vec<WriteResult>, StoreError> {
+        if events.is_none() && crate::consent::writes_consent(&ops) {
+            return Err(StoreError::AuditChain("a Consent write needs its signed consent event".into()));
+        }
         let ops = &ops;
         crate::error::retry_transient(move || async move {
             match &self.db {
@@ -155,6 +169,10 @@ impl SqlStore {
                         true,
                         true
                     );
+                    let out = match out {
+                        Ok(v) => crate::consent::append_consent_events!(tx, events, &v).map(|_| v),
+                        Err(e) => Err(e),
+                    };
                     // The request's audit records, in the same transaction as the write.
                     let out = match out {
                         Ok(v) => crate::audit::append_audit!(tx, audit.chainer, &(audit.records)(&v), "").map(|_| v),
@@ -175,6 +193,10 @@ impl SqlStore {
                         false,
                         false
                     );
+                    let out = match out {
+                        Ok(v) => crate::consent::append_consent_events!(tx, events, &v).map(|_| v),
+                        Err(e) => Err(e),
+                    };
                     // The head row is locked last, so writers hold it only for the commit.
                     let out = match out {
                         Ok(v) => crate::audit::append_audit!(tx, audit.chainer, &(audit.records)(&v), " FOR UPDATE")

@@ -40,7 +40,7 @@ pub enum AuditCommand {
 }
 
 /// Open the database without migrating or starting anything.
-async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
+pub(crate) async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
     let url = config.effective_database_url();
     if let Some(path) = url.strip_prefix("sqlite://") {
         let file = path.split('?').next().unwrap_or(path);

@@ -1,6 +1,7 @@
-//! Role subcommands: `serve`, `demo`, `import`, `migrate`, `audit`.
+//! Role subcommands: `serve`, `demo`, `import`, `migrate`, `audit`, `consent`.
 
 mod audit;
+pub mod consent;
 mod demo;
 mod identity;
 pub mod tls;
@@ -49,6 +50,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// Consent events: verify their signatures against the stored Consent versions.
+    Consent {
+        #[command(subcommand)]
+        command: consent::ConsentCommand,
     },
     /// OAuth clients (apps and backend services): add, list, remove.
     Client {
@@ -114,6 +120,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit { command } => audit::run(config, command).await,
+        Command::Consent { command } => consent::run(config, command).await,
         Command::Client { command } => identity::client(config, command).await,
         Command::User { command } => identity::user(config, command).await,
         Command::Token { command } => identity::token(config, command).await,
@@ -144,6 +151,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
     let rules = Arc::new(config.operator_rules()?);
     let store = Arc::new(store);
     let identity_store: Arc<dyn portico_store::IdentityStore> = store.clone();
+    let consents: Arc<dyn portico_store::ConsentStore> = store.clone();
     let store: Arc<dyn portico_store::Store> = store;
     let key_path = config.audit_key_path();
     let (key, made) = crate::audit::keyfile::load_or_create(&key_path)?;
@@ -167,6 +175,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
         identity,
         limits: crate::server::ratelimit::Limits::new(&config.limits),
         store,
+        consents,
         audit,
         gate: Gate::with_rules(Arc::new(TracingSink), rules),
         classifier: Arc::new(classifier),

@@ -67,6 +67,7 @@ impl FromRequestParts<AppState> for Ctx {
             let principal = principal_of_grant(&auth.grant, auth.user.as_ref());
             let mut ctx = RequestContext::with_scope(principal, scope);
             apply_grant(&mut ctx, &auth.grant, auth.user.as_ref());
+            crate::consent::break_glass::apply(state, &mut ctx).await?;
             return with_patient_facts(state, ctx, auth.user.as_ref()).await;
         }
         if let Some(s) = session::current(state, &parts.headers).await {
@@ -77,6 +78,7 @@ impl FromRequestParts<AppState> for Ctx {
             }
             let mut ctx = RequestContext::with_scope(principal_of_user(&s.user), scope);
             apply_session(&mut ctx, &s.user, &s.row.device_id, s.row.acting_for.as_deref(), s.row.stepup_ms);
+            crate::consent::break_glass::apply(state, &mut ctx).await?;
             return with_patient_facts(state, ctx, Some(&s.user)).await;
         }
         Err(ApiError::unauthorized(

@@ -40,6 +40,8 @@ pub struct AppState {
     /// Users, clients, sessions, grants and tokens.
     pub identity: crate::identity::Identity,
     pub limits: ratelimit::Limits,
+    /// Consent events and break-the-glass sessions (the same database as `store`).
+    pub consents: Arc<dyn portico_store::ConsentStore>,
 }
 
 /// Build the whole application router.

@@ -8,6 +8,7 @@ pub mod headers;
 pub mod history;
 pub mod instance;
 pub mod obligations;
+pub mod revoke;
 pub mod search;
 pub mod service;
 pub mod shape;
@@ -51,7 +52,7 @@ pub fn routes(_state: AppState) -> Router<AppState> {
                 .patch(instance::patch_resource)
                 .delete(instance::delete_resource),
         )
-        .route("/{rt}/{id}/{op}", get(instance::get_instance_op))
+        .route("/{rt}/{id}/{op}", get(instance::get_instance_op).post(revoke::post_instance_op))
         .route("/{rt}/{id}/_history/{vid}", get(instance::get_vread))
         .method_not_allowed_fallback(method_not_allowed)
 }

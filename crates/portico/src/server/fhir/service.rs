@@ -10,8 +10,8 @@ use portico_fhir::validate::{self, Severity};
 use portico_policy::{Action, Refusal, RequestContext, ResourceFacts, SearchPermit, WritePermit};
 use portico_store::search::{self, Parsed};
 use portico_store::{
-    Condition, HistoryQuery, SearchPage, SearchQuery, StoreError, StoredVersion, WriteAudit, WriteKind, WriteOp,
-    WriteResult, prepare,
+    Condition, ConsentEvents, HistoryQuery, SearchPage, SearchQuery, StoreError, StoredVersion, WriteAudit, WriteKind,
+    WriteOp, WriteResult, prepare,
 };
 use serde_json::Value;
 
@@ -209,6 +209,11 @@ impl<'a> Fhir<'a> {
         if !portico_fhir::extract::is_fhir_id(id) {
             return Err(ApiError::bad_request("The id is not a valid FHIR id."));
         }
+        if rt == "Consent"
+            && let Some(b) = &body
+        {
+            crate::consent::validate::check_write(ctx, b)?;
+        }
         let pre = match kind {
             WriteKind::Create => None,
             _ => self.pre_image(rt, id).await?,
@@ -247,7 +252,14 @@ impl<'a> Fhir<'a> {
     ) -> Result<Vec<WriteResult>, StoreError> {
         let build = trail::write_records(ctx.scope.pending(slots));
         let audit = WriteAudit { chainer: self.state.audit.chainer(), records: &build };
-        let results = self.state.store.write(ops, &audit).await?;
+        // A Consent change is stored with its signed event, in the same transaction.
+        let results = if ops.iter().any(|(_, op)| op.resource_type == "Consent") {
+            let events =
+                ConsentEvents { key: self.state.audit.key(), context: crate::consent::events::event_context(ctx) };
+            self.state.consents.write_with_events(ops, &audit, &events).await?
+        } else {
+            self.state.store.write(ops, &audit).await?
+        };
         ctx.scope.mark_written(slots);
         Ok(results)
     }

@@ -3,6 +3,8 @@
 
 pub mod access_log;
 pub mod account;
+pub mod break_glass;
+pub mod shares;
 
 use crate::server::AppState;
 use axum::Router;
@@ -23,4 +25,8 @@ pub fn routes() -> Router<AppState> {
         .route("/password", post(account::post_password))
         .route("/totp", post(account::post_totp))
         .route("/launch", post(account::post_launch))
+        .route("/shares", get(shares::get_shares).post(shares::post_share))
+        .route("/shares/{id}", delete(shares::delete_share))
+        .route("/consents/permitted", get(shares::get_permitted))
+        .route("/break-glass", post(break_glass::post_break_glass))
 }
