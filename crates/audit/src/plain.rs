@@ -148,6 +148,10 @@ pub fn describe(r: &AuditRecord, patient: &str) -> AccessEntry {
         Interaction::SecuritySettings => {
             ("changed security settings".to_string(), "change security settings".to_string())
         }
+        Interaction::BulkExport => {
+            let seen = if returned == 0 { String::new() } else { format!(" ({})", counted(&by_category)) };
+            (format!("worked on an export of your record{seen}"), "export your record".to_string())
+        }
     };
     let who = who(r, patient);
     let app = r.client.clone();

@@ -36,11 +36,14 @@ pub enum Interaction {
     Revoke,
     /// Security settings changed: password, TOTP enrolment.
     SecuritySettings,
+    /// A bulk `$export` step: kick-off, status poll, download, cancel, expiry or a stop for
+    /// revocation (which one: the record's query, `op=…`).
+    BulkExport,
 }
 
 impl Interaction {
     /// Every interaction, in code order.
-    pub const ALL: [Interaction; 21] = [
+    pub const ALL: [Interaction; 22] = [
         Interaction::Read,
         Interaction::VRead,
         Interaction::SearchType,
@@ -62,6 +65,7 @@ impl Interaction {
         Interaction::TokenRefresh,
         Interaction::Revoke,
         Interaction::SecuritySettings,
+        Interaction::BulkExport,
     ];
 
     /// The stable code stored in records and index columns.
@@ -88,6 +92,7 @@ impl Interaction {
             Interaction::TokenRefresh => "token-refresh",
             Interaction::Revoke => "revoke",
             Interaction::SecuritySettings => "security-settings",
+            Interaction::BulkExport => "bulk-export",
         }
     }
 
@@ -115,6 +120,7 @@ impl Interaction {
             "token-refresh" => Interaction::TokenRefresh,
             "revoke" => Interaction::Revoke,
             "security-settings" => Interaction::SecuritySettings,
+            "bulk-export" => Interaction::BulkExport,
             _ => return None,
         })
     }
@@ -127,9 +133,11 @@ impl Interaction {
             | Interaction::HistoryInstance
             | Interaction::HistoryType
             | Interaction::HistorySystem => "R",
-            Interaction::SearchType | Interaction::SearchSystem | Interaction::Everything | Interaction::AccessLog => {
-                "E"
-            }
+            Interaction::SearchType
+            | Interaction::SearchSystem
+            | Interaction::Everything
+            | Interaction::AccessLog
+            | Interaction::BulkExport => "E",
             Interaction::Login
             | Interaction::Logout
             | Interaction::StepUp

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod export;
 pub mod identity;
 pub mod import;
 pub mod server;

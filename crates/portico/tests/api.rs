@@ -19,6 +19,8 @@ mod crud;
 mod durability;
 #[path = "api/errors.rs"]
 mod errors;
+#[path = "api/export.rs"]
+mod export;
 #[path = "api/history.rs"]
 mod history;
 #[path = "api/import.rs"]

@@ -10,6 +10,7 @@
 mod audit;
 mod backend;
 mod error;
+pub mod export;
 pub mod identity;
 mod migrate;
 mod prepared;
@@ -24,6 +25,7 @@ use portico_policy::{Sealed, SearchPermit, WritePermit};
 pub use audit::{AuditEntry, AuditPage, AuditQuery, ScanItem, WriteAudit, audit_facts};
 pub use backend::{SqlStore, StoreConfig};
 pub use error::StoreError;
+pub use export::ExportStore;
 pub use identity::IdentityStore;
 pub use prepared::{Prepared, prepare};
 pub use search::{HistoryQuery, SearchPage, SearchQuery};

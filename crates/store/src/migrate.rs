@@ -15,12 +15,14 @@ pub(crate) const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite_0001_init.sql") },
     Migration { version: 2, name: "audit", sql: include_str!("migrations/sqlite_0002_audit.sql") },
     Migration { version: 3, name: "identity", sql: include_str!("migrations/sqlite_0003_identity.sql") },
+    Migration { version: 6, name: "export", sql: include_str!("migrations/sqlite_0006_export.sql") },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("migrations/postgres_0001_init.sql") },
     Migration { version: 2, name: "audit", sql: include_str!("migrations/postgres_0002_audit.sql") },
     Migration { version: 3, name: "identity", sql: include_str!("migrations/postgres_0003_identity.sql") },
+    Migration { version: 6, name: "export", sql: include_str!("migrations/postgres_0006_export.sql") },
 ];
 
 /// Split a migration file into statements (our migrations hold no `;` inside literals).

@@ -40,6 +40,8 @@ pub struct AppState {
     /// Users, clients, sessions, grants and tokens.
     pub identity: crate::identity::Identity,
     pub limits: ratelimit::Limits,
+    /// Bulk `$export` jobs and files.
+    pub export: crate::export::Exports,
 }
 
 /// Build the whole application router.
