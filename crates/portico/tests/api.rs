@@ -21,6 +21,8 @@ mod durability;
 mod errors;
 #[path = "api/export.rs"]
 mod export;
+#[path = "api/export_resume.rs"]
+mod export_resume;
 #[path = "api/history.rs"]
 mod history;
 #[path = "api/import.rs"]
