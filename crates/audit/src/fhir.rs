@@ -31,7 +31,7 @@ pub struct Server<'a> {
 /// The FHIR `restful-interaction` code of an interaction.
 pub fn subtype(i: Interaction) -> &'static str {
     match i {
-        Interaction::Everything => "operation",
+        Interaction::Everything | Interaction::BulkExport => "operation",
         Interaction::AccessLog => "search-type",
         other => other.code(),
     }

@@ -154,6 +154,10 @@ pub fn describe(r: &AuditRecord, patient: &str) -> AccessEntry {
         Interaction::BreakGlass => {
             ("started emergency access to your record".to_string(), "start emergency access".to_string())
         }
+        Interaction::BulkExport => {
+            let seen = if returned == 0 { String::new() } else { format!(" ({})", counted(&by_category)) };
+            (format!("worked on an export of your record{seen}"), "export your record".to_string())
+        }
     };
     let who = who(r, patient);
     let app = r.client.clone();

@@ -41,11 +41,14 @@ pub enum Interaction {
     Authenticate,
     /// A clinician started emergency access (break-the-glass) to a patient's record.
     BreakGlass,
+    /// A bulk `$export` step: kick-off, status poll, download, cancel, expiry or a stop for
+    /// revocation (which one: the record's query, `op=…`).
+    BulkExport,
 }
 
 impl Interaction {
     /// Every interaction, in code order.
-    pub const ALL: [Interaction; 23] = [
+    pub const ALL: [Interaction; 24] = [
         Interaction::Read,
         Interaction::VRead,
         Interaction::SearchType,
@@ -69,6 +72,7 @@ impl Interaction {
         Interaction::SecuritySettings,
         Interaction::Authenticate,
         Interaction::BreakGlass,
+        Interaction::BulkExport,
     ];
 
     /// The stable code stored in records and index columns.
@@ -97,6 +101,7 @@ impl Interaction {
             Interaction::SecuritySettings => "security-settings",
             Interaction::Authenticate => "authenticate",
             Interaction::BreakGlass => "break-glass",
+            Interaction::BulkExport => "bulk-export",
         }
     }
 
@@ -126,6 +131,7 @@ impl Interaction {
             "security-settings" => Interaction::SecuritySettings,
             "authenticate" => Interaction::Authenticate,
             "break-glass" => Interaction::BreakGlass,
+            "bulk-export" => Interaction::BulkExport,
             _ => return None,
         })
     }
@@ -138,9 +144,11 @@ impl Interaction {
             | Interaction::HistoryInstance
             | Interaction::HistoryType
             | Interaction::HistorySystem => "R",
-            Interaction::SearchType | Interaction::SearchSystem | Interaction::Everything | Interaction::AccessLog => {
-                "E"
-            }
+            Interaction::SearchType
+            | Interaction::SearchSystem
+            | Interaction::Everything
+            | Interaction::AccessLog
+            | Interaction::BulkExport => "E",
             Interaction::Login
             | Interaction::Logout
             | Interaction::StepUp

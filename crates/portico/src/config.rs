@@ -38,6 +38,42 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// HTTPS and proxies (`[tls]` in the file).
     pub tls: TlsConfig,
+    /// Bulk `$export` jobs (`[export]` in the file).
+    pub export: ExportConfig,
+}
+
+/// Bulk `$export`: where files go, how long they live, how many jobs may run at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Directory for export files; empty: `exports` in the data dir.
+    pub dir: String,
+    /// How long a finished export's files are kept (and downloadable).
+    pub expiry_secs: i64,
+    /// Concurrent (accepted or running) jobs per OAuth client / per patient (0: unlimited).
+    pub max_jobs_per_client: i64,
+    pub max_jobs_per_patient: i64,
+    /// A worker's claim on a job lasts this long unless renewed (after a crash, another
+    /// worker takes the job over once it lapses).
+    pub lease_secs: i64,
+    /// Worker tasks per server process (0: this process runs no export work).
+    pub workers: usize,
+    /// Resources per batch (one page, one checkpoint).
+    pub batch: usize,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            dir: String::new(),
+            expiry_secs: 24 * 3600,
+            max_jobs_per_client: 4,
+            max_jobs_per_patient: 2,
+            lease_secs: 30,
+            workers: 1,
+            batch: 1000,
+        }
+    }
 }
 
 /// The authorization server, users and web sessions.
@@ -197,6 +233,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             tls: TlsConfig::default(),
+            export: ExportConfig::default(),
         }
     }
 }
@@ -215,6 +252,7 @@ impl std::fmt::Debug for Config {
             .field("auth", &self.auth)
             .field("limits", &self.limits)
             .field("tls", &self.tls)
+            .field("export", &self.export)
             .finish_non_exhaustive()
     }
 }
@@ -382,6 +420,19 @@ impl Config {
         if let Some(v) = num("PORTICO_TLS_RELOAD_SECS")? {
             cfg.tls.reload_secs =
                 u64::try_from(v).map_err(|_| anyhow::anyhow!("PORTICO_TLS_RELOAD_SECS must be ≥ 0"))?;
+        }
+        if let Some(v) = env("PORTICO_EXPORT_DIR") {
+            cfg.export.dir = v;
+        }
+        if let Some(v) = num("PORTICO_EXPORT_WORKERS")? {
+            cfg.export.workers =
+                usize::try_from(v).map_err(|_| anyhow::anyhow!("PORTICO_EXPORT_WORKERS must be ≥ 0"))?;
+        }
+        if let Some(v) = num("PORTICO_EXPORT_BATCH")? {
+            cfg.export.batch = usize::try_from(v.max(1)).unwrap_or(1);
+        }
+        if let Some(v) = num("PORTICO_EXPORT_LEASE_SECS")? {
+            cfg.export.lease_secs = v.max(1);
         }
         cfg.validate()?;
         Ok(cfg)

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod consent;
+pub mod export;
 pub mod identity;
 pub mod import;
 pub mod server;

@@ -25,6 +25,10 @@ mod crud;
 mod durability;
 #[path = "api/errors.rs"]
 mod errors;
+#[path = "api/export.rs"]
+mod export;
+#[path = "api/export_resume.rs"]
+mod export_resume;
 #[path = "api/history.rs"]
 mod history;
 #[path = "api/import.rs"]

@@ -11,6 +11,7 @@ mod audit;
 mod backend;
 pub mod consent;
 mod error;
+pub mod export;
 mod facts;
 pub mod identity;
 mod migrate;
@@ -27,6 +28,7 @@ pub use audit::{AuditEntry, AuditPage, AuditQuery, ScanItem, WriteAudit, audit_f
 pub use backend::{SqlStore, StoreConfig};
 pub use consent::{ConsentEvent, ConsentEventContext, ConsentEvents, ConsentStore};
 pub use error::StoreError;
+pub use export::ExportStore;
 pub use facts::FactsWanted;
 pub use identity::IdentityStore;
 pub use prepared::{Prepared, prepare};

@@ -17,6 +17,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     Migration { version: 3, name: "identity", sql: include_str!("migrations/sqlite_0003_identity.sql") },
     Migration { version: 4, name: "facts", sql: include_str!("migrations/sqlite_0004_facts.sql") },
     Migration { version: 5, name: "consent_events", sql: include_str!("migrations/sqlite_0005_consent_events.sql") },
+    Migration { version: 6, name: "export", sql: include_str!("migrations/sqlite_0006_export.sql") },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -25,6 +26,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     Migration { version: 3, name: "identity", sql: include_str!("migrations/postgres_0003_identity.sql") },
     Migration { version: 4, name: "facts", sql: include_str!("migrations/postgres_0004_facts.sql") },
     Migration { version: 5, name: "consent_events", sql: include_str!("migrations/postgres_0005_consent_events.sql") },
+    Migration { version: 6, name: "export", sql: include_str!("migrations/postgres_0006_export.sql") },
 ];
 
 /// Split a migration file into statements (our migrations hold no `;` inside literals).

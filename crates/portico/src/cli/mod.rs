@@ -152,6 +152,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
     let store = Arc::new(store);
     let identity_store: Arc<dyn portico_store::IdentityStore> = store.clone();
     let consents: Arc<dyn portico_store::ConsentStore> = store.clone();
+    let export = crate::export::Exports::new(store.clone(), &config.data_dir, &config.export);
     let store: Arc<dyn portico_store::Store> = store;
     let key_path = config.audit_key_path();
     let (key, made) = crate::audit::keyfile::load_or_create(&key_path)?;
@@ -172,6 +173,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
     let identity = crate::identity::Identity::new(identity_store, Arc::new(keys), &config.auth);
     identity.ensure_builtin_clients().await.map_err(|e| anyhow::anyhow!("cannot set up the built-in clients: {e}"))?;
     Ok(AppState {
+        export,
         identity,
         limits: crate::server::ratelimit::Limits::new(&config.limits),
         store,
@@ -229,6 +231,7 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         println!("note: PORTICO_ADMIN_TOKEN is not set: only OAuth access tokens and portal sessions are accepted");
     }
     let app = server::router(state.clone());
+    crate::export::spawn(&state);
     crate::audit::spawn_head_signer(
         state.audit.clone(),
         std::time::Duration::from_secs(state.config.audit.head_interval_secs),

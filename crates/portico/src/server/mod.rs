@@ -42,6 +42,8 @@ pub struct AppState {
     pub limits: ratelimit::Limits,
     /// Consent events and break-the-glass sessions (the same database as `store`).
     pub consents: Arc<dyn portico_store::ConsentStore>,
+    /// Bulk `$export` jobs and files.
+    pub export: crate::export::Exports,
 }
 
 /// Build the whole application router.

@@ -4,6 +4,7 @@ pub mod audit_event;
 pub mod body;
 pub mod bundle;
 pub mod capability;
+pub mod export;
 pub mod headers;
 pub mod history;
 pub mod instance;
@@ -29,6 +30,12 @@ pub fn routes(_state: AppState) -> Router<AppState> {
         .route("/.well-known/openid-configuration", get(crate::server::oauth::discovery::openid_configuration))
         .route("/", post(transaction::post_bundle))
         .route("/_history", get(history::get_system_history))
+        // Bulk Data `$export` (server/fhir/export.rs).
+        .route("/Patient/$export", get(export::get_system).post(export::post_system))
+        .route("/Patient/{id}/$export", get(export::get_patient).post(export::post_patient))
+        .route("/Group/{id}/$export", get(export::get_group).post(export::post_group))
+        .route("/_export/{job}", get(export::status).delete(export::cancel))
+        .route("/_export/{job}/{file}", get(export::download))
         // The audit trail: read-only (other methods answer 405), served from the audit log.
         .route("/AuditEvent", get(audit_event::get_search))
         .route("/AuditEvent/_search", post(audit_event::post_search))

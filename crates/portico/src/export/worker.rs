@@ -1,0 +1,450 @@
+//! The worker: claim a job, export it batch by batch under a fresh gate decision each time,
+//! checkpoint after every batch, finish with hashed files. And the sweeper that removes
+//! expired exports.
+
+use super::files::{self, Writers};
+use super::params::ExportParams;
+use super::requester::{self, Gone};
+use super::{Exports, is_sensitive};
+use crate::identity::now_ms;
+use crate::server::AppState;
+use portico_audit::{Actor, Interaction, Scope};
+use portico_policy::{Action, RequestContext, SearchPermit};
+use portico_store::export::{ExportFileRow, ExportJobRow, state};
+use portico_store::search::{Cursor, SortKey, Target};
+use portico_store::{HistoryQuery, SearchQuery};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Where a job stands after its last committed batch.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Checkpoint {
+    /// Index of the unit being exported.
+    pub unit: usize,
+    /// Paging cursor within that unit (None: from its start).
+    pub cursor: Option<String>,
+    /// Every file written so far: committed length and lines.
+    pub files: BTreeMap<String, Mark>,
+    /// Resources written.
+    pub done: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Mark {
+    pub res_type: String,
+    pub sensitive: bool,
+    pub bytes: u64,
+    pub lines: u64,
+}
+
+/// One slice of the work: a type, confined to one patient's compartment (patient and group
+/// exports) or not (system exports, confined by the permit alone); `deleted`: the
+/// tombstones since `_since` rather than the live resources.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unit {
+    pub res_type: String,
+    pub patient: Option<String>,
+    pub deleted: bool,
+}
+
+/// The units of a job, in a fixed order (so a checkpoint's index means the same after a
+/// restart).
+pub fn units(job: &ExportJobRow, params: &ExportParams) -> Vec<Unit> {
+    let patients: Vec<String> = serde_json::from_str(&job.patients).unwrap_or_default();
+    let mut out = Vec::new();
+    for deleted in [false, true] {
+        if deleted && params.since_ms.is_none() {
+            continue;
+        }
+        for t in &params.types {
+            if job.level == "system" && patients.is_empty() {
+                out.push(Unit { res_type: t.clone(), patient: None, deleted });
+            } else {
+                for p in &patients {
+                    out.push(Unit { res_type: t.clone(), patient: Some(p.clone()), deleted });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Claim and run jobs until the process ends.
+pub async fn run(state: AppState, n: usize) {
+    let ex = state.export.clone();
+    let lease_ms = ex.cfg.lease_secs.max(1) * 1000;
+    loop {
+        match ex.store.export_claim(&ex.owner, now_ms(), lease_ms).await {
+            Ok(Some(job)) => {
+                tracing::info!(job = %job.id, worker = n, "export job claimed");
+                run_job(&state, job).await;
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = ex.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "export: cannot claim jobs");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// How a job's run ended in this worker.
+enum End {
+    /// Done, stopped or failed: nothing more to do.
+    Final,
+    /// Could not go on now (database or audit unavailable, lease lost): the lease lapses
+    /// and a worker picks the job up again from its checkpoint.
+    Later,
+}
+
+async fn run_job(state: &AppState, job: ExportJobRow) {
+    match try_run(state, &job).await {
+        Ok(End::Final) => {}
+        Ok(End::Later) => tokio::time::sleep(Duration::from_millis(200)).await,
+        Err(msg) => {
+            tracing::error!(job = %job.id, error = %msg, "export job failed");
+            let oo = outcome("exception", "The export could not be completed.");
+            let _ = state
+                .export
+                .store
+                .export_finish(&job.id, &state.export.owner, state::FAILED, Some(&oo), Some("error"), now_ms())
+                .await;
+            let _ = state.export.withdraw(&job.id).await;
+        }
+    }
+}
+
+/// An OperationOutcome as one line of JSON.
+pub fn outcome(code: &str, diagnostics: &str) -> String {
+    serde_json::json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}]})
+        .to_string()
+}
+
+async fn try_run(state: &AppState, job: &ExportJobRow) -> Result<End, String> {
+    let ex = &state.export;
+    let params: ExportParams = serde_json::from_str(&job.params).map_err(|e| format!("bad params: {e}"))?;
+    let prints: BTreeMap<String, String> = serde_json::from_str(&job.permit_print).unwrap_or_default();
+    let mut cp: Checkpoint = serde_json::from_str(&job.checkpoint).unwrap_or_default();
+    let units = units(job, &params);
+    let dir = ex.job_dir(&job.id);
+    let mut w = Writers::new(&dir).map_err(|e| format!("export dir: {e}"))?;
+    // A previous worker may have written past its last checkpoint before it died.
+    w.restore(&cp.files.iter().map(|(k, m)| (k.clone(), m.bytes)).collect()).map_err(|e| format!("restore: {e}"))?;
+    let batch = ex.cfg.batch.clamp(1, portico_store::search::MAX_COUNT);
+    let lease_ms = ex.cfg.lease_secs.max(1) * 1000;
+    while cp.unit < units.len() {
+        let unit = &units[cp.unit];
+        let scope = Scope::new(&uuid::Uuid::new_v4().to_string());
+        scope.begin(Interaction::BulkExport, Some(&unit.res_type));
+        let ctx = match requester::context(state, job, scope.clone()).await {
+            Ok(c) => c,
+            Err(gone) => return stop(state, job, gone).await,
+        };
+        let action = if unit.deleted { Action::History } else { Action::Search };
+        let permit = match state.gate.permit_search(&ctx, action, Some(&unit.res_type)) {
+            Ok(p) => p,
+            Err(r) if r.audit_failure.is_some() => return Ok(End::Later),
+            Err(r) => {
+                let why = r.verdict.map(|v| v.reason).unwrap_or_default();
+                return stop(state, job, Gone::PermitChanged(why)).await;
+            }
+        };
+        if !unit.deleted
+            && prints.get(&unit.res_type) != Some(&requester::permit_print(std::slice::from_ref(&permit), ctx.now_ms))
+        {
+            return stop(state, job, Gone::PermitChanged(format!("access to {} is not what it was", unit.res_type)))
+                .await;
+        }
+        let cursor = match &cp.cursor {
+            Some(c) => Some(Cursor::decode(c).ok_or("bad checkpoint cursor")?),
+            None => None,
+        };
+        let (written, next) = if unit.deleted {
+            export_deleted(state, &permit, unit, &params, cursor, batch, &mut w, &mut cp).await?
+        } else {
+            export_live(state, &ctx, &permit, unit, &params, cursor, batch, &mut w, &mut cp).await?
+        };
+        w.sync().map_err(|e| format!("sync: {e}"))?;
+        scope.edit(|r| {
+            r.query = Some(format!(
+                "op=batch&job={}&type={}{}&count={written}",
+                job.id,
+                unit.res_type,
+                if unit.deleted { "&deleted=true" } else { "" }
+            ));
+            if let Some(p) = &unit.patient {
+                r.on_behalf_of.get_or_insert_with(|| p.clone());
+            }
+        });
+        // The batch's decision is on record before the batch counts as done.
+        if state.audit.finish(&scope, 200).await.is_err() {
+            return Ok(End::Later);
+        }
+        match next {
+            Some(c) => cp.cursor = Some(c.encode()),
+            None => {
+                cp.unit += 1;
+                cp.cursor = None;
+            }
+        }
+        let progress = serde_json::json!({"done": cp.done, "unit": cp.unit, "units": units.len()}).to_string();
+        let cp_text = serde_json::to_string(&cp).map_err(|e| e.to_string())?;
+        let now = now_ms();
+        match ex.store.export_checkpoint(&job.id, &ex.owner, &cp_text, &progress, now + lease_ms, now).await {
+            Ok(true) => {}
+            Ok(false) => return lost(state, job).await,
+            Err(_) => return Ok(End::Later),
+        }
+    }
+    finish(state, job, &cp).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn export_live(
+    state: &AppState,
+    ctx: &RequestContext,
+    permit: &SearchPermit,
+    unit: &Unit,
+    params: &ExportParams,
+    cursor: Option<Cursor>,
+    batch: usize,
+    w: &mut Writers,
+    cp: &mut Checkpoint,
+) -> Result<(u64, Option<Cursor>), String> {
+    let _ = ctx;
+    let mut q = SearchQuery {
+        resource_types: vec![unit.res_type.clone()],
+        in_compartment: unit.patient.clone(),
+        since_ms: params.since_ms,
+        // By id: a stable order in which every resource has exactly one place, so paging
+        // across a restart neither repeats nor skips one.
+        sort: vec![SortKey { target: Target::Id, descending: false }],
+        count: batch,
+        cursor,
+        ..SearchQuery::default()
+    };
+    if let Some((_, f)) = params.type_filters.iter().find(|(t, _)| *t == unit.res_type) {
+        let pairs = crate::server::fhir::service::parse_query_string(f);
+        let parsed = portico_store::search::parse_search(Some(&unit.res_type), &pairs)
+            .map_err(|e| format!("typeFilter: {}", e.0))?;
+        q.filters = parsed.query.filters;
+    }
+    let page = state.store.search(permit, &q).await.map_err(|e| format!("search: {e}"))?;
+    let ids: Vec<String> = page.entries.iter().map(|e| e.id.clone()).collect();
+    let labels: BTreeMap<String, String> = state
+        .export
+        .store
+        .export_labels(&unit.res_type, &ids)
+        .await
+        .map_err(|e| format!("labels: {e}"))?
+        .into_iter()
+        .collect();
+    let mut written = 0;
+    for e in &page.entries {
+        if e.deleted {
+            continue;
+        }
+        // A resource relabelled since the page was read counts as sensitive (fail closed).
+        let sensitive = labels.get(&e.id).is_none_or(|l| is_sensitive(l));
+        if sensitive && !params.include_sensitive {
+            continue;
+        }
+        let mut line = if permit.obligations().is_empty() {
+            e.body.clone()
+        } else {
+            let mut v: serde_json::Value = serde_json::from_str(&e.body).map_err(|e| e.to_string())?;
+            portico_policy::obligation::apply(permit.obligations(), &mut v);
+            v.to_string()
+        };
+        if line.contains('\n') {
+            // Outside strings a newline is whitespace (inside them JSON escapes it).
+            line = line.replace('\n', " ");
+        }
+        line.push('\n');
+        let name = files::file_name(&unit.res_type, sensitive);
+        w.append(&name, line.as_bytes()).map_err(|e| format!("write: {e}"))?;
+        let m = cp.files.entry(name).or_insert_with(|| Mark {
+            res_type: unit.res_type.clone(),
+            sensitive,
+            ..Mark::default()
+        });
+        m.bytes += line.len() as u64;
+        m.lines += 1;
+        written += 1;
+    }
+    cp.done += written;
+    Ok((written, page.next))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn export_deleted(
+    state: &AppState,
+    permit: &SearchPermit,
+    unit: &Unit,
+    params: &ExportParams,
+    cursor: Option<Cursor>,
+    batch: usize,
+    w: &mut Writers,
+    cp: &mut Checkpoint,
+) -> Result<(u64, Option<Cursor>), String> {
+    let q = HistoryQuery {
+        resource_type: Some(unit.res_type.clone()),
+        id: None,
+        since_ms: params.since_ms,
+        at_ms: None,
+        count: batch,
+        cursor,
+    };
+    let page = state.store.history(permit, &q).await.map_err(|e| format!("history: {e}"))?;
+    let mut written = 0;
+    for e in page.entries.iter().filter(|e| e.deleted) {
+        if let Some(p) = &unit.patient
+            && !e.compartments.contains(p)
+        {
+            continue;
+        }
+        let line = serde_json::json!({
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"request": {"method": "DELETE", "url": format!("{}/{}", e.resource_type, e.id)}}]
+        })
+        .to_string()
+            + "\n";
+        let name = "deleted.ndjson".to_string();
+        w.append(&name, line.as_bytes()).map_err(|e| format!("write: {e}"))?;
+        let m = cp.files.entry(name).or_insert_with(|| Mark { res_type: "Bundle".into(), ..Mark::default() });
+        m.bytes += line.len() as u64;
+        m.lines += 1;
+        written += 1;
+    }
+    Ok((written, page.next))
+}
+
+/// Hash every file, record it complete, then mark the job completed. A crash in between
+/// repeats this on the next claim (the rows are upserted).
+async fn finish(state: &AppState, job: &ExportJobRow, cp: &Checkpoint) -> Result<End, String> {
+    let ex = &state.export;
+    let dir = ex.job_dir(&job.id);
+    for (name, m) in &cp.files {
+        let (sha, len) = files::hash_file(&dir.join(name)).map_err(|e| format!("hash {name}: {e}"))?;
+        if len != m.bytes {
+            return Err(format!("{name} holds {len} bytes, the checkpoint {}", m.bytes));
+        }
+        let row = ExportFileRow {
+            job_id: job.id.clone(),
+            name: name.clone(),
+            res_type: m.res_type.clone(),
+            sensitive: m.sensitive,
+            path: format!("{}/{name}", job.id),
+            line_count: m.lines as i64,
+            bytes: m.bytes as i64,
+            sha256: Some(sha),
+            complete: true,
+        };
+        if ex.store.export_file_put(&row).await.is_err() {
+            return Ok(End::Later);
+        }
+    }
+    match ex.store.export_finish(&job.id, &ex.owner, state::COMPLETED, None, None, now_ms()).await {
+        Ok(true) => {
+            tracing::info!(job = %job.id, resources = cp.done, "export job completed");
+            Ok(End::Final)
+        }
+        Ok(false) => lost(state, job).await,
+        Err(_) => Ok(End::Later),
+    }
+}
+
+/// Our checkpoint did not apply: the job was cancelled (remove what we wrote) or another
+/// worker holds it now (leave it alone).
+async fn lost(state: &AppState, job: &ExportJobRow) -> Result<End, String> {
+    if let Ok(Some(now)) = state.export.store.export_get(&job.id).await
+        && !now.is_active()
+        && now.state != state::COMPLETED
+    {
+        let _ = state.export.withdraw(&job.id).await;
+    }
+    Ok(End::Final)
+}
+
+/// The requester's access is gone: fail the job with the reason, withdraw its files and
+/// record the stop.
+async fn stop(state: &AppState, job: &ExportJobRow, gone: Gone) -> Result<End, String> {
+    stop_job(state, job, &gone, &[state::RUNNING, state::ACCEPTED]).await;
+    Ok(End::Final)
+}
+
+/// Stop a job (in one of `from`) because its requester's access is gone.
+pub async fn stop_job(state: &AppState, job: &ExportJobRow, gone: &Gone, from: &[&str]) -> bool {
+    let reason = gone.reason();
+    let oo = outcome("forbidden", &reason);
+    let code = match gone {
+        Gone::GrantRevoked => "revoked",
+        Gone::PermitChanged(_) => "permit-changed",
+    };
+    let moved = state
+        .export
+        .store
+        .export_transition(&job.id, from, state::FAILED, Some(&oo), &format!("{code}: {reason}"), now_ms())
+        .await
+        .unwrap_or(false);
+    if moved {
+        let _ = state.export.withdraw(&job.id).await;
+        record(state, job, &format!("op=stopped&reason={code}"), 403, Some(&reason)).await;
+    }
+    moved
+}
+
+/// One audit record about a job, made outside any request (worker, sweeper).
+pub async fn record(state: &AppState, job: &ExportJobRow, query: &str, status: u16, reason: Option<&str>) {
+    let scope = Scope::new(&uuid::Uuid::new_v4().to_string());
+    let who = job.user_id.clone().unwrap_or_else(|| job.client_id.clone());
+    let on_behalf = (!job.patient.is_empty()).then(|| job.patient.clone());
+    scope.set_actor(Actor::new(&job.principal, &who), on_behalf, Some(job.client_id.clone()), None);
+    scope.begin(Interaction::BulkExport, None);
+    let query = format!("{query}&job={}", job.id);
+    let reason = reason.map(str::to_string);
+    let patients: Vec<String> = serde_json::from_str(&job.patients).unwrap_or_default();
+    scope.edit(|r| {
+        r.query = Some(query);
+        r.reason = reason;
+        r.patients = patients;
+    });
+    if let Err(e) = state.audit.finish(&scope, status).await {
+        tracing::error!(job = %job.id, error = ?e, "export: audit record could not be written");
+    }
+}
+
+/// Remove expired exports (and any files a stopped job left behind) every few seconds.
+pub async fn sweep_forever(state: AppState) {
+    loop {
+        sweep_once(&state.export, &state).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// One pass of the sweeper.
+pub async fn sweep_once(ex: &Exports, state: &AppState) {
+    let Ok(due) = ex.store.export_due_for_sweep(now_ms()).await else { return };
+    for job in due {
+        if job.state == state::COMPLETED {
+            let moved = ex
+                .store
+                .export_transition(&job.id, &[state::COMPLETED], state::EXPIRED, None, "expired", now_ms())
+                .await
+                .unwrap_or(false);
+            if moved {
+                let _ = ex.withdraw(&job.id).await;
+                record(state, &job, "op=expire", 200, None).await;
+            }
+        } else {
+            let _ = ex.withdraw(&job.id).await;
+        }
+    }
+}
