@@ -72,9 +72,21 @@ pub(crate) async fn put(store: &SqlStore, body: Value) -> WriteResult {
     };
     let chainer = Chainer::new(MacKey::new(&[7; 32]));
     let records = |_: &[WriteResult]| Vec::new();
-    store
-        .write(vec![(permit, op)], &WriteAudit { chainer: &chainer, records: &records })
-        .await
-        .expect("write")
-        .remove(0)
+    let audit = WriteAudit { chainer: &chainer, records: &records };
+    // A Consent is stored only with its signed event (as the server writes it).
+    let key = portico_audit::AuditKey::from_seed(&[3; 32]);
+    let events = crate::consent::ConsentEvents {
+        key: &key,
+        context: crate::consent::ConsentEventContext {
+            actor: "operator/operator".into(),
+            on_behalf_of: String::new(),
+            channel: "operator".into(),
+        },
+    };
+    let written = if op.resource_type == "Consent" {
+        crate::ConsentStore::write_with_events(store, vec![(permit, op)], &audit, &events).await
+    } else {
+        store.write(vec![(permit, op)], &audit).await
+    };
+    written.expect("write").remove(0)
 }
