@@ -505,3 +505,42 @@ async fn group_and_system_exports_with_parameters_type_filters_and_deletions() {
         assert_eq!(r.json["issue"][0]["code"], "not-supported", "{}", r.text);
     }
 }
+
+#[tokio::test]
+async fn the_portal_lists_the_patients_exports_and_cancels_them() {
+    for app in TestApp::all().await {
+        alice_and_diary(&app).await;
+        observations(&app, "pa", 3).await;
+        portico::export::spawn(&app.state);
+        let mut b = Browser::default();
+        let t = stepped_up_token(&app, &mut b, "diary").await;
+        let r = as_token(&app, &access(&t), Method::GET, "/fhir/Patient/pa/$export?_type=Observation").await;
+        let status_url = path_of(r.header("content-location").unwrap());
+        let job = status_url.rsplit('/').next().unwrap().to_string();
+        assert_eq!(poll(&app, &access(&t), &status_url).await.status, StatusCode::OK);
+        let r = b.get(&app, "/api/portal/downloads").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let list = r.json["downloads"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{}", r.text);
+        let d = &list[0];
+        assert_eq!(d["id"], job.as_str());
+        assert_eq!(d["status"], "completed");
+        assert_eq!(d["app"], "diary");
+        assert_eq!(d["composition"]["types"], json!(["Observation"]));
+        assert_eq!(d["files"][0]["count"], 3);
+        assert!(d["expires"].as_str().is_some() && d["created"].as_str().is_some());
+        // Another user sees none of it, and cannot cancel it.
+        app.user("bob", "patient", &["pb"]).await;
+        let mut other = Browser::default();
+        app.portal_sign_in(&mut other, "bob", crate::common::oauth::PASSWORD).await;
+        let r = other.get(&app, "/api/portal/downloads").await;
+        assert_eq!(r.json["downloads"], json!([]), "{}", r.text);
+        let cancel = format!("/api/portal/downloads/{job}");
+        assert_eq!(other.portal(&app, Method::DELETE, &cancel, None).await.status, StatusCode::NOT_FOUND);
+        // Alice cancels: the files go, the app's download fails.
+        let r = b.portal(&app, Method::DELETE, &cancel, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert!(!app.state.export.job_dir(&job).exists());
+        assert_eq!(as_token(&app, &access(&t), Method::GET, &status_url).await.status, StatusCode::NOT_FOUND);
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod account;
+pub mod downloads;
 
 use crate::server::AppState;
 use axum::Router;
@@ -23,4 +24,6 @@ pub fn routes() -> Router<AppState> {
         .route("/password", post(account::post_password))
         .route("/totp", post(account::post_totp))
         .route("/launch", post(account::post_launch))
+        .route("/downloads", get(downloads::get_downloads))
+        .route("/downloads/{id}", delete(downloads::delete_download))
 }
