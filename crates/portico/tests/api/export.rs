@@ -419,3 +419,128 @@ async fn expire_now(app: &TestApp, job: &str) {
         }
     }
 }
+
+/// Kick off as the operator and wait for the manifest.
+async fn operator_export(app: &TestApp, method: Method, uri: &str, body: Option<Value>) -> Value {
+    let auth = format!("Bearer {}", crate::common::TOKEN);
+    let mut headers = vec![("authorization", auth.as_str()), ASYNC];
+    if body.is_some() {
+        headers.push(("content-type", "application/fhir+json"));
+    }
+    let r = app.raw(method, uri, &headers, body.map(|b| b.to_string().into_bytes()).unwrap_or_default()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{uri}: {}", r.text);
+    let done = poll(app, crate::common::TOKEN, &path_of(r.header("content-location").unwrap())).await;
+    assert_eq!(done.status, StatusCode::OK, "{uri}: {}", done.text);
+    done.json
+}
+
+#[tokio::test]
+async fn group_and_system_exports_with_parameters_type_filters_and_deletions() {
+    for app in TestApp::all().await {
+        for p in ["g1", "g2", "g3"] {
+            patient(&app, p).await;
+        }
+        observations(&app, "g1", 3).await;
+        observations(&app, "g2", 2).await;
+        observations(&app, "g3", 4).await;
+        app.create(json!({"resourceType": "Group", "id": "x", "type": "person", "actual": true,
+            "member": [{"entity": {"reference": "Patient/g1"}}, {"entity": {"reference": "Patient/g2"}}]}))
+            .await;
+        let gid = app.get("/fhir/Group").await.ids()[0].clone();
+        portico::export::spawn(&app.state);
+
+        // Group export, kicked off by POST with a Parameters body.
+        let params = json!({"resourceType": "Parameters", "parameter": [
+            {"name": "_type", "valueString": "Observation,Patient"},
+            {"name": "_outputFormat", "valueString": "application/fhir+ndjson"}]});
+        let m = operator_export(&app, Method::POST, &format!("/fhir/Group/{gid}/$export"), Some(params)).await;
+        let files = download_all(&app, crate::common::TOKEN, &m).await;
+        let of = |t: &str| files.iter().filter(|f| f.0 == t).flat_map(|f| f.2.clone()).collect::<Vec<_>>();
+        assert_eq!(of("Observation").len(), 5, "{:?}: g1 and g2 only", app.backend);
+        let mut ps: Vec<String> = of("Patient").iter().map(|p| p["id"].as_str().unwrap().to_string()).collect();
+        ps.sort();
+        assert_eq!(ps, ["g1", "g2"]);
+
+        // System export with a type filter.
+        let m = operator_export(
+            &app,
+            Method::GET,
+            "/fhir/Patient/$export?_type=Observation&_typeFilter=Observation%3Fsubject%3DPatient%2Fg3",
+            None,
+        )
+        .await;
+        let files = download_all(&app, crate::common::TOKEN, &m).await;
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].2.len(), 4);
+        assert!(files[0].2.iter().all(|o| o["subject"]["reference"] == "Patient/g3"));
+
+        // Deletions since `_since` are listed under `deleted`.
+        let since = portico::export::manifest::instant(now_ms() - 1000);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let gone = app.get("/fhir/Observation?subject=Patient/g1").await.ids()[0].clone();
+        assert_eq!(app.delete(&format!("/fhir/Observation/{gone}")).await.status, StatusCode::NO_CONTENT);
+        let uri = format!(
+            "/fhir/Patient/g1/$export?_type=Observation&_since={}",
+            since.replace(':', "%3A").replace('+', "%2B")
+        );
+        let m = operator_export(&app, Method::GET, &uri, None).await;
+        let deleted = m["deleted"].as_array().expect("deleted");
+        assert_eq!(deleted.len(), 1, "{m}");
+        let r = app.get(&path_of(deleted[0]["url"].as_str().unwrap())).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let lines: Vec<Value> = r.text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 1, "{}", r.text);
+        assert_eq!(lines[0]["entry"][0]["request"]["url"], format!("Observation/{gone}"));
+        assert_eq!(lines[0]["entry"][0]["request"]["method"], "DELETE");
+
+        // Unknown group: 404; a patient-level principal cannot run a system export (see the
+        // patient test); unsupported parameters are refused clearly.
+        let auth = format!("Bearer {}", crate::common::TOKEN);
+        let r = app.raw(Method::GET, "/fhir/Group/nope/$export", &[("authorization", &auth), ASYNC], vec![]).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let r = app
+            .raw(Method::GET, "/fhir/Patient/$export?_elements=id", &[("authorization", &auth), ASYNC], vec![])
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.json["issue"][0]["code"], "not-supported", "{}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn the_portal_lists_the_patients_exports_and_cancels_them() {
+    for app in TestApp::all().await {
+        alice_and_diary(&app).await;
+        observations(&app, "pa", 3).await;
+        portico::export::spawn(&app.state);
+        let mut b = Browser::default();
+        let t = stepped_up_token(&app, &mut b, "diary").await;
+        let r = as_token(&app, &access(&t), Method::GET, "/fhir/Patient/pa/$export?_type=Observation").await;
+        let status_url = path_of(r.header("content-location").unwrap());
+        let job = status_url.rsplit('/').next().unwrap().to_string();
+        assert_eq!(poll(&app, &access(&t), &status_url).await.status, StatusCode::OK);
+        let r = b.get(&app, "/api/portal/downloads").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let list = r.json["downloads"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{}", r.text);
+        let d = &list[0];
+        assert_eq!(d["id"], job.as_str());
+        assert_eq!(d["status"], "completed");
+        assert_eq!(d["app"], "diary");
+        assert_eq!(d["composition"]["types"], json!(["Observation"]));
+        assert_eq!(d["files"][0]["count"], 3);
+        assert!(d["expires"].as_str().is_some() && d["created"].as_str().is_some());
+        // Another user sees none of it, and cannot cancel it.
+        app.user("bob", "patient", &["pb"]).await;
+        let mut other = Browser::default();
+        app.portal_sign_in(&mut other, "bob", crate::common::oauth::PASSWORD).await;
+        let r = other.get(&app, "/api/portal/downloads").await;
+        assert_eq!(r.json["downloads"], json!([]), "{}", r.text);
+        let cancel = format!("/api/portal/downloads/{job}");
+        assert_eq!(other.portal(&app, Method::DELETE, &cancel, None).await.status, StatusCode::NOT_FOUND);
+        // Alice cancels: the files go, the app's download fails.
+        let r = b.portal(&app, Method::DELETE, &cancel, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert!(!app.state.export.job_dir(&job).exists());
+        assert_eq!(as_token(&app, &access(&t), Method::GET, &status_url).await.status, StatusCode::NOT_FOUND);
+    }
+}

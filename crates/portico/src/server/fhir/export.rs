@@ -18,6 +18,7 @@ use crate::identity::now_ms;
 use crate::server::AppState;
 use crate::server::auth::{Ctx, bearer, lookup_token};
 use crate::server::error::ApiError;
+use crate::server::portal::account::step_up_required;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -144,15 +145,6 @@ async fn requester(
     Ok(("grant".into(), Some(auth.grant.id)))
 }
 
-fn step_up_required(reason: &str) -> ApiError {
-    let mut e = ApiError::new(StatusCode::FORBIDDEN, "security", reason.to_string());
-    e.challenge = Some(
-        "Bearer realm=\"portico\", error=\"insufficient_user_authentication\", acr_values=\"urn:portico:acr:totp\""
-            .into(),
-    );
-    e
-}
-
 async fn kickoff(
     s: &AppState,
     ctx: &RequestContext,
@@ -175,7 +167,7 @@ async fn kickoff(
             }
             // Visible to the requester, or 404 like a read (existence does not leak).
             fhir.read(ctx, "Patient", id).await?;
-            audit(ctx, "kickoff", None, Some("Patient"));
+            ctx.scope.edit(|r| r.resource_type = Some("Patient".into()));
             ("patient", id.clone(), vec![id.clone()])
         }
         Level::System | Level::Group(_) => {
@@ -190,7 +182,7 @@ async fn kickoff(
             match &level {
                 Level::Group(gid) => {
                     let g = fhir.read(ctx, "Group", gid).await?;
-                    audit(ctx, "kickoff", None, Some("Group"));
+                    ctx.scope.edit(|r| r.resource_type = Some("Group".into()));
                     let body: serde_json::Value = serde_json::from_str(&g.body).map_err(|_| ApiError::internal())?;
                     let mut members: Vec<String> = body["member"]
                         .as_array()

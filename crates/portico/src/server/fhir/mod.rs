@@ -31,9 +31,15 @@ pub fn routes(_state: AppState) -> Router<AppState> {
         .route("/", post(transaction::post_bundle))
         .route("/_history", get(history::get_system_history))
         // Bulk Data `$export` (server/fhir/export.rs).
+        .route("/$export", get(export::get_system).post(export::post_system))
         .route("/Patient/$export", get(export::get_system).post(export::post_system))
         .route("/Patient/{id}/$export", get(export::get_patient).post(export::post_patient))
         .route("/Group/{id}/$export", get(export::get_group).post(export::post_group))
+        // Some clients (httpx) send `$` percent-encoded; routes match the raw path.
+        .route("/%24export", get(export::get_system).post(export::post_system))
+        .route("/Patient/%24export", get(export::get_system).post(export::post_system))
+        .route("/Patient/{id}/%24export", get(export::get_patient).post(export::post_patient))
+        .route("/Group/{id}/%24export", get(export::get_group).post(export::post_group))
         .route("/_export/{job}", get(export::status).delete(export::cancel))
         .route("/_export/{job}/{file}", get(export::download))
         // The audit trail: read-only (other methods answer 405), served from the audit log.

@@ -5,6 +5,7 @@ pub mod access_log;
 pub mod account;
 pub mod break_glass;
 pub mod shares;
+pub mod downloads;
 
 use crate::server::AppState;
 use axum::Router;
@@ -29,4 +30,6 @@ pub fn routes() -> Router<AppState> {
         .route("/shares/{id}", delete(shares::delete_share))
         .route("/consents/permitted", get(shares::get_permitted))
         .route("/break-glass", post(break_glass::post_break_glass))
+        .route("/downloads", get(downloads::get_downloads))
+        .route("/downloads/{id}", delete(downloads::delete_download))
 }
