@@ -15,6 +15,9 @@ pub fn file_name(res_type: &str, sensitive: bool) -> String {
 /// Whether `name` is one of ours (download URLs are checked against it before any path is
 /// built from them).
 pub fn valid_name(name: &str) -> bool {
+    if name == super::summary::FILE {
+        return true;
+    }
     let stem = name.strip_suffix(".ndjson").unwrap_or("");
     let stem = stem.strip_suffix(".sensitive").unwrap_or(stem);
     stem == "deleted" || stem == "error" || portico_fhir::resource_types::is_resource_type(stem)
@@ -119,5 +122,6 @@ mod tests {
         assert!(!valid_name("../x.ndjson"));
         assert!(!valid_name("Observation.ndjson/.."));
         assert!(!valid_name("Nope.ndjson"));
+        assert!(valid_name("summary.pdf") && !valid_name("other.pdf"));
     }
 }

@@ -17,6 +17,7 @@ pub mod files;
 pub mod manifest;
 pub mod params;
 pub mod requester;
+pub mod summary;
 pub mod worker;
 
 use crate::config::ExportConfig;

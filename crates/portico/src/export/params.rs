@@ -23,6 +23,10 @@ pub struct ExportParams {
     /// Sensitive categories included (in separate files): patient opt-in with step-up.
     #[serde(default)]
     pub include_sensitive: bool,
+    /// `_outputFormat=application/pdf`: besides the NDJSON files, a PDF health summary made
+    /// from them (patient-level exports only; see `export::summary`).
+    #[serde(default)]
+    pub summary_pdf: bool,
     /// Patients named in a POST body (`patient` parameter) for system/group exports.
     #[serde(default)]
     pub patients: Vec<String>,
@@ -35,10 +39,8 @@ pub fn parse(pairs: &[(String, String)]) -> Result<ExportParams, ApiError> {
         match k.as_str() {
             "_outputFormat" => {
                 if v == "application/pdf" {
-                    // TODO(summary): `_outputFormat=application/pdf` will render a PDF
-                    // health summary with `portico_summary::render` (crates/summary, wired
-                    // by the lead); until then it is refused clearly.
-                    return Err(unsupported("_outputFormat=application/pdf is not available yet."));
+                    p.summary_pdf = true;
+                    continue;
                 }
                 if !NDJSON_FORMATS.contains(&v.as_str()) {
                     return Err(unsupported(format!(

@@ -202,6 +202,12 @@ async fn try_run(state: &AppState, job: &ExportJobRow) -> Result<End, String> {
             Err(_) => return Ok(End::Later),
         }
     }
+    if params.summary_pdf && !cp.files.contains_key(super::summary::FILE) {
+        let patients: Vec<String> = serde_json::from_str(&job.patients).unwrap_or_default();
+        if let [patient] = patients.as_slice() {
+            super::summary::write(&dir, &mut cp, patient, "portico", now_ms())?;
+        }
+    }
     finish(state, job, &cp).await
 }
 

@@ -333,10 +333,18 @@ async fn a_revocation_mid_job_stops_it_and_withdraws_its_files() {
         assert!(j.error.as_deref().unwrap_or("").contains("OperationOutcome"));
         let p: Value = serde_json::from_str(&j.progress).unwrap();
         assert!(p["done"].as_u64().unwrap() < 150, "stopped before the end");
+        // The worker withdraws the files and records the stop right after the state moves.
+        let mut ops = Vec::new();
+        for _ in 0..300 {
+            ops = bulk_ops(&app.audit_records().await, &job);
+            if ops.iter().any(|o| o == "op=stopped") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(ops.iter().any(|o| o == "op=stopped"), "{ops:?}");
         assert!(!app.state.export.job_dir(&job).exists(), "files withdrawn");
         assert!(app.state.export.store.export_files(&job).await.unwrap().is_empty());
-        let ops = bulk_ops(&app.audit_records().await, &job);
-        assert!(ops.iter().any(|o| o == "op=stopped"), "{ops:?}");
     }
 }
 
@@ -543,4 +551,82 @@ async fn the_portal_lists_the_patients_exports_and_cancels_them() {
         assert!(!app.state.export.job_dir(&job).exists());
         assert_eq!(as_token(&app, &access(&t), Method::GET, &status_url).await.status, StatusCode::NOT_FOUND);
     }
+}
+
+/// `_outputFormat=application/pdf`: the job also yields a PDF health summary, listed in the
+/// manifest with its hash, made from what the export holds — the sensitive Condition the
+/// export leaves out is not in it either (read back with poppler's `pdftotext`).
+#[tokio::test]
+async fn a_patient_export_can_yield_a_pdf_summary_without_what_it_leaves_out() {
+    for app in TestApp::all().await {
+        let r = app
+            .put(
+                "/fhir/Patient/ps",
+                json!({"resourceType": "Patient", "id": "ps", "name": [{"family": "Quimby", "given": ["Ada"]}]}),
+            )
+            .await;
+        assert!(r.status.is_success(), "{}", r.text);
+        app.create(json!({
+            "resourceType": "Condition",
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+            "code": {"text": "Seasonal asthma"},
+            "subject": {"reference": "Patient/ps"}
+        }))
+        .await;
+        hiv_condition(&app, "ps").await;
+        portico::export::spawn(&app.state);
+        // The summary is for one patient.
+        let auth = format!("Bearer {}", crate::common::TOKEN);
+        let r = app
+            .raw(
+                Method::GET,
+                "/fhir/Patient/$export?_outputFormat=application/pdf",
+                &[("authorization", &auth), ASYNC],
+                vec![],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+
+        let m =
+            operator_export(&app, Method::GET, "/fhir/Patient/ps/$export?_outputFormat=application/pdf", None).await;
+        let out = m["output"].as_array().unwrap();
+        let pdf_entry =
+            out.iter().find(|o| o["url"].as_str().unwrap().ends_with("/summary.pdf")).expect("summary listed");
+        assert_eq!(pdf_entry["type"], "Binary");
+        assert!(out.iter().any(|o| o["type"] == "Condition"), "the NDJSON files are there too: {m}");
+        let r = as_token(&app, crate::common::TOKEN, Method::GET, &path_of(pdf_entry["url"].as_str().unwrap())).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.header("content-type"), Some("application/pdf"));
+        let path = std::env::temp_dir().join(format!("portico-summary-{}.pdf", uuid::Uuid::new_v4().simple()));
+        // `Resp` keeps text; a PDF is bytes: fetch them again through the router.
+        let bytes = pdf_bytes(&app, &path_of(pdf_entry["url"].as_str().unwrap())).await;
+        assert!(bytes.starts_with(b"%PDF-"));
+        assert_eq!(
+            sha256_hex(&bytes),
+            pdf_entry["extension"]["https://portico.invalid/fhir/bulk/sha256"].as_str().unwrap()
+        );
+        std::fs::write(&path, &bytes).unwrap();
+        let text = std::process::Command::new("pdftotext")
+            .arg("-layout")
+            .arg(&path)
+            .arg("-")
+            .output()
+            .expect("pdftotext (Debian poppler-utils; .ci/run installs it)");
+        let text = String::from_utf8_lossy(&text.stdout).to_string();
+        let _ = std::fs::remove_file(&path);
+        assert!(text.contains("Quimby") && text.contains("Seasonal asthma"), "{:?}: {text}", app.backend);
+        assert!(!text.contains("HIV"), "{:?}: the left-out Condition is not in the summary: {text}", app.backend);
+    }
+}
+
+async fn pdf_bytes(app: &TestApp, uri: &str) -> Vec<u8> {
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder()
+        .uri(uri)
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {}", crate::common::TOKEN))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = app.router.clone().oneshot(req).await.unwrap();
+    axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec()
 }

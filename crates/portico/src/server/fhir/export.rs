@@ -179,6 +179,11 @@ async fn kickoff(
             if p.include_sensitive {
                 return Err(ApiError::forbidden("Only the patient can include sensitive categories in an export."));
             }
+            if p.summary_pdf {
+                return Err(ApiError::bad_request(
+                    "The PDF health summary is made for one patient: use Patient/{id}/$export.",
+                ));
+            }
             match &level {
                 Level::Group(gid) => {
                     let g = fhir.read(ctx, "Group", gid).await?;
@@ -473,7 +478,8 @@ pub async fn download(
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024));
     let mut r = Response::new(body);
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+ndjson"));
+    let content_type = if f.name.ends_with(".pdf") { "application/pdf" } else { "application/fhir+ndjson" };
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(f.bytes as u64));
     if let Some(sha) = &f.sha256
         && let Ok(v) = HeaderValue::from_str(sha)

@@ -4,8 +4,8 @@
 pub mod access_log;
 pub mod account;
 pub mod break_glass;
-pub mod shares;
 pub mod downloads;
+pub mod shares;
 
 use crate::server::AppState;
 use axum::Router;
