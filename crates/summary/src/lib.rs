@@ -86,7 +86,10 @@ pub fn render(input: &SummaryInput) -> Result<Vec<u8>, SummaryError> {
     let info = &mut doc.metadata.info;
     // Dated by the generation time, not the wall clock, so the same input gives the same
     // document.
-    if let Ok(when) = printpdf::OffsetDateTime::from_unix_timestamp(input.generated_at.unix_timestamp()) {
+    let in_pdf_range = (1..=9999).contains(&input.generated_at.year());
+    if let Ok(when) = printpdf::OffsetDateTime::from_unix_timestamp(input.generated_at.unix_timestamp())
+        && in_pdf_range
+    {
         info.creation_date = when;
         info.modification_date = when;
         info.metadata_date = when;

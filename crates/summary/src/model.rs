@@ -162,7 +162,7 @@ pub fn build(patient: &Value, resources: &[Value], now: OffsetDateTime) -> Summa
                 intro: Some(
                     "Newest first. Results outside the normal range are marked in the last column (HIGH, LOW, ABNORMAL). Ask your care team what a result means for you.",
                 ),
-                columns: &[("Date", 0.13), ("Test", 0.32), ("Result", 0.22), ("Normal range", 0.16), ("Flag", 0.17)],
+                columns: &[("Date", 0.15), ("Test", 0.3), ("Result", 0.22), ("Normal range", 0.16), ("Flag", 0.17)],
                 rows: Vec::new(),
                 empty: "No lab results are included in this summary.",
                 omitted: 0,
@@ -255,7 +255,9 @@ fn medication(r: &Value) -> Option<Item> {
     let name = r
         .get("medicationCodeableConcept")
         .and_then(concept)
-        .or_else(|| r.get("medicationReference").and_then(reference_display))
+        .or_else(|| {
+            r.get("medicationReference").and_then(|m| reference_display(m).or_else(|| contained_medication(r, m)))
+        })
         .unwrap_or_else(|| "Medicine (name not recorded)".to_owned());
     let dosage = arr(r, "dosageInstruction").first().or_else(|| arr(r, "dosage").first());
     let mut how = dosage.map(dosage_words).unwrap_or_default();
@@ -263,7 +265,12 @@ fn medication(r: &Value) -> Option<Item> {
         how = if how.is_empty() { "Paused for now.".to_owned() } else { format!("Paused for now. {how}") };
     }
     if let Some(by) = r.get("requester").or_else(|| r.get("informationSource")).and_then(reference_display) {
-        how = if how.is_empty() { format!("Prescribed by {by}.") } else { format!("{how} Prescribed by {by}.") };
+        how = if how.is_empty() {
+            format!("Prescribed by {by}.")
+        } else {
+            let stop = if how.ends_with(['.', '!', '?']) { "" } else { "." };
+            format!("{how}{stop} Prescribed by {by}.")
+        };
     }
     let since = str_at(r, "authoredOn").or_else(|| choice_date(r, "effective")).or_else(|| str_at(r, "dateAsserted"));
     Some(Item {
@@ -275,6 +282,17 @@ fn medication(r: &Value) -> Option<Item> {
             Cell::new(since.map(|s| date_words(s, false)).unwrap_or_default()),
         ],
     })
+}
+
+/// The name of a Medication contained in the resource (`"reference": "#med1"`), the
+/// usual shape when a prescription names a compounded or unlisted product.
+fn contained_medication(r: &Value, reference: &Value) -> Option<String> {
+    let id = str_at(reference, "reference")?.strip_prefix('#')?;
+    arr(r, "contained")
+        .iter()
+        .find(|c| str_at(c, "resourceType") == Some("Medication") && str_at(c, "id") == Some(id))
+        .and_then(|m| m.get("code"))
+        .and_then(concept)
 }
 
 fn dosage_words(d: &Value) -> String {
@@ -449,12 +467,11 @@ fn value_words(v: &Value) -> Option<String> {
             return Some(format!("{} to {}", low.unwrap_or_default(), high.unwrap_or_default()));
         }
     }
-    if let Some(ratio) = v.get("valueRatio") {
-        if let (Some(n), Some(d)) =
+    if let Some(ratio) = v.get("valueRatio")
+        && let (Some(n), Some(d)) =
             (ratio.get("numerator").and_then(quantity), ratio.get("denominator").and_then(quantity))
-        {
-            return Some(format!("{n} / {d}"));
-        }
+    {
+        return Some(format!("{n} / {d}"));
     }
     for key in ["valueDateTime", "valueTime"] {
         if let Some(s) = str_at(v, key) {
@@ -538,15 +555,15 @@ fn compare_with_range(r: &Value, range: Option<&Value>) -> Option<Cell> {
     let value = q.get("value")?.as_f64()?;
     let range = range?;
     let same_unit = |bound: &Value| quantity_unit(bound).is_none_or(|u| Some(u) == quantity_unit(q));
-    if let Some(high) = range.get("high").filter(|b| same_unit(b)).and_then(|b| b.get("value")?.as_f64()) {
-        if value > high {
-            return Some(Cell::styled("ABOVE RANGE", Style::Alert));
-        }
+    if let Some(high) = range.get("high").filter(|b| same_unit(b)).and_then(|b| b.get("value")?.as_f64())
+        && value > high
+    {
+        return Some(Cell::styled("ABOVE RANGE", Style::Alert));
     }
-    if let Some(low) = range.get("low").filter(|b| same_unit(b)).and_then(|b| b.get("value")?.as_f64()) {
-        if value < low {
-            return Some(Cell::styled("BELOW RANGE", Style::Alert));
-        }
+    if let Some(low) = range.get("low").filter(|b| same_unit(b)).and_then(|b| b.get("value")?.as_f64())
+        && value < low
+    {
+        return Some(Cell::styled("BELOW RANGE", Style::Alert));
     }
     None
 }
@@ -613,10 +630,10 @@ fn patient_facts(p: &Value, now: OffsetDateTime) -> Vec<(String, String)> {
         .or_else(|| (p.get("deceasedBoolean").and_then(Value::as_bool) == Some(true)).then(|| "yes".to_owned()));
     if let Some(birth) = str_at(p, "birthDate") {
         let mut b = date_words(birth, false);
-        if deceased.is_none() {
-            if let Some(age) = age_on(birth, now.date()) {
-                b.push_str(&format!(" (age {age})"));
-            }
+        if deceased.is_none()
+            && let Some(age) = age_on(birth, now.date())
+        {
+            b.push_str(&format!(" (age {age})"));
         }
         facts.push(("Date of birth".to_owned(), b));
     } else {
@@ -645,8 +662,14 @@ fn identifier(id: &Value) -> Option<(String, String)> {
     let value = str_at(id, "value")?;
     let ty = id.get("type");
     let code = ty.and_then(concept_code).map(|c| c.to_ascii_uppercase());
+    // The common v2-0203 identifier types in plain words; others by their own text.
     let label = match code.as_deref() {
         Some("MR") => "Medical record number".to_owned(),
+        Some("SS") => "Social Security Number".to_owned(),
+        Some("DL") => "Driver's license".to_owned(),
+        Some("PPN") => "Passport number".to_owned(),
+        Some("MC") => "Medicare number".to_owned(),
+        Some("MA") => "Medicaid number".to_owned(),
         _ => ty.and_then(concept).unwrap_or_else(|| "Identifier".to_owned()),
     };
     let system = str_at(id, "system");
@@ -667,4 +690,200 @@ fn mask(value: &str) -> String {
     let keep: String =
         value.chars().rev().filter(char::is_ascii_alphanumeric).take(4).collect::<Vec<_>>().into_iter().rev().collect();
     format!("ending in {keep}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-01-01 09:00 UTC);
+
+    fn summary(resources: Vec<Value>) -> Summary {
+        build(&json!({"resourceType": "Patient"}), &resources, NOW)
+    }
+
+    fn section<'s>(s: &'s Summary, title: &str) -> &'s Section {
+        s.sections.iter().find(|x| x.title == title).unwrap_or_else(|| panic!("section {title}"))
+    }
+
+    fn texts(row: &[Cell]) -> Vec<&str> {
+        row.iter().map(|c| c.text.as_str()).collect()
+    }
+
+    fn lab(extra: Value) -> Value {
+        let mut r = json!({
+            "resourceType": "Observation", "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+            "code": {"text": "Potassium"}, "effectiveDateTime": "2025-06-01",
+            "valueQuantity": {"value": 6.1, "unit": "mmol/L", "code": "mmol/L"},
+            "referenceRange": [{"low": {"value": 3.5, "unit": "mmol/L", "code": "mmol/L"}, "high": {"value": 5.1, "unit": "mmol/L", "code": "mmol/L"}}]
+        });
+        if let (Some(m), Some(e)) = (r.as_object_mut(), extra.as_object()) {
+            m.extend(e.clone());
+        }
+        r
+    }
+
+    #[test]
+    fn lab_flags_come_from_the_lab_or_from_the_range() {
+        let flag = |extra: Value| {
+            let s = summary(vec![lab(extra)]);
+            let row = &section(&s, "Recent lab results").rows[0];
+            (row[4].text.clone(), row[4].style)
+        };
+        let interp = |code: &str| json!({"interpretation": [{"coding": [{"code": code}]}]});
+        assert_eq!(flag(interp("H")), ("HIGH".to_owned(), Style::Alert));
+        assert_eq!(flag(interp("LL")), ("CRITICALLY LOW".to_owned(), Style::Alert));
+        assert_eq!(flag(interp("A")), ("ABNORMAL".to_owned(), Style::Alert));
+        assert_eq!(flag(interp("N")), ("normal".to_owned(), Style::Muted), "the lab's word wins over the range");
+        assert_eq!(flag(json!({})), ("ABOVE RANGE".to_owned(), Style::Alert), "6.1 > 5.1, no interpretation");
+        let other_unit = json!({"valueQuantity": {"value": 6100, "unit": "umol/L", "code": "umol/L"}});
+        assert_eq!(flag(other_unit).0, "", "no comparison across units");
+        let censored = json!({"valueQuantity": {"value": 6.1, "comparator": ">", "unit": "mmol/L", "code": "mmol/L"}});
+        assert_eq!(flag(censored).0, "");
+        let s = summary(vec![lab(json!({}))]);
+        assert_eq!(
+            texts(&section(&s, "Recent lab results").rows[0])[..4],
+            ["1 Jun 2025", "Potassium", "6.1 mmol/L", "3.5 to 5.1 mmol/L"]
+        );
+    }
+
+    #[test]
+    fn vital_signs_and_cancelled_labs_are_not_lab_results() {
+        let vital = json!({"resourceType": "Observation", "status": "final", "code": {"text": "Heart rate"},
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}]});
+        let s = summary(vec![vital, lab(json!({"status": "cancelled"})), lab(json!({"status": "entered-in-error"}))]);
+        assert!(section(&s, "Recent lab results").rows.is_empty());
+        assert_eq!((s.used, s.not_shown), (0, 3));
+    }
+
+    #[test]
+    fn only_current_problems_each_once_since_the_earliest() {
+        let cond = |name: &str, status: Option<&str>, onset: &str, extra: Value| {
+            let mut c = json!({"resourceType": "Condition", "code": {"text": name}, "onsetDateTime": onset});
+            if let Some(st) = status {
+                c["clinicalStatus"] = json!({"coding": [{"code": st}]});
+            }
+            if let (Some(m), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+                m.extend(e.clone());
+            }
+            c
+        };
+        let s = summary(vec![
+            cond("Asthma", Some("active"), "2020-05-01", json!({})),
+            cond("asthma", Some("active"), "2010-05-01", json!({})),
+            cond("Flu", Some("resolved"), "2021-01-01", json!({})),
+            cond("Gout", Some("active"), "2019", json!({"verificationStatus": {"coding": [{"code": "refuted"}]}})),
+            cond("Sprain", None, "2018", json!({"abatementDateTime": "2018-02"})),
+            cond("Migraine", None, "2015-03", json!({})),
+            cond(
+                "Anaemia",
+                Some("active"),
+                "2016",
+                json!({"verificationStatus": {"coding": [{"code": "provisional"}]}}),
+            ),
+        ]);
+        let rows: Vec<Vec<&str>> = section(&s, "Health problems").rows.iter().map(|r| texts(r)).collect();
+        assert_eq!(
+            rows,
+            [
+                vec!["asthma", "1 May 2010", "current"],
+                vec!["Migraine", "Mar 2015", "current"],
+                vec!["Anaemia", "2016", "suspected"]
+            ]
+        );
+    }
+
+    #[test]
+    fn medicines_active_or_paused_with_plain_instructions() {
+        let s = summary(vec![
+            json!({"resourceType": "MedicationRequest", "status": "stopped", "medicationCodeableConcept": {"text": "Old pill"}}),
+            json!({"resourceType": "MedicationRequest", "status": "active", "authoredOn": "2024-02-03",
+                   "contained": [{"resourceType": "Medication", "id": "m1", "code": {"text": "Compounded cream"}}],
+                   "medicationReference": {"reference": "#m1"},
+                   "requester": {"display": "Dr. Who"},
+                   "dosageInstruction": [{"timing": {"repeat": {"frequency": 2, "period": 1, "periodUnit": "d"}},
+                                          "asNeededBoolean": true,
+                                          "doseAndRate": [{"doseQuantity": {"value": 1, "unit": "application"}}]}]}),
+            json!({"resourceType": "MedicationStatement", "status": "on-hold", "medicationCodeableConcept": {"text": "Aspirin"},
+                   "dosage": [{"text": "75 mg daily"}]}),
+        ]);
+        let rows: Vec<Vec<&str>> = section(&s, "Medicines").rows.iter().map(|r| texts(r)).collect();
+        assert_eq!(
+            rows,
+            [
+                vec![
+                    "Compounded cream",
+                    "1 application, 2 times a day, when needed. Prescribed by Dr. Who.",
+                    "3 Feb 2024"
+                ],
+                vec!["Aspirin", "Paused for now. 75 mg daily", ""],
+            ]
+        );
+    }
+
+    #[test]
+    fn upcoming_appointments_only_soonest_first() {
+        let appt = |status: &str, start: Option<&str>, requested: Option<&str>| {
+            let mut a =
+                json!({"resourceType": "Appointment", "status": status, "description": format!("{status} visit")});
+            if let Some(s) = start {
+                a["start"] = json!(s);
+            }
+            if let Some(r) = requested {
+                a["requestedPeriod"] = json!([{"start": r}]);
+            }
+            a
+        };
+        let s = summary(vec![
+            appt("booked", Some("2026-03-01T10:00:00Z"), None),
+            appt("booked", Some("2025-12-01T10:00:00Z"), None),
+            appt("cancelled", Some("2026-02-01T10:00:00Z"), None),
+            appt("fulfilled", Some("2026-02-02T10:00:00Z"), None),
+            appt("proposed", None, Some("2026-02-10T08:00:00-05:00")),
+            appt("booked", None, None),
+        ]);
+        let rows: Vec<Vec<&str>> = section(&s, "Upcoming appointments").rows.iter().map(|r| texts(r)).collect();
+        assert_eq!(
+            rows,
+            [
+                vec!["Requested from 10 Feb 2026, 08:00 (UTC-05:00)", "proposed visit", "not yet confirmed"],
+                vec!["1 Mar 2026, 10:00 (UTC)", "booked visit", "booked"],
+            ]
+        );
+    }
+
+    #[test]
+    fn long_lists_are_capped_and_counted() {
+        let shots: Vec<Value> = (0..100)
+            .map(|i| json!({"resourceType": "Immunization", "status": "completed", "vaccineCode": {"text": format!("Shot {i}")},
+                            "occurrenceDateTime": format!("{}-01-01", 1950 + i)}))
+            .collect();
+        let s = summary(shots);
+        let imm = section(&s, "Immunizations");
+        assert_eq!((imm.rows.len(), imm.omitted), (MAX_IMMUNIZATIONS, 100 - MAX_IMMUNIZATIONS));
+        assert_eq!(imm.rows[0][0].text, "Shot 99", "newest first");
+    }
+
+    #[test]
+    fn patient_facts_mask_national_ids() {
+        let p = json!({"resourceType": "Patient", "name": [{"use": "old", "family": "Old"}, {"use": "official", "given": ["Ana", "María"], "family": "Ruiz"}],
+                       "birthDate": "1980-06-15", "gender": "female",
+                       "identifier": [{"type": {"coding": [{"code": "SS"}]}, "value": "999-12-3456"},
+                                      {"type": {"coding": [{"code": "MR"}]}, "value": "A-77"}]});
+        let s = build(&p, &[], NOW);
+        assert_eq!(s.name, "Ana María Ruiz");
+        let facts: Vec<(&str, &str)> = s.facts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(
+            facts,
+            [
+                ("Date of birth", "15 Jun 1980 (age 45)"),
+                ("Sex", "Female"),
+                ("Social Security Number", "ending in 3456"),
+                ("Medical record number", "A-77"),
+            ]
+        );
+    }
 }

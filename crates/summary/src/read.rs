@@ -21,15 +21,16 @@ pub fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
 pub fn number(v: &Value) -> Option<String> {
     let n = v.as_number()?;
     let text = n.to_string();
-    if let Some((int, frac)) = text.split_once('.') {
-        if frac.len() > 4 && !frac.contains(['e', 'E']) {
-            if let Some(f) = n.as_f64().filter(|f| f.is_finite()) {
-                let s = format!("{f:.3}");
-                let s = s.trim_end_matches('0').trim_end_matches('.');
-                return Some(s.to_owned());
-            }
-            return Some(format!("{int}.{}", frac.get(..4).unwrap_or(frac)));
+    if let Some((int, frac)) = text.split_once('.')
+        && frac.len() > 4
+        && !frac.contains(['e', 'E'])
+    {
+        if let Some(f) = n.as_f64().filter(|f| f.is_finite()) {
+            let s = format!("{f:.3}");
+            let s = s.trim_end_matches('0').trim_end_matches('.');
+            return Some(s.to_owned());
         }
+        return Some(format!("{int}.{}", frac.get(..4).unwrap_or(frac)));
     }
     Some(text)
 }

@@ -277,14 +277,12 @@ pub fn wrap(text: &str, face: Face, size: f32, max_width: f32, max_lines: usize)
             truncated = true;
         }
     }
-    if truncated {
-        if let Some(last) = lines.last_mut() {
-            let ell = width("\u{2026}", face, size);
-            while !last.is_empty() && width(last, face, size) + ell > max_width {
-                last.pop();
-            }
-            last.push(ELLIPSIS);
+    if truncated && let Some(last) = lines.last_mut() {
+        let ell = width("\u{2026}", face, size);
+        while !last.is_empty() && width(last, face, size) + ell > max_width {
+            last.pop();
         }
+        last.push(ELLIPSIS);
     }
     lines
 }

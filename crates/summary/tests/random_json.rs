@@ -172,7 +172,7 @@ proptest! {
         mut patient in resource(),
         resources in prop::collection::vec(resource(), 0..24),
         server_name in "\\PC{0,80}",
-        secs in -62_135_596_800i64..253_402_300_799,
+        secs in -377_705_116_800i64..253_402_300_799,
     ) {
         if let Some(m) = patient.as_object_mut() {
             m.insert("resourceType".to_owned(), Value::String("Patient".to_owned()));

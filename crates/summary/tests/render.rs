@@ -221,6 +221,7 @@ fn hostile_text_is_wrapped_cut_and_substituted_visibly() {
         json!({"resourceType": "MedicationRequest", "status": "active", "medicationCodeableConcept": {"text": "Ibuprofène 400 mg"},
                "dosageInstruction": [{"text": "x".repeat(100_000)}]}),
         json!({"resourceType": "AllergyIntolerance", "criticality": "high", "code": {"text": "Erdnüsse"}}),
+        json!({"resourceType": "Immunization", "vaccineCode": {"text": "PDF syntax (a) \\ b) ET BT %%EOF"}, "occurrenceDateTime": "2020"}),
         json!({"resourceType": "Appointment", "status": "booked", "start": "2027-03-04T10:00:00+05:30", "description": "Контроль"}),
     ];
     let pdf = render(&input(patient, resources)).expect("render");
@@ -232,6 +233,7 @@ fn hostile_text_is_wrapped_cut_and_substituted_visibly() {
     assert!(text.contains("Erdnüsse") && line_with(&text, "Erdnüsse").is_some_and(|l| l.contains("HIGH RISK")));
     assert!(text.contains("4 Mar 2027, 10:00 (UTC+05:30)") && text.contains("????????"), "Cyrillic description");
     assert!(text.contains("1990-02-30"), "an invalid date is shown as written");
+    assert!(text.contains("PDF syntax (a) \\ b) ET BT %%EOF"), "PDF string delimiters are text, not syntax");
     assert!(text.contains("…"), "long text is cut with an ellipsis");
     assert!(page_count(&text) <= 3, "hostile lengths are bounded");
 }
