@@ -8,10 +8,10 @@
 //! not hand these bodies to a handler.
 //!
 //! Read fresh on every request (no cross-request cache), so a consent revoked or a
-//! CareTeam changed bites on the very next request in every server process. Cost: three
-//! short queries for a caregiver, three for a clinician (Patient by primary key; the
-//! patient's Consents through their compartment list; RelatedPerson links or care
-//! relationships through the reference index).
+//! CareTeam changed bites on the very next request in every server process. Cost: two short
+//! queries (the Patient by primary key with the patient's Consents through their
+//! compartment list; then the caregiver's RelatedPerson links, or the clinician's care
+//! relationships from the compartment list) — measured with `examples/facts_bench.rs`.
 //!
 //! **Care relationships** (chosen because they are cheap — one index lookup — and current):
 //! the `Practitioner` members of the patient's CareTeams whose status is not `inactive` or
@@ -50,26 +50,22 @@ impl SqlStore {
     ) -> Result<PatientFacts, StoreError> {
         let mut facts = PatientFacts { patient: patient.to_string(), ..PatientFacts::default() };
         with_pool!(&self.db, pool => {
-            let row = sqlx::query("SELECT body FROM resources WHERE res_type = 'Patient' AND id = $1 AND deleted = 0")
-                .bind(patient.to_string())
-                .fetch_optional(pool)
-                .await?;
-            if let Some(row) = row {
-                let body: String = row.try_get("body")?;
-                facts.birth_date = serde_json::from_str::<Value>(&body)
-                    .ok()
-                    .and_then(|b| b.get("birthDate").and_then(Value::as_str).and_then(BirthDate::parse));
-            }
-            let consents = sqlx::query(
-                "SELECT r.id, r.body FROM resources r WHERE r.res_type = 'Consent' AND r.deleted = 0 AND r.id IN \
-                 (SELECT c.id FROM idx_compartment c WHERE c.res_type = 'Consent' AND c.patient = $1) ORDER BY r.id",
+            // The Patient and its Consents in one round trip.
+            let rows = sqlx::query(
+                "SELECT r.res_type, r.id, r.body FROM resources r WHERE r.res_type = 'Patient' AND r.id = $1 AND r.deleted = 0 \
+                 UNION ALL SELECT r.res_type, r.id, r.body FROM resources r WHERE r.res_type = 'Consent' AND r.deleted = 0 \
+                 AND r.id IN (SELECT c.id FROM idx_compartment c WHERE c.patient = $1 AND c.res_type = 'Consent')",
             )
             .bind(patient.to_string())
             .fetch_all(pool)
             .await?;
-            for row in consents {
+            for row in rows {
                 let body: String = row.try_get("body")?;
                 let Ok(v) = serde_json::from_str::<Value>(&body) else { continue };
+                if row.try_get::<String, _>("res_type")? == "Patient" {
+                    facts.birth_date = v.get("birthDate").and_then(Value::as_str).and_then(BirthDate::parse);
+                    continue;
+                }
                 match parse_consent(&v) {
                     Ok(c) => facts.consents.push(Arc::new(c)),
                     // Stored but not enforceable (the consent API refuses these on write):
@@ -80,17 +76,18 @@ impl SqlStore {
                     }
                 }
             }
+            facts.consents.sort_by(|a, b| a.id.cmp(&b.id));
             if wanted.care_team {
+                // Driven from the patient's compartment list; `(x.ref_type || '')` keeps the
+                // planner off the index of every reference to any Practitioner.
                 let sql = format!(
-                    "SELECT DISTINCT x.ref_id FROM idx_reference x WHERE x.ref_type = 'Practitioner' AND x.ref_id IS NOT NULL \
-                     AND ((x.res_type = 'CareTeam' AND x.param = 'participant' AND x.id IN \
-                       (SELECT c.id FROM idx_compartment c WHERE c.res_type = 'CareTeam' AND c.patient = $1) \
-                       AND NOT EXISTS (SELECT 1 FROM idx_token t WHERE t.res_type = 'CareTeam' AND t.id = x.id \
-                       AND t.param = 'status' AND t.code IN ('inactive', 'entered-in-error'))) \
-                     OR (x.res_type = 'Encounter' AND x.param = 'participant' AND x.id IN \
-                       (SELECT c.id FROM idx_compartment c WHERE c.res_type = 'Encounter' AND c.patient = $1) \
-                       AND EXISTS (SELECT 1 FROM idx_token t WHERE t.res_type = 'Encounter' AND t.id = x.id \
-                       AND t.param = 'status' AND t.code IN ({ENCOUNTER_UNDER_WAY})))) ORDER BY x.ref_id"
+                    "SELECT DISTINCT x.ref_id FROM idx_compartment c JOIN idx_reference x ON x.res_type = c.res_type \
+                     AND x.id = c.id WHERE c.patient = $1 AND c.res_type IN ('CareTeam', 'Encounter') \
+                     AND x.param = 'participant' AND (x.ref_type || '') = 'Practitioner' AND x.ref_id IS NOT NULL \
+                     AND ((c.res_type = 'CareTeam' AND NOT EXISTS (SELECT 1 FROM idx_token t WHERE t.res_type = c.res_type \
+                       AND t.id = c.id AND t.param = 'status' AND t.code IN ('inactive', 'entered-in-error'))) \
+                     OR (c.res_type = 'Encounter' AND EXISTS (SELECT 1 FROM idx_token t WHERE t.res_type = c.res_type \
+                       AND t.id = c.id AND t.param = 'status' AND t.code IN ({ENCOUNTER_UNDER_WAY})))) ORDER BY x.ref_id"
                 );
                 facts.care_team = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(patient.to_string())
