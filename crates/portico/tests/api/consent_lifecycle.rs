@@ -172,6 +172,11 @@ async fn every_consent_change_has_a_signed_event_and_revocation_is_idempotent() 
         assert_eq!((r.json["status"].as_str(), r.json["meta"]["versionId"].as_str()), (Some("inactive"), Some("4")));
         let kinds: Vec<String> = events(&app, &id).await.iter().map(|e| e.kind.clone()).collect();
         assert_eq!(kinds, ["create", "revoke", "update", "revoke"], "{:?}", app.backend);
+        let meta = app.get("/fhir/metadata").await;
+        let consent =
+            meta.json["rest"][0]["resource"].as_array().unwrap().iter().find(|r| r["type"] == "Consent").cloned();
+        assert_eq!(consent.unwrap()["operation"][0]["name"], "revoke", "the CapabilityStatement declares $revoke");
+        assert_eq!(app.req(Method::POST, "/fhir/Patient/p1/$revoke", None).await.status, StatusCode::NOT_FOUND);
         let r = app
             .post(&format!("{uri}/$revoke"), json!({"resourceType": "Parameters", "parameter": [{"name": "why"}]}))
             .await;

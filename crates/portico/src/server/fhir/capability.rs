@@ -80,6 +80,10 @@ fn build() -> Value {
             if *rt == "Patient" {
                 r["operation"] = json!([{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]);
             }
+            // `server/fhir/revoke.rs`: status inactive, with its signed consent event.
+            if *rt == "Consent" {
+                r["operation"] = json!([{"name": "revoke", "definition": "urn:portico:OperationDefinition/Consent-revoke"}]);
+            }
             r
         })
         .collect();
