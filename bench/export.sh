@@ -42,7 +42,9 @@ fi
 WORK=$(mktemp -d)
 SERVER_PID=""
 cleanup() {
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM $(pgrep -P "$SERVER_PID") 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true
+  fi
   [[ "${KEEP:-}" == 1 ]] || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -61,10 +63,12 @@ start() { # data dir -> BASE
   done
   die "server did not start: $(tail -n 20 "$data/server.err")"
 }
-stop() { # data dir -> peak RSS (kB) on stdout
+stop() { # data dir -> RSS (peak RSS in kB); call directly, not in $(…), so `wait` reaches the server
   local data=$1
-  kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=""
-  grep -oE 'Maximum resident set size \(kbytes\): [0-9]+' "$data/time.txt" | grep -oE '[0-9]+$'
+  # SERVER_PID is /usr/bin/time; the server is its child (time reports once it exits).
+  kill -TERM $(pgrep -P "$SERVER_PID") 2>/dev/null || true
+  wait "$SERVER_PID" || true; SERVER_PID=""
+  RSS=$(grep -oE 'Maximum resident set size \(kbytes\): [0-9]+' "$data/time.txt" | grep -oE '[0-9]+$' || echo 0)
 }
 
 # Kick off, poll to completion, download and verify; prints "resources bytes seconds".
@@ -138,8 +142,8 @@ PORTICO_DATA_DIR="$A" "$PORTICO_BIN" import "$A"/bundles/bundle-*.json >&2
 start "$A"
 log "A: Patient/bench-1/\$export"
 read -r n b s < <(run_export "/Patient/bench-1/\$export?_type=Patient,Observation")
-rss=$(stop "$A")
-report "one patient, $OBS Observations" "$n" "$b" "$s" "$rss"
+stop "$A"
+report "one patient, $OBS Observations" "$n" "$b" "$s" "$RSS"
 
 # --- B: every demo patient, system-level ---------------------------------------------------
 B="$WORK/b"; mkdir -p "$B"
@@ -148,5 +152,5 @@ PORTICO_DATA_DIR="$B" "$PORTICO_BIN" demo --patients "$PATIENTS" --no-serve >"$B
 start "$B"
 log "B: \$export (system level)"
 read -r n b s < <(run_export "/\$export")
-rss=$(stop "$B")
-report "$PATIENTS demo patients, system export" "$n" "$b" "$s" "$rss"
+stop "$B"
+report "$PATIENTS demo patients, system export" "$n" "$b" "$s" "$RSS"

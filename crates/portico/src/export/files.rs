@@ -56,7 +56,8 @@ impl Writers {
     /// Append bytes to `name` (created on first use).
     pub fn append(&mut self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
         if !self.open.contains_key(name) {
-            let mut f = std::fs::OpenOptions::new().create(true).append(false).write(true).open(self.dir.join(name))?;
+            let mut f =
+                std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(self.dir.join(name))?;
             f.seek(SeekFrom::End(0))?;
             self.open.insert(name.to_string(), f);
         }
