@@ -51,6 +51,8 @@ mod oauth_session;
 mod oauth_throttle;
 #[path = "api/oauth_tokens.rs"]
 mod oauth_tokens;
+#[path = "api/relabel.rs"]
+mod relabel;
 #[path = "api/search.rs"]
 mod search;
 

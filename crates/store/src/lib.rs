@@ -17,6 +17,7 @@ pub mod identity;
 mod migrate;
 mod prepared;
 mod read;
+mod relabel;
 pub mod search;
 mod write;
 
@@ -32,6 +33,7 @@ pub use export::ExportStore;
 pub use facts::FactsWanted;
 pub use identity::IdentityStore;
 pub use prepared::{Prepared, prepare};
+pub use relabel::RelabelReport;
 pub use search::{HistoryQuery, SearchPage, SearchQuery};
 pub use write::Condition;
 

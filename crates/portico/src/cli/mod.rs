@@ -46,6 +46,9 @@ enum Command {
     },
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Re-apply the classification rules (PORTICO_CLASSIFICATION_FILE) to every stored
+    /// version after they changed: categories and sensitivity labels, with a progress bar.
+    Relabel,
     /// The audit trail: verify, public key, sign head, prune.
     Audit {
         #[command(subcommand)]
@@ -98,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Relabel => relabel(&config).await,
         Command::Migrate => {
             open(&config).await?;
             // Versions stored before migration 0003 carry no category codings until this
@@ -141,13 +145,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
     let store = SqlStore::open(&store_cfg)
         .await
         .with_context(|| format!("cannot open database {}", crate::config::redact_url(&url)))?;
-    let classifier = if config.classification_file.is_empty() {
-        Classifier::builtin().clone()
-    } else {
-        let text = std::fs::read_to_string(&config.classification_file)
-            .with_context(|| format!("cannot read classification file {}", config.classification_file))?;
-        Classifier::from_json(&text).map_err(|e| anyhow::anyhow!("invalid classification file: {e}"))?
-    };
+    let classifier = load_classifier(config)?;
     let rules = Arc::new(config.operator_rules()?);
     let store = Arc::new(store);
     let identity_store: Arc<dyn portico_store::IdentityStore> = store.clone();
@@ -183,6 +181,43 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
         classifier: Arc::new(classifier),
         config: Arc::new(config.clone()),
     })
+}
+
+/// The operator's classification rules (`PORTICO_CLASSIFICATION_FILE`), or the built-in ones.
+fn load_classifier(config: &Config) -> anyhow::Result<Classifier> {
+    if config.classification_file.is_empty() {
+        return Ok(Classifier::builtin().clone());
+    }
+    let text = std::fs::read_to_string(&config.classification_file)
+        .with_context(|| format!("cannot read classification file {}", config.classification_file))?;
+    Classifier::from_json(&text).map_err(|e| anyhow::anyhow!("invalid classification file: {e}"))
+}
+
+/// `portico relabel`: the stored data judged by today's classification rules.
+async fn relabel(config: &Config) -> anyhow::Result<()> {
+    let classifier = load_classifier(config)?;
+    let url = config.effective_database_url();
+    let store = SqlStore::open(&StoreConfig {
+        url: url.clone(),
+        max_connections: 2,
+        sqlite_synchronous: config.sqlite_synchronous.clone(),
+        migrate: true,
+    })
+    .await
+    .with_context(|| format!("cannot open database {}", crate::config::redact_url(&url)))?;
+    let total = store.relabel_total().await?;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("relabel {bar:40} {pos}/{len} versions ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = store.relabel(&classifier, |n| bar.set_position(n)).await?;
+    bar.finish_and_clear();
+    println!(
+        "relabelled: {} of {} stored versions changed category or sensitivity labels",
+        report.changed, report.versions
+    );
+    Ok(())
 }
 
 /// Every process appending to one database must hold the same audit key: records carry a MAC

@@ -40,8 +40,8 @@ pub fn principal_kind(p: &Principal) -> &'static str {
 }
 
 /// The requester's context now, with a fresh audit scope; `Err` when the grant is gone.
-// NOTE for the consent branch: when the gateway starts loading `RequestContext::patient`
-// (consents, care relationships), load them here too — this is the gateway's twin.
+/// Like the gateway it loads the acted-for patient's facts (consents, care relationships,
+/// proxies) afresh, so a consent revoked since the last batch bites on the next one.
 pub async fn context(
     state: &AppState,
     job: &ExportJobRow,
@@ -68,6 +68,9 @@ pub async fn context(
             let principal = principal_of_grant(&grant, user.as_ref());
             let mut ctx = RequestContext::with_scope(principal, scope);
             apply_grant(&mut ctx, &grant, user.as_ref());
+            crate::identity::principal::load_patient_facts(state.store.as_ref(), &mut ctx, user.as_ref())
+                .await
+                .map_err(|_| Gone::PermitChanged("the patient's consents could not be read".into()))?;
             Ok(ctx)
         }
         _ => Err(Gone::GrantRevoked),
