@@ -3,8 +3,8 @@
 //! Observation of about the same size, then `consent verify` over the log.
 //!
 //! ```sh
-//! cargo run --release -p portico --example consent_bench -- sqlite 500
-//! cargo run --release -p portico --example consent_bench -- postgres://user:pass@host/db 500
+//! cargo run --release -p portico --example consent_events_bench -- sqlite 500
+//! cargo run --release -p portico --example consent_events_bench -- postgres://user:pass@host/db 500
 //! ```
 //!
 //! `SQLITE_SYNCHRONOUS=normal` runs SQLite without an fsync per commit (the CPU cost shows).
