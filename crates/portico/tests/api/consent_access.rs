@@ -419,3 +419,28 @@ async fn a_consent_made_inactive_between_pages_stops_page_two() {
         assert_eq!(get_as(&app, &tok, "/fhir/Patient/kid").await.status, StatusCode::OK);
     }
 }
+
+/// Two server instances on one database (what two processes are: their own pools, caches
+/// and appenders): the patient revokes the caregiver's consent through one with `$revoke`,
+/// and the caregiver's very next request through the other sees nothing of what it shared.
+#[tokio::test]
+async fn a_revocation_through_one_instance_bites_on_the_next_request_in_another() {
+    for app in TestApp::all().await {
+        let b = app.backend;
+        let other = app.sharing().await;
+        chart(&app).await;
+        put(&app, caregiver_consent("active", "2024-01-01")).await;
+        let mum = user(&app, "mum", "caregiver", None, vec![link("kid", Some("RelatedPerson/rp1"))]).await;
+        let tok = token(&app, &mum, "kid").await;
+        assert_eq!(get_as(&other, &tok, "/fhir/Observation/lab1").await.status, StatusCode::OK, "{b:?}");
+        let before = get_as(&other, &tok, "/fhir/Observation?_summary=count").await;
+        assert!(before.json["total"].as_u64().unwrap_or(0) > 0, "{b:?}: {}", before.text);
+
+        let r = app.post("/fhir/Consent/share-rp1/$revoke", json!({"resourceType": "Parameters"})).await;
+        assert!(r.status.is_success(), "{b:?}: {}", r.text);
+
+        assert_eq!(get_as(&other, &tok, "/fhir/Observation/lab1").await.status, StatusCode::NOT_FOUND, "{b:?}");
+        let after = get_as(&other, &tok, "/fhir/Observation?_summary=count").await;
+        assert_eq!(after.json["total"], 0, "{b:?}: {}", after.text);
+    }
+}
