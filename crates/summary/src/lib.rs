@@ -42,6 +42,18 @@ use layout::{BODY, Layout};
 use model::{Style, Summary};
 use text::Face;
 
+/// The resource types the summary shows (besides the Patient); callers can leave every
+/// other type out of [`SummaryInput::resources`].
+pub const SHOWN_TYPES: &[&str] = &[
+    "Condition",
+    "MedicationRequest",
+    "MedicationStatement",
+    "AllergyIntolerance",
+    "Immunization",
+    "Observation",
+    "Appointment",
+];
+
 pub use model::{MAX_ALLERGIES, MAX_APPOINTMENTS, MAX_IMMUNIZATIONS, MAX_LABS, MAX_MEDICATIONS, MAX_PROBLEMS};
 
 /// Everything the summary is made from.

@@ -12,18 +12,6 @@ use std::path::Path;
 /// The summary's file name in the job directory and in the manifest.
 pub const FILE: &str = "summary.pdf";
 
-/// Types the summary shows (everything else in the export is left out of it).
-const TYPES: &[&str] = &[
-    "Patient",
-    "Condition",
-    "MedicationRequest",
-    "MedicationStatement",
-    "AllergyIntolerance",
-    "Immunization",
-    "Observation",
-    "Appointment",
-];
-
 /// Observations kept for the summary: the most recent by their clinical date (the summary
 /// itself shows fewer). Bounds memory whatever the size of the record.
 const MAX_OBSERVATIONS: usize = 2_000;
@@ -60,7 +48,8 @@ fn collect(dir: &Path, cp: &Checkpoint, patient: &str) -> Result<(Value, Vec<Val
     let mut resources = Vec::new();
     let mut observations: Vec<(String, Value)> = Vec::new();
     for (name, m) in &cp.files {
-        if m.sensitive || !TYPES.contains(&m.res_type.as_str()) || name == FILE {
+        let shown = m.res_type == "Patient" || portico_summary::SHOWN_TYPES.contains(&m.res_type.as_str());
+        if m.sensitive || !shown || name == FILE {
             continue;
         }
         let f = std::fs::File::open(dir.join(name)).map_err(|e| format!("summary: {name}: {e}"))?;

@@ -9,7 +9,7 @@ use super::{Exports, is_sensitive};
 use crate::identity::now_ms;
 use crate::server::AppState;
 use portico_audit::{Actor, Interaction, Scope};
-use portico_policy::{Action, RequestContext, SearchPermit};
+use portico_policy::{Action, SearchPermit};
 use portico_store::export::{ExportFileRow, ExportJobRow, state};
 use portico_store::search::{Cursor, SortKey, Target};
 use portico_store::{HistoryQuery, SearchQuery};
@@ -168,7 +168,7 @@ async fn try_run(state: &AppState, job: &ExportJobRow) -> Result<End, String> {
         let (written, next) = if unit.deleted {
             export_deleted(state, &permit, unit, &params, cursor, batch, &mut w, &mut cp).await?
         } else {
-            export_live(state, &ctx, &permit, unit, &params, cursor, batch, &mut w, &mut cp).await?
+            export_live(state, &permit, unit, &params, cursor, batch, &mut w, &mut cp).await?
         };
         w.sync().map_err(|e| format!("sync: {e}"))?;
         scope.edit(|r| {
@@ -214,7 +214,6 @@ async fn try_run(state: &AppState, job: &ExportJobRow) -> Result<End, String> {
 #[allow(clippy::too_many_arguments)]
 async fn export_live(
     state: &AppState,
-    ctx: &RequestContext,
     permit: &SearchPermit,
     unit: &Unit,
     params: &ExportParams,
@@ -223,7 +222,6 @@ async fn export_live(
     w: &mut Writers,
     cp: &mut Checkpoint,
 ) -> Result<(u64, Option<Cursor>), String> {
-    let _ = ctx;
     let mut q = SearchQuery {
         resource_types: vec![unit.res_type.clone()],
         in_compartment: unit.patient.clone(),

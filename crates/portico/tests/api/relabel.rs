@@ -2,7 +2,6 @@
 //! classification file, stored records carry the new sensitivity label (both backends).
 
 use crate::common::*;
-use portico_store::Store;
 use serde_json::json;
 
 #[tokio::test]
