@@ -83,6 +83,18 @@ impl AuditKey {
     pub fn sign_consent_event(&self, canonical: &[u8]) -> [u8; 64] {
         self.sign(&consent_event_message(canonical))
     }
+
+    /// Sign an export download link's text (see `export::links`): its own domain tag, so a
+    /// link signature is never a head's or a consent event's.
+    pub fn sign_export_link(&self, text: &[u8]) -> [u8; 64] {
+        self.sign(&export_link_message(text))
+    }
+}
+
+fn export_link_message(text: &[u8]) -> Vec<u8> {
+    let mut m = b"portico-export-link/1\n".to_vec();
+    m.extend_from_slice(text);
+    m
 }
 
 fn consent_event_message(canonical: &[u8]) -> Vec<u8> {
@@ -119,6 +131,11 @@ impl PublicKey {
     /// [`AuditKey::sign_consent_event`]).
     pub fn verify_consent_event(&self, canonical: &[u8], sig: &[u8; 64]) -> bool {
         self.verify(&consent_event_message(canonical), sig)
+    }
+
+    /// Whether `sig` is this key's signature of an export link's text.
+    pub fn verify_export_link(&self, text: &[u8], sig: &[u8; 64]) -> bool {
+        self.verify(&export_link_message(text), sig)
     }
 }
 

@@ -60,6 +60,11 @@ pub struct ExportConfig {
     pub workers: usize,
     /// Resources per batch (one page, one checkpoint).
     pub batch: usize,
+    /// Manifest URLs carry a signature and an expiry, so files can be fetched without the
+    /// access token (`requiresAccessToken: false`); each status poll issues fresh links.
+    pub signed_urls: bool,
+    /// How long a signed link lives (at most 15 minutes).
+    pub url_ttl_secs: i64,
 }
 
 impl Default for ExportConfig {
@@ -72,6 +77,8 @@ impl Default for ExportConfig {
             lease_secs: 30,
             workers: 1,
             batch: 1000,
+            signed_urls: false,
+            url_ttl_secs: 600,
         }
     }
 }
@@ -434,6 +441,12 @@ impl Config {
         if let Some(v) = num("PORTICO_EXPORT_LEASE_SECS")? {
             cfg.export.lease_secs = v.max(1);
         }
+        if let Some(v) = flag("PORTICO_EXPORT_SIGNED_URLS") {
+            cfg.export.signed_urls = v;
+        }
+        if let Some(v) = num("PORTICO_EXPORT_URL_TTL_SECS")? {
+            cfg.export.url_ttl_secs = v;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -450,6 +463,11 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.audit.flush_ms) || self.audit.flush_records == 0 {
             anyhow::bail!("audit.flush_ms must be 1..10000 and audit.flush_records at least 1");
+        }
+        if !(1..=crate::export::links::MAX_TTL_SECS).contains(&self.export.url_ttl_secs) {
+            anyhow::bail!(
+                "PORTICO_EXPORT_URL_TTL_SECS must be between 1 and 900 (signed links live at most 15 minutes)"
+            );
         }
         if !self.admin_token.is_empty() && self.admin_token.len() < 16 {
             anyhow::bail!("PORTICO_ADMIN_TOKEN must be at least 16 characters");

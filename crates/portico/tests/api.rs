@@ -27,6 +27,8 @@ mod durability;
 mod errors;
 #[path = "api/export.rs"]
 mod export;
+#[path = "api/export_links.rs"]
+mod export_links;
 #[path = "api/export_resume.rs"]
 mod export_resume;
 #[path = "api/history.rs"]

@@ -18,12 +18,22 @@ pub fn instant(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The manifest of a completed job: only complete files are listed.
-pub fn manifest(base: &str, job: &ExportJobRow, files: &[ExportFileRow]) -> Value {
+/// The manifest of a completed job: only complete files are listed. `sign` gives a file's
+/// signed-link query (`None`: downloads need the access token).
+pub fn manifest(
+    base: &str,
+    job: &ExportJobRow,
+    files: &[ExportFileRow],
+    sign: Option<&dyn Fn(&str) -> String>,
+) -> Value {
     let entry = |f: &ExportFileRow| {
+        let url = format!("{base}/_export/{}/{}", job.id, f.name);
         json!({
             "type": f.res_type,
-            "url": format!("{base}/_export/{}/{}", job.id, f.name),
+            "url": match sign {
+                Some(sign) => format!("{url}?{}", sign(&f.name)),
+                None => url,
+            },
             "count": f.line_count,
             "extension": {
                 EXT_SHA256: f.sha256,
@@ -38,7 +48,7 @@ pub fn manifest(base: &str, job: &ExportJobRow, files: &[ExportFileRow]) -> Valu
     json!({
         "transactionTime": instant(job.transaction_ms),
         "request": job.request_url,
-        "requiresAccessToken": true,
+        "requiresAccessToken": sign.is_none(),
         "output": output,
         "deleted": deleted,
         "error": [],

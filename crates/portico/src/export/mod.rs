@@ -14,6 +14,7 @@
 //!   fresh step-up.
 
 pub mod files;
+pub mod links;
 pub mod manifest;
 pub mod params;
 pub mod requester;

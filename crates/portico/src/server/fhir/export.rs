@@ -13,14 +13,14 @@ use super::service::{Fhir, parse_query_string, refusal};
 use super::urls;
 use crate::export::params::{self, ExportParams};
 use crate::export::requester::{self, Gone};
-use crate::export::{files, manifest, worker};
+use crate::export::{files, links, manifest, worker};
 use crate::identity::now_ms;
 use crate::server::AppState;
 use crate::server::auth::{Ctx, bearer, lookup_token};
 use crate::server::error::ApiError;
 use crate::server::portal::account::step_up_required;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portico_audit::Interaction;
@@ -397,7 +397,10 @@ pub async fn status(
             still_permitted(&s, &ctx, &job).await?;
             let files = s.export.store.export_files(&job.id).await?;
             let base = urls::base_url(&headers);
-            let mut r = fhir_json(StatusCode::OK, manifest::manifest(&base, &job, &files).to_string());
+            let links_until = now_ms() + s.export.cfg.url_ttl_secs * 1000;
+            let sign = |name: &str| links::query(s.audit.key(), &job.id, name, links_until);
+            let sign: Option<&dyn Fn(&str) -> String> = if s.export.cfg.signed_urls { Some(&sign) } else { None };
+            let mut r = fhir_json(StatusCode::OK, manifest::manifest(&base, &job, &files, sign).to_string());
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r.headers_mut().insert(
                 header::EXPIRES,
@@ -449,21 +452,60 @@ pub async fn cancel(State(s): State<AppState>, Ctx(ctx): Ctx, Path(id): Path<Str
     Ok(r)
 }
 
+/// A file of a completed job, with the requester's access token (or session), or through a
+/// signed link when those are enabled (see `export::links`).
 pub async fn download(
     State(s): State<AppState>,
-    Ctx(ctx): Ctx,
     Path((id, name)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    mut parts: axum::http::request::Parts,
 ) -> Result<Response, ApiError> {
+    let pairs = query_pairs(q);
+    let param = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let signed = param(links::SIGNATURE).is_some() || param(links::EXPIRES).is_some();
+    if !signed || bearer(&parts.headers).is_some() {
+        let Ctx(ctx) = Ctx::from_request_parts(&mut parts, &s).await?;
+        audit(&ctx, "download", Some(&id), None);
+        let job = own_job(&s, &ctx, &id).await?;
+        return serve_file(&s, &ctx, &job, &name).await;
+    }
+    // A signed link: the job's own requester is the actor (rebuilt from its grant by the
+    // access re-check below); until then the record names nobody.
+    let scope = parts
+        .extensions
+        .get::<portico_audit::Scope>()
+        .cloned()
+        .unwrap_or_else(|| portico_audit::Scope::new(&uuid::Uuid::new_v4().to_string()));
+    let ctx = RequestContext::with_scope(Principal::Anonymous, scope);
     audit(&ctx, "download", Some(&id), None);
+    note_query(&ctx, "&via=signed-link");
+    let refused = |why: links::Refused| match why {
+        links::Refused::Invalid => ApiError::unauthorized(
+            "This download link is not valid; use the access token or the links of a fresh status poll.",
+        ),
+        links::Refused::Expired => {
+            ApiError::unauthorized("This download link has expired; poll the status URL for fresh links.")
+        }
+    };
+    if !s.export.cfg.signed_urls || uuid::Uuid::parse_str(&id).is_err() {
+        return Err(refused(links::Refused::Invalid));
+    }
+    links::check(&s.audit.public_key(), &id, &name, param(links::EXPIRES), param(links::SIGNATURE), now_ms())
+        .map_err(refused)?;
+    let job = s.export.store.export_get(&id).await?.ok_or_else(|| ApiError::not_found("No such export file."))?;
+    serve_file(&s, &ctx, &job, &name).await
+}
+
+/// Stream one complete file of `job` once the requester's access has been re-checked.
+async fn serve_file(s: &AppState, ctx: &RequestContext, job: &ExportJobRow, name: &str) -> Result<Response, ApiError> {
     let missing = || ApiError::not_found("No such export file.");
-    let job = own_job(&s, &ctx, &id).await?;
-    if job.state != js::COMPLETED || job.expires_ms <= now_ms() || !files::valid_name(&name) {
+    if job.state != js::COMPLETED || job.expires_ms <= now_ms() || !files::valid_name(name) {
         return Err(missing());
     }
-    still_permitted(&s, &ctx, &job).await?;
+    still_permitted(s, ctx, job).await?;
     let files = s.export.store.export_files(&job.id).await?;
     let f = files.into_iter().find(|f| f.name == name && f.complete).ok_or_else(missing)?;
-    note_query(&ctx, &format!("&file={}&count={}", f.name, f.line_count));
+    note_query(ctx, &format!("&file={}&count={}", f.name, f.line_count));
     ctx.scope.edit(|r| {
         r.resource_type = Some(f.res_type.clone());
         let patients: Vec<String> = serde_json::from_str(&job.patients).unwrap_or_default();
