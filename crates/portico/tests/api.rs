@@ -31,6 +31,8 @@ mod export;
 mod export_links;
 #[path = "api/export_resume.rs"]
 mod export_resume;
+#[path = "api/export_workers.rs"]
+mod export_workers;
 #[path = "api/history.rs"]
 mod history;
 #[path = "api/import.rs"]
