@@ -29,6 +29,8 @@ mod errors;
 mod export;
 #[path = "api/export_resume.rs"]
 mod export_resume;
+#[path = "api/export_storage.rs"]
+mod export_storage;
 #[path = "api/history.rs"]
 mod history;
 #[path = "api/import.rs"]

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-const ASYNC: (&str, &str) = ("prefer", "respond-async");
+pub const ASYNC: (&str, &str) = ("prefer", "respond-async");
 
 fn observation(patient: &str, n: usize) -> Value {
     json!({
@@ -33,7 +33,7 @@ pub async fn observations(app: &TestApp, patient: &str, n: usize) {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }
 
-async fn patient(app: &TestApp, id: &str) {
+pub async fn patient(app: &TestApp, id: &str) {
     let r = app.put(&format!("/fhir/Patient/{id}"), json!({"resourceType": "Patient", "id": id})).await;
     assert!(r.status.is_success(), "{}", r.text);
 }
@@ -54,12 +54,12 @@ async fn as_token(app: &TestApp, token: &str, method: Method, uri: &str) -> Resp
 }
 
 /// Path of a status or file URL (`http://localhost/fhir/...` → `/fhir/...`).
-fn path_of(url: &str) -> String {
+pub fn path_of(url: &str) -> String {
     url.strip_prefix("http://localhost").unwrap_or(url).to_string()
 }
 
 /// Poll the status URL until it is not 202 (at most 60 s).
-async fn poll(app: &TestApp, token: &str, status_url: &str) -> Resp {
+pub async fn poll(app: &TestApp, token: &str, status_url: &str) -> Resp {
     for _ in 0..600 {
         let r = as_token(app, token, Method::GET, status_url).await;
         if r.status != StatusCode::ACCEPTED {
@@ -72,7 +72,7 @@ async fn poll(app: &TestApp, token: &str, status_url: &str) -> Resp {
     panic!("the export did not finish within 60 s");
 }
 
-fn sha256_hex(b: &[u8]) -> String {
+pub fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
@@ -102,7 +102,7 @@ async fn download_all(app: &TestApp, token: &str, manifest: &Value) -> Vec<(Stri
 }
 
 /// Alice's app with a fresh step-up in its grant (the browser keeps the portal session).
-async fn stepped_up_token(app: &TestApp, b: &mut Browser, client: &str) -> Value {
+pub async fn stepped_up_token(app: &TestApp, b: &mut Browser, client: &str) -> Value {
     app.launch_in(b, client, LAUNCH_SCOPES, "alice").await;
     let r = b
         .portal(app, Method::POST, "/api/portal/step-up", Some(json!({"code": crate::common::oauth::totp_now()})))
@@ -413,7 +413,7 @@ async fn expired_exports_are_swept() {
     }
 }
 
-async fn expire_now(app: &TestApp, job: &str) {
+pub async fn expire_now(app: &TestApp, job: &str) {
     use sqlx::Connection;
     let sql = "UPDATE export_jobs SET expires_ms = 0 WHERE id = $1";
     match app.backend {
