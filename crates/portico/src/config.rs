@@ -675,6 +675,7 @@ mod tests {
         assert!(e.contains("invalid policy file") && e.contains("bad.json") && e.contains("Nope"), "{e}");
         let e = load(&dir.join("missing.json")).operator_rules().unwrap_err().to_string();
         assert!(e.contains("cannot read the policy file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,9 +1,8 @@
-//! Bulk export with S3-compatible object storage, against a real S3 server that checks
-//! SigV4 signatures (s3rver, from npm; `.ci/run` installs it from `.ci/s3rver`). Each test
-//! starts its own server on a random port with a fresh data directory. The server is found
-//! through `PORTICO_TEST_S3RVER` (its `s3rver` script), `.ci/s3rver/node_modules/.bin`, or
-//! `PATH`; a missing server is a failure unless `PORTICO_TEST_S3_OPTIONAL=1` (never under
-//! `CI=true`).
+//! Bulk export with S3-compatible object storage, against a real S3 server that verifies
+//! SigV4 signatures: `s3s-fs` (crates.io; `.ci/run` installs it with `cargo install`). Each
+//! test starts its own server on a random port over a fresh directory (one folder per
+//! bucket). The binary is found through `PORTICO_TEST_S3S_FS` or `PATH`; a missing binary
+//! is a failure unless `PORTICO_TEST_S3_OPTIONAL=1` (never under `CI=true`).
 //!
 //! What is checked: the full cycle on both backends (manifest hashes match the downloaded
 //! bytes, the objects are in the bucket under the job's folder, no local copies remain, the
@@ -29,11 +28,11 @@ use tokio::io::AsyncBufReadExt;
 
 const BUCKET: &str = "portico-exports";
 const PREFIX: &str = "test/exports";
-/// s3rver's built-in account.
-const KEY_ID: &str = "S3RVER";
-const SECRET: &str = "S3RVER";
+/// The only key pair the server accepts.
+const KEY_ID: &str = "portico-test";
+const SECRET: &str = "portico-test-secret-key";
 
-/// A running s3rver with one bucket; stopped and its data removed on drop.
+/// A running s3s-fs with one bucket; stopped and its data removed on drop.
 pub struct S3Server {
     child: tokio::process::Child,
     pub endpoint: String,
@@ -41,34 +40,31 @@ pub struct S3Server {
     data: PathBuf,
 }
 
-fn s3rver_binary() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("PORTICO_TEST_S3RVER")
+fn server_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("PORTICO_TEST_S3S_FS")
         && !p.is_empty()
     {
         return Some(PathBuf::from(p));
     }
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.ci/s3rver/node_modules/.bin/s3rver");
-    if local.exists() {
-        return Some(local);
-    }
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join("s3rver")).find(|p| p.exists())
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join("s3s-fs")).find(|p| p.exists())
 }
 
 impl S3Server {
     /// Start a server (None: none installed and the tests were declared optional).
     pub async fn start() -> Option<S3Server> {
-        let Some(bin) = s3rver_binary() else {
+        let Some(bin) = server_binary() else {
             let optional = std::env::var("PORTICO_TEST_S3_OPTIONAL").is_ok_and(|v| v == "1")
                 && !std::env::var("CI").is_ok_and(|v| v == "true");
             assert!(
                 optional,
-                "no s3rver for the object storage tests: run `npm ci --prefix .ci/s3rver` (or set \
-                 PORTICO_TEST_S3RVER), or PORTICO_TEST_S3_OPTIONAL=1 to skip them outside CI"
+                "no s3s-fs for the object storage tests: `cargo install s3s-fs@0.14.1 --features binary \
+                 --locked` (or set PORTICO_TEST_S3S_FS), or PORTICO_TEST_S3_OPTIONAL=1 to skip them outside CI"
             );
-            eprintln!("notice: s3rver not installed and PORTICO_TEST_S3_OPTIONAL=1: skipping");
+            eprintln!("notice: s3s-fs not installed and PORTICO_TEST_S3_OPTIONAL=1: skipping");
             return None;
         };
         let data = crate::common::temp_dir();
+        std::fs::create_dir_all(data.join(BUCKET)).unwrap();
         let (child, addr) = launch(&bin, &data, 0).await;
         let port = addr.rsplit(':').next().unwrap().parse().unwrap();
         Some(S3Server { child, endpoint: format!("http://{addr}"), port, data })
@@ -81,7 +77,7 @@ impl S3Server {
 
     /// Start it again on the same port over the same data.
     pub async fn restart(&mut self) {
-        let (child, _) = launch(&s3rver_binary().unwrap(), &self.data, self.port).await;
+        let (child, _) = launch(&server_binary().unwrap(), &self.data, self.port).await;
         self.child = child;
     }
 
@@ -120,28 +116,29 @@ impl S3Server {
     }
 }
 
-/// Run s3rver on `port` (0: any) over `data` with our bucket; the child and its address.
+/// Run the server on `port` (0: any) over `data`; the child and its address.
 async fn launch(bin: &std::path::Path, data: &std::path::Path, port: u16) -> (tokio::process::Child, String) {
     let mut child = tokio::process::Command::new(bin)
-        .arg("-d")
+        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", KEY_ID, "--secret-key", SECRET])
         .arg(data)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--silent", "--configure-bucket", BUCKET])
+        // It announces its address at info level (on stdout).
+        .env("RUST_LOG", "s3s_fs=info")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .expect("start s3rver");
+        .expect("start s3s-fs");
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(l) = lines.next_line().await.expect("s3rver output") {
-            if let Some(a) = l.strip_prefix("S3rver listening on ") {
+        while let Some(l) = lines.next_line().await.expect("s3s-fs output") {
+            if let Some((_, a)) = l.split_once("server is running at http://") {
                 return a.trim().to_string();
             }
         }
-        panic!("s3rver exited before listening");
+        panic!("s3s-fs exited before listening");
     })
     .await
-    .expect("s3rver listening within 30 s");
+    .expect("s3s-fs listening within 30 s");
     // Keep draining its output so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, addr)
