@@ -337,6 +337,7 @@ async fn export_deleted(
 /// copies are dropped.
 async fn finish(state: &AppState, job: &ExportJobRow, cp: &Checkpoint) -> Result<End, String> {
     let ex = &state.export;
+    let lease_ms = ex.cfg.lease_secs.max(1) * 1000;
     for (name, m) in &cp.files {
         let (sha, len) = match ex.storage.publish(&job.id, name).await {
             Ok(done) => done,
@@ -364,6 +365,16 @@ async fn finish(state: &AppState, job: &ExportJobRow, cp: &Checkpoint) -> Result
         };
         if ex.store.export_file_put(&row).await.is_err() {
             return Ok(End::Later);
+        }
+        // Uploads take time: renew the lease after each file, so another worker does not
+        // take the job over while it is being published (and stop if it was cancelled).
+        let cp_text = serde_json::to_string(cp).map_err(|e| e.to_string())?;
+        let progress = serde_json::json!({"done": cp.done, "unit": cp.unit, "units": cp.unit}).to_string();
+        let now = now_ms();
+        match ex.store.export_checkpoint(&job.id, &ex.owner, &cp_text, &progress, now + lease_ms, now).await {
+            Ok(true) => {}
+            Ok(false) => return lost(state, job).await,
+            Err(_) => return Ok(End::Later),
         }
     }
     match ex.store.export_finish(&job.id, &ex.owner, state::COMPLETED, None, None, now_ms()).await {
