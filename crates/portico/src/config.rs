@@ -43,11 +43,25 @@ pub struct Config {
 }
 
 /// Bulk `$export`: where files go, how long they live, how many jobs may run at once.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExportConfig {
-    /// Directory for export files; empty: `exports` in the data dir.
+    /// Directory for export files (with `store` set: the staging area of running jobs);
+    /// empty: `exports` in the data dir.
     pub dir: String,
+    /// Where finished files are kept: empty for `dir`, or `s3://bucket/prefix` for an
+    /// S3-compatible object store. Checked at start-up (the bucket is listed once).
+    pub store: String,
+    /// S3 endpoint (`https://…`, for stores other than AWS); empty: `AWS_ENDPOINT_URL` or AWS.
+    pub s3_endpoint: String,
+    /// S3 region; empty: `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub s3_region: String,
+    /// Static credentials; empty: `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
+    /// `AWS_SESSION_TOKEN`, then the usual AWS credential chain (web identity, ECS, IMDS).
+    pub s3_access_key_id: String,
+    pub s3_secret_access_key: String,
+    /// Allow an `http://` endpoint (development stores on loopback only).
+    pub s3_allow_http: bool,
     /// How long a finished export's files are kept (and downloadable).
     pub expiry_secs: i64,
     /// Concurrent (accepted or running) jobs per OAuth client / per patient (0: unlimited).
@@ -71,6 +85,12 @@ impl Default for ExportConfig {
     fn default() -> Self {
         ExportConfig {
             dir: String::new(),
+            store: String::new(),
+            s3_endpoint: String::new(),
+            s3_region: String::new(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            s3_allow_http: false,
             expiry_secs: 24 * 3600,
             max_jobs_per_client: 4,
             max_jobs_per_patient: 2,
@@ -80,6 +100,46 @@ impl Default for ExportConfig {
             signed_urls: false,
             url_ttl_secs: 600,
         }
+    }
+}
+
+impl ExportConfig {
+    /// The object store settings (None: files stay in `dir`).
+    pub fn s3_settings(&self) -> Result<Option<crate::export::storage::S3Settings>, String> {
+        if self.store.is_empty() {
+            return Ok(None);
+        }
+        let (bucket, prefix) = crate::export::storage::S3Settings::parse_url(&self.store)
+            .map_err(|e| format!("PORTICO_EXPORT_STORE: {e}"))?;
+        Ok(Some(crate::export::storage::S3Settings {
+            bucket,
+            prefix,
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+            allow_http: self.s3_allow_http,
+        }))
+    }
+}
+
+impl std::fmt::Debug for ExportConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportConfig")
+            .field("dir", &self.dir)
+            .field("store", &self.store)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_region", &self.s3_region)
+            .field("s3_access_key_id", &self.s3_access_key_id)
+            .field("s3_secret_access_key", &if self.s3_secret_access_key.is_empty() { "(none)" } else { "(set)" })
+            .field("s3_allow_http", &self.s3_allow_http)
+            .field("expiry_secs", &self.expiry_secs)
+            .field("max_jobs_per_client", &self.max_jobs_per_client)
+            .field("max_jobs_per_patient", &self.max_jobs_per_patient)
+            .field("lease_secs", &self.lease_secs)
+            .field("workers", &self.workers)
+            .field("batch", &self.batch)
+            .finish()
     }
 }
 
@@ -431,6 +491,27 @@ impl Config {
         if let Some(v) = env("PORTICO_EXPORT_DIR") {
             cfg.export.dir = v;
         }
+        let e = &mut cfg.export;
+        for (name, slot) in [
+            ("PORTICO_EXPORT_STORE", &mut e.store),
+            ("PORTICO_EXPORT_S3_ENDPOINT", &mut e.s3_endpoint),
+            ("PORTICO_EXPORT_S3_REGION", &mut e.s3_region),
+            ("PORTICO_EXPORT_S3_ACCESS_KEY_ID", &mut e.s3_access_key_id),
+            ("PORTICO_EXPORT_S3_SECRET_ACCESS_KEY", &mut e.s3_secret_access_key),
+        ] {
+            if let Some(v) = env(name) {
+                *slot = v.trim().to_string();
+            }
+        }
+        if let Some(path) = env("PORTICO_EXPORT_S3_SECRET_ACCESS_KEY_FILE") {
+            e.s3_secret_access_key = std::fs::read_to_string(&path)
+                .map_err(|err| anyhow::anyhow!("cannot read PORTICO_EXPORT_S3_SECRET_ACCESS_KEY_FILE: {err}"))?
+                .trim()
+                .to_string();
+        }
+        if let Some(v) = flag("PORTICO_EXPORT_S3_ALLOW_HTTP") {
+            e.s3_allow_http = v;
+        }
         if let Some(v) = num("PORTICO_EXPORT_WORKERS")? {
             cfg.export.workers =
                 usize::try_from(v).map_err(|_| anyhow::anyhow!("PORTICO_EXPORT_WORKERS must be ≥ 0"))?;
@@ -491,10 +572,43 @@ impl Config {
         if self.tls.cert_file.is_empty() != self.tls.key_file.is_empty() {
             anyhow::bail!("tls.cert_file and tls.key_file must be set together");
         }
+        self.validate_export_store()?;
         if !self.database_url.is_empty()
             && !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| self.database_url.starts_with(p))
         {
             anyhow::bail!("PORTICO_DATABASE_URL must start with sqlite: or postgres://");
+        }
+        Ok(())
+    }
+
+    /// The export store's settings, as far as they can be checked without the network
+    /// (`Exports::open` then lists the bucket).
+    fn validate_export_store(&self) -> anyhow::Result<()> {
+        let e = &self.export;
+        let Some(s3) = e.s3_settings().map_err(anyhow::Error::msg)? else {
+            if !e.s3_endpoint.is_empty() || !e.s3_access_key_id.is_empty() || !e.s3_secret_access_key.is_empty() {
+                anyhow::bail!(
+                    "PORTICO_EXPORT_S3_* settings are given but PORTICO_EXPORT_STORE (s3://bucket/prefix) is not"
+                );
+            }
+            return Ok(());
+        };
+        if !s3.endpoint.is_empty() {
+            let scheme_ok = s3.endpoint.starts_with("https://") || s3.endpoint.starts_with("http://");
+            if !scheme_ok || url::Url::parse(&s3.endpoint).is_err() {
+                anyhow::bail!("PORTICO_EXPORT_S3_ENDPOINT must be an http(s) URL, got '{}'", s3.endpoint);
+            }
+            if s3.endpoint.starts_with("http://") && !s3.allow_http {
+                anyhow::bail!(
+                    "PORTICO_EXPORT_S3_ENDPOINT is plain http: export files would cross the network unencrypted; \
+                     use https, or set PORTICO_EXPORT_S3_ALLOW_HTTP=true for a store on this machine"
+                );
+            }
+        }
+        if s3.access_key_id.is_empty() != s3.secret_access_key.is_empty() {
+            anyhow::bail!(
+                "PORTICO_EXPORT_S3_ACCESS_KEY_ID and PORTICO_EXPORT_S3_SECRET_ACCESS_KEY must be set together"
+            );
         }
         Ok(())
     }
@@ -579,6 +693,49 @@ mod tests {
         assert!(e.contains("invalid policy file") && e.contains("bad.json") && e.contains("Nope"), "{e}");
         let e = load(&dir.join("missing.json")).operator_rules().unwrap_err().to_string();
         assert!(e.contains("cannot read the policy file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_export_store_is_validated() {
+        let load = |pairs: &[(&str, &str)]| {
+            let env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            Config::load_from(None, |k| env.get(k).cloned())
+        };
+        let err = |pairs: &[(&str, &str)]| load(pairs).unwrap_err().to_string();
+        assert!(load(&[]).unwrap().export.s3_settings().unwrap().is_none(), "local by default");
+        let cfg = load(&[
+            ("PORTICO_EXPORT_STORE", "s3://exports/portico"),
+            ("PORTICO_EXPORT_S3_ENDPOINT", "https://s3.example.org"),
+            ("PORTICO_EXPORT_S3_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("PORTICO_EXPORT_S3_SECRET_ACCESS_KEY", "wJalrXUtnFEMI"),
+        ])
+        .unwrap();
+        let s3 = cfg.export.s3_settings().unwrap().unwrap();
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("exports", "portico"));
+        assert!(!format!("{cfg:?}").contains("wJalrXUtnFEMI"), "the secret stays out of Debug");
+        assert!(err(&[("PORTICO_EXPORT_STORE", "/var/exports")]).contains("PORTICO_EXPORT_STORE"));
+        assert!(err(&[("PORTICO_EXPORT_STORE", "s3://No_Such")]).contains("bucket name"));
+        let e =
+            err(&[("PORTICO_EXPORT_STORE", "s3://exports"), ("PORTICO_EXPORT_S3_ENDPOINT", "http://127.0.0.1:9000")]);
+        assert!(e.contains("PORTICO_EXPORT_S3_ALLOW_HTTP"), "{e}");
+        assert!(
+            load(&[
+                ("PORTICO_EXPORT_STORE", "s3://exports"),
+                ("PORTICO_EXPORT_S3_ENDPOINT", "http://127.0.0.1:9000"),
+                ("PORTICO_EXPORT_S3_ALLOW_HTTP", "true"),
+            ])
+            .is_ok()
+        );
+        assert!(
+            err(&[("PORTICO_EXPORT_STORE", "s3://exports"), ("PORTICO_EXPORT_S3_ENDPOINT", "ftp://x")])
+                .contains("http(s) URL")
+        );
+        assert!(
+            err(&[("PORTICO_EXPORT_STORE", "s3://exports"), ("PORTICO_EXPORT_S3_ACCESS_KEY_ID", "AKID")])
+                .contains("set together")
+        );
+        assert!(err(&[("PORTICO_EXPORT_S3_ENDPOINT", "https://s3.example.org")]).contains("PORTICO_EXPORT_STORE"));
     }
 
     #[test]

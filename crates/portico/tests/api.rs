@@ -31,6 +31,8 @@ mod export;
 mod export_links;
 #[path = "api/export_resume.rs"]
 mod export_resume;
+#[path = "api/export_storage.rs"]
+mod export_storage;
 #[path = "api/export_workers.rs"]
 mod export_workers;
 #[path = "api/history.rs"]

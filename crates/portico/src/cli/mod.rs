@@ -150,7 +150,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
     let store = Arc::new(store);
     let identity_store: Arc<dyn portico_store::IdentityStore> = store.clone();
     let consents: Arc<dyn portico_store::ConsentStore> = store.clone();
-    let export = crate::export::Exports::new(store.clone(), &config.data_dir, &config.export);
+    let export = crate::export::Exports::open(store.clone(), &config.data_dir, &config.export).await?;
     let store: Arc<dyn portico_store::Store> = store;
     let key_path = config.audit_key_path();
     let (key, made) = crate::audit::keyfile::load_or_create(&key_path)?;

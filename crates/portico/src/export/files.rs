@@ -1,6 +1,7 @@
-//! Export files on local disk: one NDJSON file per resource type (and a `.sensitive` twin),
-//! appended batch by batch, fsynced before the batch's checkpoint commits, truncated back
-//! to the checkpoint on resume, hashed once complete. Downloads stream from disk.
+//! A running job's files on local disk: one NDJSON file per resource type (and a
+//! `.sensitive` twin), appended batch by batch, fsynced before the batch's checkpoint
+//! commits, truncated back to the checkpoint on resume. Once complete they are published
+//! by [`super::storage`] (kept here, or uploaded to a bucket), which also serves downloads.
 
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;

@@ -12,12 +12,15 @@
 //!   its files and records why.
 //! - Sensitive categories go to separate files and only when the patient opted in with a
 //!   fresh step-up.
+//! - Finished files stay in the local directory or go to an S3-compatible bucket
+//!   ([`storage`]); finishing, downloads and withdrawal go through that one abstraction.
 
 pub mod files;
 pub mod links;
 pub mod manifest;
 pub mod params;
 pub mod requester;
+pub mod storage;
 pub mod summary;
 pub mod worker;
 
@@ -25,6 +28,7 @@ use crate::config::ExportConfig;
 use portico_store::ExportStore;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use storage::Storage;
 
 /// Sensitivity labels whose resources go into separate `.sensitive` files and only with
 /// the patient's explicit opt-in: behavioral and mental health (BH, MH, PSY), substance use
@@ -37,11 +41,12 @@ pub fn is_sensitive(labels: &str) -> bool {
     labels.split(' ').any(|l| SENSITIVE_LABELS.contains(&l))
 }
 
-/// The export service: its store, directory and limits.
+/// The export service: its store, where files are kept, and limits.
 #[derive(Clone)]
 pub struct Exports {
     pub store: Arc<dyn ExportStore>,
-    pub dir: PathBuf,
+    /// Staging directory of running jobs and home of finished files (local or a bucket).
+    pub storage: Storage,
     pub cfg: ExportConfig,
     /// This process's lease owner id.
     pub owner: String,
@@ -50,29 +55,35 @@ pub struct Exports {
 }
 
 impl Exports {
-    pub fn new(store: Arc<dyn ExportStore>, data_dir: &Path, cfg: &ExportConfig) -> Exports {
+    /// Set up the export service; with `[export] store` a bucket, check it can be reached
+    /// (start-up stops with the reason when it cannot).
+    pub async fn open(store: Arc<dyn ExportStore>, data_dir: &Path, cfg: &ExportConfig) -> anyhow::Result<Exports> {
         let dir = if cfg.dir.is_empty() { data_dir.join("exports") } else { PathBuf::from(&cfg.dir) };
-        Exports {
+        let storage = match cfg.s3_settings().map_err(anyhow::Error::msg)? {
+            None => Storage::local(dir),
+            Some(s3) => Storage::bucket(dir, &s3).await.map_err(anyhow::Error::msg)?,
+        };
+        Ok(Exports {
             store,
-            dir,
+            storage,
             cfg: cfg.clone(),
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             wake: Arc::new(tokio::sync::Notify::new()),
-        }
+        })
     }
 
-    /// A job's directory.
+    /// A job's local (staging) directory.
     pub fn job_dir(&self, job_id: &str) -> PathBuf {
-        self.dir.join(job_id)
+        self.storage.job_dir(job_id)
     }
 
-    /// Remove a job's files and their rows (cancel, revocation, expiry).
+    /// Remove a job's files and then their rows (cancel, revocation, expiry). When the
+    /// bucket cannot be cleared now the rows stay, so the sweeper tries again (it revisits
+    /// ended jobs that still have file rows).
     pub async fn withdraw(&self, job_id: &str) -> Result<(), portico_store::StoreError> {
-        let dir = self.job_dir(job_id);
-        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(job = job_id, error = %e, "could not remove export files");
+        if let Err(e) = self.storage.remove(job_id).await {
+            tracing::warn!(job = job_id, error = %e, "could not remove export files; the sweeper retries");
+            return Ok(());
         }
         self.store.export_files_delete(job_id).await
     }

@@ -3,6 +3,10 @@
 //! the gate let this export hold, re-checked batch by batch — so it needs no read of the
 //! store and cannot show anything the requester may not see. Sensitive files stay out even
 //! when the patient opted them into the export: a summary is made to be handed on.
+//!
+//! It is rendered from the local staging files before the job finishes, whatever the
+//! export storage; `finish` then publishes it like the NDJSON files (into the bucket, when
+//! one is configured), and downloads read it through the same storage.
 
 use super::worker::{Checkpoint, Mark};
 use serde_json::Value;

@@ -330,13 +330,25 @@ async fn export_deleted(
     Ok((written, page.next))
 }
 
-/// Hash every file, record it complete, then mark the job completed. A crash in between
-/// repeats this on the next claim (the rows are upserted).
+/// Publish every file (hashed; with a bucket, uploaded and its stored size checked),
+/// record it complete, then mark the job completed: a manifest never lists a file the
+/// storage does not fully hold. A crash or a store failure in between repeats all of it on
+/// the next claim (uploads overwrite, rows are upserted). Only a completed job's local
+/// copies are dropped.
 async fn finish(state: &AppState, job: &ExportJobRow, cp: &Checkpoint) -> Result<End, String> {
     let ex = &state.export;
-    let dir = ex.job_dir(&job.id);
+    let lease_ms = ex.cfg.lease_secs.max(1) * 1000;
     for (name, m) in &cp.files {
-        let (sha, len) = files::hash_file(&dir.join(name)).map_err(|e| format!("hash {name}: {e}"))?;
+        let (sha, len) = match ex.storage.publish(&job.id, name).await {
+            Ok(done) => done,
+            Err(e) => {
+                // The store may be back by the time the lease lapses and a worker retries.
+                // Not a failure: a failed job is withdrawn, and a missing staging file may
+                // mean another worker (which took over a lapsed lease) already finished it.
+                tracing::warn!(job = %job.id, file = %name, error = %e, "export: publishing failed; retrying later");
+                return Ok(End::Later);
+            }
+        };
         if len != m.bytes {
             return Err(format!("{name} holds {len} bytes, the checkpoint {}", m.bytes));
         }
@@ -354,10 +366,21 @@ async fn finish(state: &AppState, job: &ExportJobRow, cp: &Checkpoint) -> Result
         if ex.store.export_file_put(&row).await.is_err() {
             return Ok(End::Later);
         }
+        // Uploads take time: renew the lease after each file, so another worker does not
+        // take the job over while it is being published (and stop if it was cancelled).
+        let cp_text = serde_json::to_string(cp).map_err(|e| e.to_string())?;
+        let progress = serde_json::json!({"done": cp.done, "unit": cp.unit, "units": cp.unit}).to_string();
+        let now = now_ms();
+        match ex.store.export_checkpoint(&job.id, &ex.owner, &cp_text, &progress, now + lease_ms, now).await {
+            Ok(true) => {}
+            Ok(false) => return lost(state, job).await,
+            Err(_) => return Ok(End::Later),
+        }
     }
     match ex.store.export_finish(&job.id, &ex.owner, state::COMPLETED, None, None, now_ms()).await {
         Ok(true) => {
-            tracing::info!(job = %job.id, resources = cp.done, "export job completed");
+            ex.storage.release_staging(&job.id).await;
+            tracing::info!(job = %job.id, resources = cp.done, storage = %ex.storage.describe(), "export job completed");
             Ok(End::Final)
         }
         Ok(false) => lost(state, job).await,

@@ -413,7 +413,7 @@ async fn expired_exports_are_swept() {
     }
 }
 
-async fn expire_now(app: &TestApp, job: &str) {
+pub async fn expire_now(app: &TestApp, job: &str) {
     use sqlx::Connection;
     let sql = "UPDATE export_jobs SET expires_ms = 0 WHERE id = $1";
     match app.backend {

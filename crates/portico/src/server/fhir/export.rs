@@ -13,6 +13,7 @@ use super::service::{Fhir, parse_query_string, refusal};
 use super::urls;
 use crate::export::params::{self, ExportParams};
 use crate::export::requester::{self, Gone};
+use crate::export::storage::StorageError;
 use crate::export::{files, links, manifest, worker};
 use crate::identity::now_ms;
 use crate::server::AppState;
@@ -515,9 +516,16 @@ async fn serve_file(s: &AppState, ctx: &RequestContext, job: &ExportJobRow, name
             }
         }
     });
-    let file = tokio::fs::File::open(s.export.job_dir(&job.id).join(&f.name)).await.map_err(|_| missing())?;
-    // Streamed from disk in blocks: memory stays flat whatever the file's size.
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024));
+    // Streamed in blocks from the export storage (disk or bucket), after the checks above:
+    // memory stays flat whatever the file's size.
+    let stream = s.export.storage.read(&job.id, &f.name).await.map_err(|e| match e {
+        StorageError::NotFound => missing(),
+        e => {
+            tracing::warn!(job = %job.id, file = %f.name, error = %e, "export download: storage unavailable");
+            ApiError::unavailable()
+        }
+    })?;
+    let body = Body::from_stream(stream);
     let mut r = Response::new(body);
     let h = r.headers_mut();
     let content_type = if f.name.ends_with(".pdf") { "application/pdf" } else { "application/fhir+ndjson" };
