@@ -350,7 +350,7 @@ pub struct Verifier {
 
 /// Fewer rows than this per thread are checked on one thread (tests use small logs, and
 /// check the split with them).
-const MIN_ROWS_PER_THREAD: usize = if cfg!(test) { 2 } else { 256 };
+const MIN_ROWS_PER_THREAD: usize = if cfg!(test) { 2 } else { 128 };
 
 /// Threads `verify` checks rows on: one per core, at most 8 (three in unit tests, so that
 /// splits are tested on any machine).
