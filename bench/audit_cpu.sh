@@ -5,7 +5,7 @@
 # `wrk -t2 -c16` on `GET /fhir/Patient/{id}` and read the server's user + system time (and,
 # on PostgreSQL, that of the database's backends) before and after. The database column only
 # counts backends alive at both readings (a connection the pool replaced in between is lost),
-# so it can come out low: treat it as indicative.
+# so it can come out wrong either way: treat it as indicative.
 #
 #   PORTICO_BIN=<release portico built with --features bench-audit-off> bench/audit_cpu.sh
 #   MODES="off deferred flush250" ROUNDS=2 bench/audit_cpu.sh
