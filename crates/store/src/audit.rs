@@ -335,17 +335,10 @@ fn scan_sql(sqlite: bool) -> ScanSql {
     }
 }
 
-/// Where byte `x` next occurs in `b` from `from`: 16 bytes at a time while none of them is
-/// `x` (a branch-free test the compiler vectorises), then byte by byte.
+/// Where byte `x` next occurs in `b` from `from` (`memchr`: SIMD, where a hand-written
+/// 16-byte loop took an eighth of the scan's time).
 fn find_byte(b: &[u8], from: usize, x: u8) -> Option<usize> {
-    let mut i = from;
-    while let Some(chunk) = b.get(i..i + 16).and_then(|c| <&[u8; 16]>::try_from(c).ok()) {
-        if chunk.iter().fold(false, |any, &c| any | (c == x)) {
-            break;
-        }
-        i += 16;
-    }
-    b.get(i..)?.iter().position(|&c| c == x).map(|p| i + p)
+    memchr::memchr(x, b.get(from..)?).map(|p| from + p)
 }
 
 /// Offsets of the `N` fields of `text[start..]` up to the `N`th field separator; returns

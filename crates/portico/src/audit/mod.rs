@@ -550,7 +550,7 @@ pub async fn verify_store(
 }
 
 /// Rows read per query by `verify_store`.
-const SCAN_BATCH: usize = 2_000;
+const SCAN_BATCH: usize = 1_000;
 
 /// Prune once a day when a retention is configured.
 pub fn spawn_retention(trail: Arc<AuditTrail>, days: u64) {

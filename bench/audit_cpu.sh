@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# What the audit trail costs a read in CPU time rather than in req/s: on this shared 2-core VM
+# the req/s of bench/audit.sh moves with other people's builds more than with the audit, while
+# CPU time per request moves less. For each mode: start `portico demo`, warm up, run
+# `wrk -t2 -c16` on `GET /fhir/Patient/{id}` and read the server's user + system time (and,
+# on PostgreSQL, that of the database's backends) before and after. The database column only
+# counts backends alive at both readings (a connection the pool replaced in between is lost),
+# so it can come out wrong either way: treat it as indicative.
+#
+#   PORTICO_BIN=<release portico built with --features bench-audit-off> bench/audit_cpu.sh
+#   MODES="off deferred flush250" ROUNDS=2 bench/audit_cpu.sh
+#   BACKEND=postgres PORTICO_DATABASE_URL=postgres://… RESET_DB='…' bench/audit_cpu.sh
+#
+# Modes: off (PORTICO_BENCH_AUDIT_OFF=1), direct, batched, deferred, flushN (deferred with
+# PORTICO_AUDIT_FLUSH_MS=N). Environment (defaults): PATIENTS=300 DURATION=12 WARMUP=3
+# ROUNDS=1 MODES="off deferred". RESET_DB: a command run before every run (PostgreSQL needs an
+# empty database). Prints one line per run.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+PATIENTS=${PATIENTS:-300}
+DURATION=${DURATION:-12}
+WARMUP=${WARMUP:-3}
+ROUNDS=${ROUNDS:-1}
+MODES=${MODES:-off deferred}
+BACKEND=${BACKEND:-sqlite}
+[[ -x "${PORTICO_BIN:-}" ]] || { echo "PORTICO_BIN must name a portico binary built with --features bench-audit-off" >&2; exit 1; }
+for v in PATIENTS DURATION WARMUP ROUNDS; do
+  [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$v must be a whole number" >&2; exit 1; }
+done
+((DURATION >= 1 && DURATION <= 600 && ROUNDS >= 1 && ROUNDS <= 10 && PATIENTS >= 1)) || { echo "bad DURATION/ROUNDS/PATIENTS" >&2; exit 1; }
+case "$BACKEND" in
+  sqlite) unset PORTICO_DATABASE_URL ;;
+  postgres) [[ "${PORTICO_DATABASE_URL:-}" == postgres* ]] || { echo "BACKEND=postgres needs PORTICO_DATABASE_URL" >&2; exit 1; } ;;
+  *) echo "BACKEND must be sqlite or postgres" >&2; exit 1 ;;
+esac
+
+TCK=$(getconf CLK_TCK)
+cpu_of() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# CPU ticks of the database's backends (PostgreSQL), 0 on SQLite.
+db_cpu() {
+  [[ "$BACKEND" == postgres ]] || { echo 0; return; }
+  local s=0 p
+  for p in $(psql "$PORTICO_DATABASE_URL" -Atc "select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()" 2>/dev/null); do
+    s=$((s + $(cpu_of "$p" | cut -d. -f1)))
+  done
+  echo "$s"
+}
+
+WORK=""
+PID=""
+cleanup() {
+  if [[ -n "$PID" ]]; then kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
+  [[ -n "$WORK" ]] && rm -rf "$WORK"
+  return 0
+}
+trap cleanup EXIT
+
+run() {  # run MODE
+  local mode=$1
+  local -a env=()
+  case "$mode" in
+    off) env=(PORTICO_BENCH_AUDIT_OFF=1) ;;
+    direct|batched|deferred) env=(PORTICO_AUDIT_APPEND="$mode") ;;
+    flush[0-9]*) env=(PORTICO_AUDIT_APPEND=deferred PORTICO_AUDIT_FLUSH_MS="${mode#flush}") ;;
+    *) echo "unknown mode $mode" >&2; exit 1 ;;
+  esac
+  [[ -n "${RESET_DB:-}" ]] && bash -c "$RESET_DB" >&2
+  WORK=$(mktemp -d -t portico-audit-cpu.XXXXXX)
+  local token
+  token=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+  env PORTICO_RATE_PER_IP=0 PORTICO_RATE_PER_CLIENT=0 PORTICO_ADMIN_TOKEN="$token" \
+    PORTICO_DATA_DIR="$WORK/data" PORTICO_LISTEN=127.0.0.1:0 "${env[@]}" \
+    "$PORTICO_BIN" demo --patients "$PATIENTS" >"$WORK/out" 2>"$WORK/err" </dev/null &
+  PID=$!
+  local base="" i
+  for i in $(seq 1 1800); do
+    base=$(grep -oE '^portico listening on http://[^ ]+' "$WORK/out" 2>/dev/null | head -n 1 | sed 's/^portico listening on //; s#/$##' || true)
+    [[ -n "$base" ]] && break
+    kill -0 "$PID" 2>/dev/null || { tail -n 20 "$WORK/err" >&2; exit 1; }
+    sleep 0.5
+  done
+  [[ -n "$base" ]] || { echo "the server did not start" >&2; exit 1; }
+  export PORTICO_ADMIN_TOKEN=$token PATIENTS
+  ((WARMUP > 0)) && wrk -t2 -c16 -d"${WARMUP}s" -s "$ROOT/bench/read.lua" "$base" >/dev/null
+  local s0 d0 out s1 d1
+  s0=$(cpu_of "$PID"); d0=$(db_cpu)
+  out=$(wrk -t2 -c16 -d"${DURATION}s" --timeout 10s -s "$ROOT/bench/read.lua" "$base")
+  # Deferred records still queued are committed within the flush interval: count that too.
+  sleep 0.5
+  s1=$(cpu_of "$PID"); d1=$(db_cpu)
+  awk -v m="$mode" -v b="$BACKEND" -v s="$((${s1%.*} - ${s0%.*}))" -v d="$((d1 - d0))" -v t="$TCK" \
+    -v n="$(awk '/requests in/ { print $1 }' <<<"$out")" -v r="$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")" \
+    -v bad="$(awk '/Non-2xx/ { print $NF }' <<<"$out")" -v ld="$(cut -d' ' -f1 /proc/loadavg)" \
+    'BEGIN { printf "%s %-10s %6d req/s  server CPU %6.1f us/request  database CPU %6.1f us/request  (non-2xx %d, load %s)\n",
+             b, m, r, s / t * 1e6 / n, d / t * 1e6 / n, bad + 0, ld }'
+  kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
+  PID=""
+  rm -rf "$WORK"; WORK=""
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  for m in $MODES; do run "$m"; done
+done
