@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// Most units one batch runs through (each adds an audit record to the batch's commit).
+const MAX_UNITS_PER_BATCH: usize = 256;
+
 /// Where a job stands after its last committed batch.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Checkpoint {
@@ -141,65 +144,88 @@ async fn try_run(state: &AppState, job: &ExportJobRow) -> Result<End, String> {
     let batch = ex.cfg.batch.max(1);
     let lease_ms = ex.cfg.lease_secs.max(1) * 1000;
     while cp.unit < units.len() {
-        let unit = &units[cp.unit];
         let t0 = Instant::now();
         let scope = Scope::new(&uuid::Uuid::new_v4().to_string());
-        scope.begin(Interaction::BulkExport, Some(&unit.res_type));
+        scope.begin(Interaction::BulkExport, Some(&units[cp.unit].res_type));
         let ctx = match requester::context(state, job, scope.clone()).await {
             Ok(c) => c,
             Err(gone) => return stop(state, job, gone).await,
         };
-        let action = if unit.deleted { Action::History } else { Action::Search };
-        let permit = match state.gate.permit_search(&ctx, action, Some(&unit.res_type)) {
-            Ok(p) => p,
-            Err(r) if r.audit_failure.is_some() => return Ok(End::Later),
-            Err(r) => {
-                let why = r.verdict.map(|v| v.reason).unwrap_or_default();
-                return stop(state, job, Gone::PermitChanged(why)).await;
-            }
-        };
-        if !unit.deleted
-            && prints.get(&unit.res_type) != Some(&requester::permit_print(std::slice::from_ref(&permit), ctx.now_ms))
-        {
-            return stop(state, job, Gone::PermitChanged(format!("access to {} is not what it was", unit.res_type)))
-                .await;
-        }
-        let cursor = match &cp.cursor {
-            Some(c) => Some(Cursor::decode(c).ok_or("bad checkpoint cursor")?),
-            None => None,
-        };
         let t_gate = t0.elapsed();
-        let (written, next) = if unit.deleted {
-            export_deleted(state, &permit, unit, &params, cursor, batch, &mut w, &mut cp).await?
-        } else {
-            export_live(state, &permit, unit, &params, cursor, batch, &mut w, &mut cp).await?
-        };
+        // One batch runs on through the next units while it has room: a system export has
+        // a unit for every type of the compartment, most of them empty, and each batch
+        // costs fsyncs and two durable commits. Every unit still gets its own gate
+        // decision and audit record (all committed together, before the checkpoint).
+        let (mut room, mut slices, mut written_total) = (batch, 0usize, 0u64);
+        loop {
+            let unit = &units[cp.unit];
+            if slices > 0 {
+                scope.begin(Interaction::BulkExport, Some(&unit.res_type));
+            }
+            let action = if unit.deleted { Action::History } else { Action::Search };
+            let permit = match state.gate.permit_search(&ctx, action, Some(&unit.res_type)) {
+                Ok(p) => p,
+                Err(r) if r.audit_failure.is_some() => return Ok(End::Later),
+                Err(r) => {
+                    let why = r.verdict.map(|v| v.reason).unwrap_or_default();
+                    return stop(state, job, Gone::PermitChanged(why)).await;
+                }
+            };
+            if !unit.deleted
+                && prints.get(&unit.res_type)
+                    != Some(&requester::permit_print(std::slice::from_ref(&permit), ctx.now_ms))
+            {
+                return stop(
+                    state,
+                    job,
+                    Gone::PermitChanged(format!("access to {} is not what it was", unit.res_type)),
+                )
+                .await;
+            }
+            let cursor = match &cp.cursor {
+                Some(c) => Some(Cursor::decode(c).ok_or("bad checkpoint cursor")?),
+                None => None,
+            };
+            let (written, seen, next) = if unit.deleted {
+                export_deleted(state, &permit, unit, &params, cursor, room, &mut w, &mut cp).await?
+            } else {
+                export_live(state, &permit, unit, &params, cursor, room, &mut w, &mut cp).await?
+            };
+            scope.edit(|r| {
+                r.query = Some(format!(
+                    "op=batch&job={}&type={}{}&count={written}",
+                    job.id,
+                    unit.res_type,
+                    if unit.deleted { "&deleted=true" } else { "" }
+                ));
+                if let Some(p) = &unit.patient {
+                    r.on_behalf_of.get_or_insert_with(|| p.clone());
+                }
+            });
+            written_total += written;
+            slices += 1;
+            let more = next.is_some();
+            match next {
+                Some(c) => cp.cursor = Some(c.encode()),
+                None => {
+                    cp.unit += 1;
+                    cp.cursor = None;
+                }
+            }
+            // An empty unit takes one row's room, so a batch holds at most `batch` records.
+            room = room.saturating_sub(seen.max(1));
+            if more || room == 0 || slices >= MAX_UNITS_PER_BATCH || cp.unit >= units.len() {
+                break;
+            }
+        }
         let t_read = t0.elapsed();
         w.sync().map_err(|e| format!("sync: {e}"))?;
         let t_sync = t0.elapsed();
-        scope.edit(|r| {
-            r.query = Some(format!(
-                "op=batch&job={}&type={}{}&count={written}",
-                job.id,
-                unit.res_type,
-                if unit.deleted { "&deleted=true" } else { "" }
-            ));
-            if let Some(p) = &unit.patient {
-                r.on_behalf_of.get_or_insert_with(|| p.clone());
-            }
-        });
-        // The batch's decision is on record before the batch counts as done.
+        // The batch's decisions are on record before the batch counts as done.
         if state.audit.finish(&scope, 200).await.is_err() {
             return Ok(End::Later);
         }
         let t_audit = t0.elapsed();
-        match next {
-            Some(c) => cp.cursor = Some(c.encode()),
-            None => {
-                cp.unit += 1;
-                cp.cursor = None;
-            }
-        }
         let progress = serde_json::json!({"done": cp.done, "unit": cp.unit, "units": units.len()}).to_string();
         let cp_text = serde_json::to_string(&cp).map_err(|e| e.to_string())?;
         let now = now_ms();
@@ -210,8 +236,8 @@ async fn try_run(state: &AppState, job: &ExportJobRow) -> Result<End, String> {
         }
         // Where a batch's time goes (cumulative ms at the end of each step), for profiling.
         tracing::debug!(
-            job = %job.id, unit = cp.unit, written,
-            gate_ms = ms(t_gate), read_write_ms = ms(t_read), sync_ms = ms(t_sync),
+            job = %job.id, unit = cp.unit, slices, written = written_total,
+            context_ms = ms(t_gate), read_write_ms = ms(t_read), sync_ms = ms(t_sync),
             audit_ms = ms(t_audit), checkpoint_ms = ms(t0.elapsed()),
             "export batch"
         );
@@ -239,16 +265,16 @@ async fn export_live(
     batch: usize,
     w: &mut Writers,
     cp: &mut Checkpoint,
-) -> Result<(u64, Option<Cursor>), String> {
+) -> Result<(u64, usize, Option<Cursor>), String> {
     let type_filter = params.type_filters.iter().find(|(t, _)| *t == unit.res_type).map(|(_, f)| f.as_str());
     let mut lines = Lines::new(w, cp, permit, &unit.res_type, params.include_sensitive);
-    let next = match type_filter {
+    let (seen, next) = match type_filter {
         Some(f) => filtered_page(state, permit, unit, params, f, cursor, batch, &mut lines).await?,
         None => scan_page(state, permit, unit, params, cursor, batch, &mut lines).await?,
     };
     let written = lines.written;
     cp.done += written;
-    Ok((written, next))
+    Ok((written, seen, next))
 }
 
 /// One batch of a unit without `_typeFilter`: the store's export scan in id order from the
@@ -261,7 +287,7 @@ async fn scan_page(
     cursor: Option<Cursor>,
     batch: usize,
     lines: &mut Lines<'_>,
-) -> Result<Option<Cursor>, String> {
+) -> Result<(usize, Option<Cursor>), String> {
     let scan = ExportScan {
         res_type: unit.res_type.clone(),
         patient: unit.patient.clone(),
@@ -271,12 +297,14 @@ async fn scan_page(
         limit: batch,
     };
     let mut last = String::new();
+    let mut seen = 0;
     let mut failed = None;
     let more = state
         .store
         .export_scan(permit, &scan, &mut |row| {
             last.clear();
             last.push_str(row.id);
+            seen += 1;
             match lines.put(row.body, is_sensitive(row.labels)) {
                 Ok(()) => true,
                 Err(e) => {
@@ -292,7 +320,9 @@ async fn scan_page(
     }
     // The search path's cursor for an id sort, with a sequence number above every row's,
     // so either path resumes after this id and never at it.
-    Ok(more.then(|| Cursor { keys: vec![serde_json::Value::from(0), serde_json::Value::from(last)], seq: i64::MAX }))
+    let next =
+        more.then(|| Cursor { keys: vec![serde_json::Value::from(0), serde_json::Value::from(last)], seq: i64::MAX });
+    Ok((seen, next))
 }
 
 /// One batch of a unit with `_typeFilter`: a search page sorted by id (the filter's
@@ -307,7 +337,7 @@ async fn filtered_page(
     cursor: Option<Cursor>,
     batch: usize,
     lines: &mut Lines<'_>,
-) -> Result<Option<Cursor>, String> {
+) -> Result<(usize, Option<Cursor>), String> {
     let pairs = crate::server::fhir::service::parse_query_string(type_filter);
     let parsed = portico_store::search::parse_search(Some(&unit.res_type), &pairs)
         .map_err(|e| format!("typeFilter: {}", e.0))?;
@@ -337,7 +367,7 @@ async fn filtered_page(
         // A resource relabelled since the page was read counts as sensitive (fail closed).
         lines.put(&e.body, labels.get(&e.id).is_none_or(|l| is_sensitive(l)))?;
     }
-    Ok(page.next)
+    Ok((page.entries.len(), page.next))
 }
 
 /// Where a batch's resources go: their file (plain or sensitive), the checkpoint's marks,
@@ -412,7 +442,7 @@ async fn export_deleted(
     batch: usize,
     w: &mut Writers,
     cp: &mut Checkpoint,
-) -> Result<(u64, Option<Cursor>), String> {
+) -> Result<(u64, usize, Option<Cursor>), String> {
     let q = HistoryQuery {
         resource_type: Some(unit.res_type.clone()),
         id: None,
@@ -443,7 +473,7 @@ async fn export_deleted(
         m.lines += 1;
         written += 1;
     }
-    Ok((written, page.next))
+    Ok((written, page.entries.len(), page.next))
 }
 
 /// Hash every file, record it complete, then mark the job completed. A crash in between
