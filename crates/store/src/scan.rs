@@ -1,6 +1,6 @@
 //! The bulk-export scan: one type (optionally one patient's compartment) in id order, a
-//! keyset page at a time, each row's id, stored body and labels handed to a callback chunk
-//! by chunk — no second query for labels, no page of `StoredVersion`s held in memory.
+//! keyset page at a time, each row's id, stored body and labels handed to a callback as it
+//! arrives — no second query for labels, no page of `StoredVersion`s held in memory.
 //!
 //! It admits exactly what `Store::search` admits for the same permit: the permit's
 //! compartments, SMART scope limits (`search/limits.rs`) and consent filter
@@ -15,6 +15,7 @@ use crate::search::consent::consent_filter;
 use crate::search::exec::query_of;
 use crate::search::limits::limits_filter;
 use crate::search::sql::Sql;
+use futures_util::TryStreamExt;
 use portico_policy::SearchPermit;
 use sqlx::Row;
 
@@ -42,69 +43,42 @@ pub struct ExportRow<'a> {
     pub labels: &'a str,
 }
 
-/// Rows packed into one result row. The drivers hand rows over one at a time (SQLite's
-/// through a channel from its worker thread), which cost three times what reading a row
-/// costs; a chunk of rows as one string pays that once per chunk. (The crate's tests use
-/// tiny chunks, so their few rows cross many chunk boundaries.)
-const CHUNK: usize = if cfg!(test) { 3 } else { 256 };
-
-/// Separators of the packed form: a row's fields (id, labels, body) and rows. Neither can
-/// occur in a field: ids and labels are `[A-Za-z0-9._ -]`, and JSON text has no raw
-/// control characters (they are escaped inside strings and not allowed outside them).
-const FIELD: char = '\u{1f}';
-const RECORD: char = '\u{1e}';
-
-/// One chunk: up to `take` rows after `after`, packed in id order into `pack`, and their
-/// number `n`.
-pub(crate) fn chunk_sql(permit: &SearchPermit, s: &ExportScan, after: Option<&str>, take: usize) -> Sql {
+/// The page's SQL: `limit + 1` rows, the extra one only telling that more follow.
+pub(crate) fn scan_sql(permit: &SearchPermit, s: &ExportScan) -> Sql {
     let mut sql = Sql::default();
-    sql.push("SELECT string_agg(p.id || ")
-        .text(&FIELD.to_string())
-        .push(" || p.labels || ")
-        .text(&FIELD.to_string())
-        .push(" || p.body, ")
-        .text(&RECORD.to_string())
-        .push(" ORDER BY p.id) AS pack, COUNT(*) AS n FROM (");
-    page_sql(&mut sql, permit, s, after, take);
-    sql.push(") p");
-    sql
-}
-
-/// The rows themselves: the unit's rows after `after` that the permit admits, in id order.
-fn page_sql(sql: &mut Sql, permit: &SearchPermit, s: &ExportScan, after: Option<&str>, take: usize) {
     match &s.patient {
         // The membership index (patient, res_type, id) yields the patient's rows of the
         // type already in id order; each is joined to its current row by primary key.
         Some(p) => {
             sql.push(
-                "SELECT r.id AS id, r.labels AS labels, r.body AS body FROM idx_compartment c \
+                "SELECT r.id, r.body, r.labels FROM idx_compartment c \
                  JOIN resources r ON r.res_type = c.res_type AND r.id = c.id WHERE c.patient = ",
             )
             .text(p)
             .push(" AND c.res_type = ")
             .text(&s.res_type);
-            if let Some(a) = after {
+            if let Some(a) = &s.after {
                 sql.push(" AND c.id > ").text(a);
             }
         }
         // The primary key (res_type, id) is the order.
         None => {
-            sql.push("SELECT r.id AS id, r.labels AS labels, r.body AS body FROM resources r WHERE r.res_type = ")
-                .text(&s.res_type);
-            if let Some(a) = after {
+            sql.push("SELECT r.id, r.body, r.labels FROM resources r WHERE r.res_type = ").text(&s.res_type);
+            if let Some(a) = &s.after {
                 sql.push(" AND r.id > ").text(a);
             }
         }
     }
     sql.push(" AND r.deleted = 0");
-    permit_compartments(sql, permit.compartments());
-    limits_filter(sql, permit.limits(), &[s.res_type.as_str()]);
-    consent_filter(sql, permit.filter());
+    permit_compartments(&mut sql, permit.compartments());
+    limits_filter(&mut sql, permit.limits(), &[s.res_type.as_str()]);
+    consent_filter(&mut sql, permit.filter());
     if let Some(since) = s.since_ms {
         sql.push(" AND r.lu_ms >= ").int(since);
     }
     sql.push(if s.patient.is_some() { " ORDER BY c.id LIMIT " } else { " ORDER BY r.id LIMIT " });
-    sql.int(take as i64);
+    sql.int(s.limit as i64 + 1);
+    sql
 }
 
 /// The gate's confinement to the permitted patients' compartments — the predicate of
@@ -130,54 +104,30 @@ fn permit_compartments(sql: &mut Sql, allowed: Option<&[String]>) {
 }
 
 impl SqlStore {
-    /// The page in chunks: each statement reads one chunk more than it hands on, which
-    /// tells whether rows follow; the next starts after the last row handed on.
     pub(crate) async fn run_export_scan(
         &self,
         permit: &SearchPermit,
         s: &ExportScan,
         on: &mut (dyn for<'r> FnMut(ExportRow<'r>) -> bool + Send),
     ) -> Result<bool, StoreError> {
+        let sql = scan_sql(permit, s);
         let anonymous = self.is_sqlite();
-        let mut after = s.after.clone();
-        let mut left = s.limit;
-        while left > 0 {
-            let want = left.min(CHUNK);
-            let sql = chunk_sql(permit, s, after.as_deref(), want + 1);
-            let (pack, n): (Option<String>, i64) = crate::backend::with_pool!(&self.db, pool => {
-                let r = query_of!(sql, anonymous).fetch_one(pool).await?;
-                (r.try_get("pack")?, r.try_get("n")?)
-            });
-            let mut handed = 0;
-            let mut last = None;
-            for record in pack.as_deref().unwrap_or("").split(RECORD).filter(|r| !r.is_empty()).take(want) {
-                let mut fields = record.splitn(3, FIELD);
-                let (Some(id), Some(labels), Some(body)) = (fields.next(), fields.next(), fields.next()) else {
-                    return Err(malformed("an export chunk row without its three fields"));
-                };
-                if !on(ExportRow { id, body, labels }) {
+        let mut n = 0usize;
+        crate::backend::with_pool!(&self.db, pool => {
+            let mut rows = query_of!(sql, anonymous).fetch(pool);
+            while let Some(r) = rows.try_next().await? {
+                n += 1;
+                if n > s.limit {
+                    return Ok(true);
+                }
+                let row = ExportRow { id: r.try_get("id")?, body: r.try_get("body")?, labels: r.try_get("labels")? };
+                if !on(row) {
                     return Ok(false);
                 }
-                handed += 1;
-                last = Some(id);
             }
-            if let Some(id) = last {
-                after = Some(id.to_string());
-            }
-            if n <= want as i64 {
-                return Ok(false);
-            }
-            if handed != want {
-                return Err(malformed("an export chunk holds fewer rows than it counts"));
-            }
-            left -= want;
-        }
-        Ok(true)
+        });
+        Ok(false)
     }
-}
-
-fn malformed(what: &str) -> StoreError {
-    StoreError::Database(sqlx::Error::Decode(what.into()))
 }
 
 #[cfg(test)]
