@@ -18,10 +18,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 OBS=${OBS:-50000}
 PATIENTS=${PATIENTS:-1000}
-BATCH=${BATCH:-1000}
+BATCH=${BATCH:-}
 log() { printf '[export-bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-[[ "$OBS" =~ ^[0-9]+$ && "$PATIENTS" =~ ^[0-9]+$ && "$BATCH" =~ ^[0-9]+$ ]] || die "OBS, PATIENTS and BATCH are numbers"
+[[ "$OBS" =~ ^[0-9]+$ && "$PATIENTS" =~ ^[0-9]+$ && "$BATCH" =~ ^[0-9]*$ ]] || die "OBS, PATIENTS and BATCH are numbers"
 [[ -x /usr/bin/time ]] || die "needs /usr/bin/time (Debian: apt-get install time)"
 command -v curl >/dev/null || die "needs curl"
 command -v python3 >/dev/null || die "needs python3"
@@ -50,7 +50,9 @@ cleanup() {
 trap cleanup EXIT
 TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
 export PORTICO_ADMIN_TOKEN="$TOKEN" PORTICO_LISTEN=127.0.0.1:0 PORTICO_RATE_PER_IP=0 PORTICO_RATE_PER_CLIENT=0
-export PORTICO_EXPORT_BATCH="$BATCH" RUST_LOG=warn
+export RUST_LOG=${RUST_LOG:-warn}
+# Resources per batch: the server's default ([export] batch) unless BATCH is given.
+[[ -n "$BATCH" ]] && export PORTICO_EXPORT_BATCH="$BATCH"
 
 start() { # data dir -> BASE
   local data=$1

@@ -72,7 +72,9 @@ pub struct ExportConfig {
     pub lease_secs: i64,
     /// Worker tasks per server process (0: this process runs no export work).
     pub workers: usize,
-    /// Resources per batch (one page, one checkpoint).
+    /// Resources per batch: one gate decision, fsync, audit record and checkpoint each (a
+    /// crash repeats at most one batch). Rows stream to the files, so a larger batch costs
+    /// no memory; `_typeFilter` and deletion pages are capped at a search page (1,000).
     pub batch: usize,
     /// Manifest URLs carry a signature and an expiry, so files can be fetched without the
     /// access token (`requiresAccessToken: false`); each status poll issues fresh links.
@@ -96,7 +98,7 @@ impl Default for ExportConfig {
             max_jobs_per_patient: 2,
             lease_secs: 30,
             workers: 1,
-            batch: 1000,
+            batch: 10_000,
             signed_urls: false,
             url_ttl_secs: 600,
         }

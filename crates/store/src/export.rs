@@ -10,8 +10,9 @@
 //! the job: its checkpoint or completion simply does not apply.
 //!
 //! Nothing here reads clinical data: export content goes through the gate's permits
-//! (`Store::search`). The one extra read, [`ExportStore::export_labels`], returns the
-//! sensitivity labels of rows a permitted page already returned.
+//! (`Store::export_scan`, `scan.rs`, which returns each row's labels with its body; and
+//! `Store::search` for `_typeFilter`). The one extra read, [`ExportStore::export_labels`],
+//! returns the sensitivity labels of rows a permitted search page already returned.
 
 use crate::backend::{Db, SqlStore, with_pool};
 use crate::error::{StoreError, retry_transient};

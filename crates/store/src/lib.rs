@@ -18,6 +18,7 @@ mod migrate;
 mod prepared;
 mod read;
 mod relabel;
+pub mod scan;
 pub mod search;
 mod write;
 
@@ -34,6 +35,7 @@ pub use facts::FactsWanted;
 pub use identity::IdentityStore;
 pub use prepared::{Prepared, prepare};
 pub use relabel::RelabelReport;
+pub use scan::{ExportRow, ExportScan};
 pub use search::{HistoryQuery, SearchPage, SearchQuery};
 pub use write::Condition;
 
@@ -134,6 +136,16 @@ pub trait Store: Send + Sync {
     /// One page of history (instance, type or system level), newest first.
     async fn history(&self, permit: &SearchPermit, query: &HistoryQuery) -> Result<SearchPage, StoreError>;
 
+    /// One page of a bulk-export unit (a type, optionally one patient's compartment) in id
+    /// order, confined by the permit exactly like `search`, each live row handed to `on` as
+    /// it is read (until `on` returns false). True when more rows follow the page.
+    async fn export_scan(
+        &self,
+        permit: &SearchPermit,
+        scan: &ExportScan,
+        on: &mut (dyn for<'r> FnMut(ExportRow<'r>) -> bool + Send),
+    ) -> Result<bool, StoreError>;
+
     /// The gate's input about the patient a caregiver or clinician acts for: birth date,
     /// every Consent, care relationships, the requester's RelatedPerson links (see
     /// `facts.rs`). Not a clinical read: nothing read here is returned to a caller.
@@ -209,6 +221,15 @@ impl Store for SqlStore {
 
     async fn history(&self, permit: &SearchPermit, query: &HistoryQuery) -> Result<SearchPage, StoreError> {
         self.run_history(permit, query).await
+    }
+
+    async fn export_scan(
+        &self,
+        permit: &SearchPermit,
+        scan: &ExportScan,
+        on: &mut (dyn for<'r> FnMut(ExportRow<'r>) -> bool + Send),
+    ) -> Result<bool, StoreError> {
+        self.run_export_scan(permit, scan, on).await
     }
 
     async fn patient_facts(&self, patient: &str, wanted: &FactsWanted) -> Result<PatientFacts, StoreError> {
