@@ -113,12 +113,22 @@ async fn run_job(state: &AppState, job: ExportJobRow) {
         Err(msg) => {
             tracing::error!(job = %job.id, error = %msg, "export job failed");
             let oo = outcome("exception", "The export could not be completed.");
-            let _ = state
+            let failed = state
                 .export
                 .store
                 .export_finish(&job.id, &state.export.owner, state::FAILED, Some(&oo), Some("error"), now_ms())
                 .await;
-            let _ = state.export.withdraw(&job.id).await;
+            // Only the lease holder withdraws: if another worker has taken the job over,
+            // its files are that worker's to keep.
+            match failed {
+                Ok(true) => {
+                    let _ = state.export.withdraw(&job.id).await;
+                }
+                Ok(false) => {
+                    let _ = lost(state, &job).await;
+                }
+                Err(_) => {}
+            }
         }
     }
 }
