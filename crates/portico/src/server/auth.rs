@@ -44,17 +44,21 @@ pub async fn lookup_token(state: &AppState, token: &str) -> Result<Option<TokenA
     state.identity.store.access_lookup(&secret::digest(token), now_ms()).await.map_err(ApiError::from)
 }
 
+/// The request's audit scope. The audit layer made it; without it (a handler called outside
+/// the router) a fresh one still collects every decision.
+pub fn request_scope(parts: &Parts) -> portico_audit::Scope {
+    parts
+        .extensions
+        .get::<portico_audit::Scope>()
+        .cloned()
+        .unwrap_or_else(|| portico_audit::Scope::new(&uuid::Uuid::new_v4().to_string()))
+}
+
 impl FromRequestParts<AppState> for Ctx {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        // The audit layer made the request's scope; without it (a handler called outside the
-        // router) a fresh one still collects every decision.
-        let scope = parts
-            .extensions
-            .get::<portico_audit::Scope>()
-            .cloned()
-            .unwrap_or_else(|| portico_audit::Scope::new(&uuid::Uuid::new_v4().to_string()));
+        let scope = request_scope(parts);
         if let Some(token) = bearer(&parts.headers) {
             let admin = state.config.admin_token.as_bytes();
             if !admin.is_empty() && secret::ct_eq(token.as_bytes(), admin) {

@@ -17,7 +17,7 @@ use crate::export::storage::StorageError;
 use crate::export::{files, links, manifest, worker};
 use crate::identity::now_ms;
 use crate::server::AppState;
-use crate::server::auth::{Ctx, bearer, lookup_token};
+use crate::server::auth::{Ctx, bearer, lookup_token, request_scope};
 use crate::server::error::ApiError;
 use crate::server::portal::account::step_up_required;
 use axum::body::Body;
@@ -472,12 +472,7 @@ pub async fn download(
     }
     // A signed link: the job's own requester is the actor (rebuilt from its grant by the
     // access re-check below); until then the record names nobody.
-    let scope = parts
-        .extensions
-        .get::<portico_audit::Scope>()
-        .cloned()
-        .unwrap_or_else(|| portico_audit::Scope::new(&uuid::Uuid::new_v4().to_string()));
-    let ctx = RequestContext::with_scope(Principal::Anonymous, scope);
+    let ctx = RequestContext::with_scope(Principal::Anonymous, request_scope(&parts));
     audit(&ctx, "download", Some(&id), None);
     note_query(&ctx, "&via=signed-link");
     let refused = |why: links::Refused| match why {
