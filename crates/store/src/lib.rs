@@ -10,6 +10,7 @@
 mod audit;
 mod backend;
 pub mod consent;
+mod direct;
 mod error;
 pub mod export;
 mod facts;
