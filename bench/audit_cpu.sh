@@ -11,7 +11,8 @@
 #   MODES="off deferred flush250" ROUNDS=2 bench/audit_cpu.sh
 #   BACKEND=postgres PORTICO_DATABASE_URL=postgres://… RESET_DB='…' bench/audit_cpu.sh
 #
-# Modes: off (PORTICO_BENCH_AUDIT_OFF=1), direct, batched, deferred, flushN (deferred with
+# Modes: off (PORTICO_BENCH_AUDIT_OFF=1), build (read records are built, then dropped:
+# PORTICO_BENCH_AUDIT_BUILD_ONLY=1), direct, batched, deferred, flushN (deferred with
 # PORTICO_AUDIT_FLUSH_MS=N). Environment (defaults): PATIENTS=300 DURATION=12 WARMUP=3
 # ROUNDS=1 MODES="off deferred". RESET_DB: a command run before every run (PostgreSQL needs an
 # empty database). Prints one line per run.
@@ -62,6 +63,7 @@ run() {  # run MODE
   local -a env=()
   case "$mode" in
     off) env=(PORTICO_BENCH_AUDIT_OFF=1) ;;
+    build) env=(PORTICO_BENCH_AUDIT_BUILD_ONLY=1) ;;
     direct|batched|deferred) env=(PORTICO_AUDIT_APPEND="$mode") ;;
     flush[0-9]*) env=(PORTICO_AUDIT_APPEND=deferred PORTICO_AUDIT_FLUSH_MS="${mode#flush}") ;;
     *) echo "unknown mode $mode" >&2; exit 1 ;;

@@ -349,7 +349,12 @@ impl AuditTrail {
         if Self::bench_audit_off() {
             return Ok(());
         }
-        self.append_response(scope.finish(status, now_ms())).await
+        let records = scope.finish(status, now_ms());
+        #[cfg(feature = "bench-audit-off")]
+        if std::env::var_os("PORTICO_BENCH_AUDIT_BUILD_ONLY").is_some() {
+            return Ok(());
+        }
+        self.append_response(records).await
     }
 
     /// `bench/audit.sh`'s baseline: a binary built with the `bench-audit-off` feature (never a
