@@ -258,7 +258,7 @@ async fn try_run(state: &AppState, job: &ExportJobRow) -> Result<End, String> {
             super::summary::write(&dir, &mut cp, patient, "portico", now_ms())?;
         }
     }
-    finish(state, job, &cp).await
+    finish(state, job, &cp, &mut w).await
 }
 
 fn ms(d: Duration) -> f64 {
@@ -486,16 +486,19 @@ async fn export_deleted(
     Ok((written, page.entries.len(), page.next))
 }
 
-/// Publish every file (hashed; with a bucket, uploaded and its stored size checked),
-/// record it complete, then mark the job completed: a manifest never lists a file the
-/// storage does not fully hold. A crash or a store failure in between repeats all of it on
-/// the next claim (uploads overwrite, rows are upserted). Only a completed job's local
-/// copies are dropped.
-async fn finish(state: &AppState, job: &ExportJobRow, cp: &Checkpoint) -> Result<End, String> {
+/// Publish every file (with a bucket, uploaded and its stored size checked), record them
+/// all complete in one transaction, then mark the job completed: a manifest never lists a
+/// file the storage does not fully hold. A crash or a store failure in between repeats all
+/// of it on the next claim (uploads overwrite, rows are upserted). Only a completed job's
+/// local copies are dropped. The hashes were taken while the files were written (`w`), so
+/// kept in place they are not read again.
+async fn finish(state: &AppState, job: &ExportJobRow, cp: &Checkpoint, w: &mut Writers) -> Result<End, String> {
     let ex = &state.export;
     let lease_ms = ex.cfg.lease_secs.max(1) * 1000;
+    let mut rows = Vec::with_capacity(cp.files.len());
     for (name, m) in &cp.files {
-        let (sha, len) = match ex.storage.publish(&job.id, name).await {
+        let written = w.digest(name).map_err(|e| format!("{name}: {e}"))?;
+        let (sha, len) = match ex.storage.publish(&job.id, name, Some(written)).await {
             Ok(done) => done,
             Err(e) => {
                 // The store may be back by the time the lease lapses and a worker retries.
@@ -508,7 +511,7 @@ async fn finish(state: &AppState, job: &ExportJobRow, cp: &Checkpoint) -> Result
         if len != m.bytes {
             return Err(format!("{name} holds {len} bytes, the checkpoint {}", m.bytes));
         }
-        let row = ExportFileRow {
+        rows.push(ExportFileRow {
             job_id: job.id.clone(),
             name: name.clone(),
             res_type: m.res_type.clone(),
@@ -518,9 +521,9 @@ async fn finish(state: &AppState, job: &ExportJobRow, cp: &Checkpoint) -> Result
             bytes: m.bytes as i64,
             sha256: Some(sha),
             complete: true,
-        };
-        if ex.store.export_file_put(&row).await.is_err() {
-            return Ok(End::Later);
+        });
+        if !ex.storage.uploads() {
+            continue;
         }
         // Uploads take time: renew the lease after each file, so another worker does not
         // take the job over while it is being published (and stop if it was cancelled).
@@ -532,6 +535,9 @@ async fn finish(state: &AppState, job: &ExportJobRow, cp: &Checkpoint) -> Result
             Ok(false) => return lost(state, job).await,
             Err(_) => return Ok(End::Later),
         }
+    }
+    if ex.store.export_files_put(&rows).await.is_err() {
+        return Ok(End::Later);
     }
     match ex.store.export_finish(&job.id, &ex.owner, state::COMPLETED, None, None, now_ms()).await {
         Ok(true) => {
