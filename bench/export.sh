@@ -13,8 +13,8 @@
 #   RUNS=3 COMPARE=path/to/other/portico SKIP_BUILD=1 PORTICO_BIN=… bench/export.sh
 #
 # RUNS repeats each export on the same data (a fresh server start each time); COMPARE names
-# a second binary that runs each export right after the first one on the same data, so two
-# builds are compared under the same load (both must accept the same database).
+# other binaries (space-separated) that run each export right after the first one on the
+# same data, so builds are compared under the same load (all must accept the database).
 #
 # The system export runs as the operator (admin token), which the gate treats like a
 # backend service with every system scope. Exits 1 when a download does not match its hash.
@@ -46,7 +46,7 @@ for l in sys.stdin:
     if m.get("executable"): print(m["executable"])' | tail -n 1)
 fi
 [[ -x "$PORTICO_BIN" ]] || die "no portico binary at $PORTICO_BIN"
-[[ -z "$COMPARE" || -x "$COMPARE" ]] || die "no portico binary at $COMPARE"
+for bin in $COMPARE; do [[ -x "$bin" ]] || die "no portico binary at $bin"; done
 
 WORK=$(mktemp -d)
 SERVER_PID=""
@@ -154,7 +154,7 @@ PORTICO_DATA_DIR="$A" "$PORTICO_BIN" import "$A"/bundles/bundle-*.json >&2
 each() { # label data-dir url-path
   local label=$1 data=$2 path=$3 run bin tag
   for run in $(seq 1 "$RUNS"); do
-    for bin in "$PORTICO_BIN" ${COMPARE:+"$COMPARE"}; do
+    for bin in "$PORTICO_BIN" $COMPARE; do
       tag=""
       [[ -n "$COMPARE" ]] && tag=" [$(basename "$bin")]"
       start "$data" "$bin"

@@ -108,9 +108,32 @@ impl Writers {
 
     /// Make every written byte durable (before the checkpoint that covers it commits).
     pub fn sync(&mut self) -> std::io::Result<()> {
+        self.flushed()?.sync()
+    }
+
+    /// Hand every buffered byte to the kernel and return what makes them durable, to run
+    /// on another thread while the next batch is written: `fsync` covers what was written
+    /// before it was called, and bytes appended meanwhile lie past the checkpoint it is for.
+    pub fn flushed(&mut self) -> std::io::Result<Durable> {
+        let mut files = Vec::with_capacity(self.open.len());
         for f in self.open.values_mut() {
             f.file.flush()?;
-            f.file.get_ref().sync_data()?;
+            files.push(f.file.get_ref().try_clone()?);
+        }
+        Ok(Durable { files, dir: self.dir.clone() })
+    }
+}
+
+/// Flushed files (and their directory, for the names of new ones) still to be made durable.
+pub struct Durable {
+    files: Vec<std::fs::File>,
+    dir: PathBuf,
+}
+
+impl Durable {
+    pub fn sync(self) -> std::io::Result<()> {
+        for f in &self.files {
+            f.sync_data()?;
         }
         if let Ok(d) = std::fs::File::open(&self.dir) {
             let _ = d.sync_all();
