@@ -65,7 +65,7 @@ export RUST_LOG=${RUST_LOG:-warn}
 
 start() { # data dir [binary] -> BASE
   local data=$1 bin=${2:-$PORTICO_BIN}
-  PORTICO_DATA_DIR="$data" /usr/bin/time -v -o "$data/time.txt" "$bin" serve >"$data/server.out" 2>"$data/server.err" </dev/null &
+  PORTICO_DATA_DIR="$data" /usr/bin/time -v -o "$data/time.txt" "$bin" serve >"$data/server.out" 2>>"$data/server.err" </dev/null &
   SERVER_PID=$!
   for _ in $(seq 1 600); do
     BASE=$(grep -oE '^portico listening on http://[^ ]+' "$data/server.out" 2>/dev/null | sed 's/^portico listening on //' || true)
