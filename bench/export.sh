@@ -10,6 +10,11 @@
 #   bench/export.sh                       # release build, OBS=50000 PATIENTS=1000
 #   OBS=5000 PATIENTS=100 bench/export.sh
 #   SKIP_BUILD=1 PORTICO_BIN=path/to/portico bench/export.sh
+#   RUNS=3 COMPARE=path/to/other/portico SKIP_BUILD=1 PORTICO_BIN=… bench/export.sh
+#
+# RUNS repeats each export on the same data (a fresh server start each time); COMPARE names
+# other binaries (space-separated) that run each export right after the first one on the
+# same data, so builds are compared under the same load (all must accept the database).
 #
 # The system export runs as the operator (admin token), which the gate treats like a
 # backend service with every system scope. Exits 1 when a download does not match its hash.
@@ -19,9 +24,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OBS=${OBS:-50000}
 PATIENTS=${PATIENTS:-1000}
 BATCH=${BATCH:-}
+RUNS=${RUNS:-1}
+COMPARE=${COMPARE:-}
 log() { printf '[export-bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-[[ "$OBS" =~ ^[0-9]+$ && "$PATIENTS" =~ ^[0-9]+$ && "$BATCH" =~ ^[0-9]*$ ]] || die "OBS, PATIENTS and BATCH are numbers"
+[[ "$OBS" =~ ^[0-9]+$ && "$PATIENTS" =~ ^[0-9]+$ && "$BATCH" =~ ^[0-9]*$ && "$RUNS" =~ ^[1-9][0-9]*$ ]] \
+  || die "OBS, PATIENTS, BATCH and RUNS are numbers"
 [[ -x /usr/bin/time ]] || die "needs /usr/bin/time (Debian: apt-get install time)"
 command -v curl >/dev/null || die "needs curl"
 command -v python3 >/dev/null || die "needs python3"
@@ -38,6 +46,7 @@ for l in sys.stdin:
     if m.get("executable"): print(m["executable"])' | tail -n 1)
 fi
 [[ -x "$PORTICO_BIN" ]] || die "no portico binary at $PORTICO_BIN"
+for bin in $COMPARE; do [[ -x "$bin" ]] || die "no portico binary at $bin"; done
 
 WORK=$(mktemp -d)
 SERVER_PID=""
@@ -54,9 +63,9 @@ export RUST_LOG=${RUST_LOG:-warn}
 # Resources per batch: the server's default ([export] batch) unless BATCH is given.
 [[ -n "$BATCH" ]] && export PORTICO_EXPORT_BATCH="$BATCH"
 
-start() { # data dir -> BASE
-  local data=$1
-  PORTICO_DATA_DIR="$data" /usr/bin/time -v -o "$data/time.txt" "$PORTICO_BIN" serve >"$data/server.out" 2>"$data/server.err" </dev/null &
+start() { # data dir [binary] -> BASE
+  local data=$1 bin=${2:-$PORTICO_BIN}
+  PORTICO_DATA_DIR="$data" /usr/bin/time -v -o "$data/time.txt" "$bin" serve >"$data/server.out" 2>>"$data/server.err" </dev/null &
   SERVER_PID=$!
   for _ in $(seq 1 600); do
     BASE=$(grep -oE '^portico listening on http://[^ ]+' "$data/server.out" 2>/dev/null | sed 's/^portico listening on //' || true)
@@ -141,18 +150,26 @@ for b in range(0, len(entries), per):
 PY
 log "A: portico import"
 PORTICO_DATA_DIR="$A" "$PORTICO_BIN" import "$A"/bundles/bundle-*.json >&2
-start "$A"
-log "A: Patient/bench-1/\$export"
-read -r n b s < <(run_export "/Patient/bench-1/\$export?_type=Patient,Observation")
-stop "$A"
-report "one patient, $OBS Observations" "$n" "$b" "$s" "$RSS"
+# Each export of a case, RUNS times, with each binary in turn.
+each() { # label data-dir url-path
+  local label=$1 data=$2 path=$3 run bin tag
+  for run in $(seq 1 "$RUNS"); do
+    for bin in "$PORTICO_BIN" $COMPARE; do
+      tag=""
+      [[ -n "$COMPARE" ]] && tag=" [$(basename "$bin")]"
+      start "$data" "$bin"
+      log "$label$tag: $path (run $run)"
+      read -r n b s < <(run_export "$path")
+      stop "$data"
+      report "$label$tag" "$n" "$b" "$s" "$RSS"
+    done
+  done
+}
+
+each "one patient, $OBS Observations" "$A" "/Patient/bench-1/\$export?_type=Patient,Observation"
 
 # --- B: every demo patient, system-level ---------------------------------------------------
 B="$WORK/b"; mkdir -p "$B"
 log "B: portico demo --patients $PATIENTS --no-serve"
 PORTICO_DATA_DIR="$B" "$PORTICO_BIN" demo --patients "$PATIENTS" --no-serve >"$B/demo.out" 2>&1 || die "demo load failed: $(tail -n 20 "$B/demo.out")"
-start "$B"
-log "B: \$export (system level)"
-read -r n b s < <(run_export "/\$export")
-stop "$B"
-report "$PATIENTS demo patients, system export" "$n" "$b" "$s" "$RSS"
+each "$PATIENTS demo patients, system export" "$B" "/\$export"

@@ -152,8 +152,9 @@ pub trait ExportStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Completed jobs past their expiry, and stopped jobs that still have files.
     async fn export_due_for_sweep(&self, now_ms: i64) -> Result<Vec<ExportJobRow>, StoreError>;
-    /// Record (or replace) a file row.
-    async fn export_file_put(&self, file: &ExportFileRow) -> Result<(), StoreError>;
+    /// Record (or replace) file rows, all in one transaction (one commit for the few dozen
+    /// files of a system export).
+    async fn export_files_put(&self, files: &[ExportFileRow]) -> Result<(), StoreError>;
     async fn export_files(&self, job_id: &str) -> Result<Vec<ExportFileRow>, StoreError>;
     async fn export_files_delete(&self, job_id: &str) -> Result<(), StoreError>;
     /// Whether a grant is still live: not revoked, its client, user and device enabled
@@ -464,26 +465,30 @@ impl ExportStore for SqlStore {
         })
     }
 
-    async fn export_file_put(&self, f: &ExportFileRow) -> Result<(), StoreError> {
+    async fn export_files_put(&self, files: &[ExportFileRow]) -> Result<(), StoreError> {
         retry_transient(|| async move {
             with_pool!(&self.db, pool => {
-                sqlx::query(
-                    "INSERT INTO export_files (job_id, name, res_type, sensitive, path, line_count, bytes, sha256, complete) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (job_id, name) DO UPDATE SET \
-                     line_count = excluded.line_count, bytes = excluded.bytes, sha256 = excluded.sha256, \
-                     complete = excluded.complete",
-                )
-                .bind(f.job_id.clone())
-                .bind(f.name.clone())
-                .bind(f.res_type.clone())
-                .bind(i64::from(f.sensitive))
-                .bind(f.path.clone())
-                .bind(f.line_count)
-                .bind(f.bytes)
-                .bind(f.sha256.clone())
-                .bind(i64::from(f.complete))
-                .execute(pool)
-                .await?;
+                let mut tx = pool.begin().await?;
+                for f in files {
+                    sqlx::query(
+                        "INSERT INTO export_files (job_id, name, res_type, sensitive, path, line_count, bytes, sha256, \
+                         complete) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (job_id, name) DO UPDATE SET \
+                         line_count = excluded.line_count, bytes = excluded.bytes, sha256 = excluded.sha256, \
+                         complete = excluded.complete",
+                    )
+                    .bind(f.job_id.clone())
+                    .bind(f.name.clone())
+                    .bind(f.res_type.clone())
+                    .bind(i64::from(f.sensitive))
+                    .bind(f.path.clone())
+                    .bind(f.line_count)
+                    .bind(f.bytes)
+                    .bind(f.sha256.clone())
+                    .bind(i64::from(f.complete))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
                 Ok(())
             })
         })

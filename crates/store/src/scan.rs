@@ -8,8 +8,13 @@
 //! shape of the statement: the search pages by (sort keys, seq) over an inner select that
 //! computes every key of the patient's whole compartment for each page; this walks an index
 //! in id order from the last id written, so a page costs its own rows only.
+//!
+//! On a file-backed SQLite database the statement runs on a direct read-only connection
+//! (`direct.rs`) on a blocking thread, and the rows reach the callback in chunks; PostgreSQL
+//! and in-memory SQLite stream through the pool. Both run the same SQL.
 
 use crate::backend::SqlStore;
+use crate::direct::{self, DirectSqlite, direct_error};
 use crate::error::StoreError;
 use crate::search::consent::consent_filter;
 use crate::search::exec::query_of;
@@ -111,13 +116,28 @@ impl SqlStore {
         on: &mut (dyn for<'r> FnMut(ExportRow<'r>) -> bool + Send),
     ) -> Result<bool, StoreError> {
         let sql = scan_sql(permit, s);
+        // A file-backed SQLite database is read on a blocking connection of its own: sqlx
+        // would hand every row over its worker thread's channel.
+        if let Some(direct) = self.direct_sqlite() {
+            return direct_scan(direct, sql, s.limit, on).await;
+        }
+        self.pool_scan(sql, s.limit, on).await
+    }
+
+    /// The scan through the pool (PostgreSQL, in-memory SQLite).
+    async fn pool_scan(
+        &self,
+        sql: Sql,
+        limit: usize,
+        on: &mut (dyn for<'r> FnMut(ExportRow<'r>) -> bool + Send),
+    ) -> Result<bool, StoreError> {
         let anonymous = self.is_sqlite();
         let mut n = 0usize;
         crate::backend::with_pool!(&self.db, pool => {
             let mut rows = query_of!(sql, anonymous).fetch(pool);
             while let Some(r) = rows.try_next().await? {
                 n += 1;
-                if n > s.limit {
+                if n > limit {
                     return Ok(true);
                 }
                 let row = ExportRow { id: r.try_get("id")?, body: r.try_get("body")?, labels: r.try_get("labels")? };
@@ -127,6 +147,134 @@ impl SqlStore {
             }
         });
         Ok(false)
+    }
+}
+
+/// Rows travel from the reading thread to the caller in chunks of about this many bytes:
+/// one channel hand-over per few hundred rows, and the caller writes one chunk while the
+/// next is read (two cores busy), with memory bounded by the chunks in flight.
+const CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks read ahead of the caller.
+const CHUNKS_AHEAD: usize = 2;
+
+/// Consecutive rows packed into one string: each row's id, body and labels end at the
+/// recorded offsets.
+#[derive(Default)]
+struct Chunk {
+    text: String,
+    ends: Vec<[usize; 3]>,
+}
+
+impl Chunk {
+    fn rows(&self) -> impl Iterator<Item = ExportRow<'_>> {
+        let mut at = 0;
+        self.ends.iter().map(move |&[i, b, l]| {
+            let row = ExportRow { id: &self.text[at..i], body: &self.text[i..b], labels: &self.text[b..l] };
+            at = l;
+            row
+        })
+    }
+}
+
+/// The scan on a direct read-only connection (`direct.rs`) on a blocking thread, its rows
+/// sent over in chunks. The caller's callback stays on the async side (it need not be
+/// `'static`); when it stops, dropping the receiver ends the reading thread at its next
+/// chunk. Same statement, same rows, same `limit + 1` answer as the pool's path.
+async fn direct_scan(
+    direct: DirectSqlite,
+    sql: Sql,
+    limit: usize,
+    on: &mut (dyn for<'r> FnMut(ExportRow<'r>) -> bool + Send),
+) -> Result<bool, StoreError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(CHUNKS_AHEAD);
+    let reader = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+        let conn = idle::take(&direct)?;
+        let out = read_rows(&conn, &sql, limit, &tx);
+        // After an error the connection is dropped, not kept for the next scan.
+        if out.is_ok() {
+            idle::give_back(&direct, conn);
+        }
+        out
+    });
+    let mut stopped = false;
+    'chunks: while let Some(chunk) = rx.recv().await {
+        for row in chunk.rows() {
+            if !on(row) {
+                stopped = true;
+                break 'chunks;
+            }
+        }
+    }
+    drop(rx);
+    let more = reader.await.map_err(|e| StoreError::Database(sqlx::Error::AnyDriverError(Box::new(e))))??;
+    Ok(more && !stopped)
+}
+
+/// Read up to `limit` rows into chunks for `tx`; whether a further row exists. Stops early
+/// (answering false) when the receiver is gone.
+fn read_rows(
+    conn: &rusqlite::Connection,
+    sql: &Sql,
+    limit: usize,
+    tx: &tokio::sync::mpsc::Sender<Chunk>,
+) -> Result<bool, StoreError> {
+    let mut stmt = direct::prepare(conn, sql)?;
+    let mut rows = stmt.raw_query();
+    let mut chunk = Chunk::default();
+    let mut n = 0usize;
+    let mut more = false;
+    while let Some(r) = rows.next().map_err(direct_error)? {
+        n += 1;
+        if n > limit {
+            more = true;
+            break;
+        }
+        let mut end = [0usize; 3];
+        for (col, e) in end.iter_mut().enumerate() {
+            let text = r.get_ref(col).map_err(direct_error)?.as_str().map_err(|e| direct_error(e.into()))?;
+            chunk.text.push_str(text);
+            *e = chunk.text.len();
+        }
+        chunk.ends.push(end);
+        if chunk.text.len() >= CHUNK_BYTES && tx.blocking_send(std::mem::take(&mut chunk)).is_err() {
+            return Ok(false);
+        }
+    }
+    if !chunk.ends.is_empty() && tx.blocking_send(chunk).is_err() {
+        return Ok(false);
+    }
+    Ok(more)
+}
+
+/// A few idle direct connections, kept between scans: a system or group export runs one
+/// scan per unit (type × patient, most of them empty), and opening a connection (file
+/// open, then the schema parsed on the first statement) would cost more than such a scan.
+/// Keyed by database file; a connection whose database changed (a migration) notices by
+/// itself, as SQLite checks the schema cookie on every statement.
+mod idle {
+    use super::*;
+    use std::sync::Mutex;
+
+    const KEEP: usize = 4;
+    static IDLE: Mutex<Vec<(DirectSqlite, rusqlite::Connection)>> = Mutex::new(Vec::new());
+
+    pub(super) fn take(direct: &DirectSqlite) -> Result<rusqlite::Connection, StoreError> {
+        let mut idle = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+        match idle.iter().position(|(d, _)| d == direct) {
+            Some(i) => Ok(idle.swap_remove(i).1),
+            None => {
+                drop(idle);
+                direct.open()
+            }
+        }
+    }
+
+    pub(super) fn give_back(direct: &DirectSqlite, conn: rusqlite::Connection) {
+        let mut idle = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() >= KEEP {
+            idle.remove(0);
+        }
+        idle.push((direct.clone(), conn));
     }
 }
 
@@ -344,5 +492,59 @@ mod tests {
             .unwrap();
             assert_eq!(ids, ["new", "old"], "{}", s.backend_name());
         }
+    }
+
+    /// A file-backed SQLite store scans on its direct connection, in several chunks: the
+    /// same rows (id, body, labels) as the pool's path, the same "more" answer, and a
+    /// callback that stops part-way stops the reading thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_direct_scan_yields_what_the_pool_yields_across_chunks_and_stops_when_asked() {
+        let s = testdb::stores().await.remove(0);
+        let direct = s.direct_sqlite().expect("the SQLite test store is a file, so the direct path is the one tested");
+        let gate = Gate::new(Arc::new(TracingSink));
+        let ctx = RequestContext::new(Principal::Operator, "t");
+        let permit = gate.permit_search(&ctx, Action::Search, Some("Observation")).unwrap();
+        // 500 rows of ~2.5 KB: five chunks.
+        let pad = "x".repeat(2000);
+        let bundle: Vec<Value> =
+            (0..500).map(|i| obs(&format!("o{i:05}"), "p1", "laboratory", json!({"note": [{"text": pad}]}))).collect();
+        for b in bundle {
+            testdb::put(&s, b).await;
+        }
+        let scan = |limit| ExportScan {
+            res_type: "Observation".into(),
+            patient: Some("p1".into()),
+            since_ms: None,
+            after: Some("o00010".into()),
+            limit,
+        };
+        type Rows = Vec<(String, String, String)>;
+        for limit in [400, 489, 5000] {
+            let (mut a, mut b): (Rows, Rows) = (Vec::new(), Vec::new());
+            let more_direct = direct_scan(direct.clone(), scan_sql(&permit, &scan(limit)), limit, &mut |r| {
+                a.push((r.id.into(), r.body.into(), r.labels.into()));
+                true
+            })
+            .await
+            .unwrap();
+            let more_pool = s
+                .pool_scan(scan_sql(&permit, &scan(limit)), limit, &mut |r| {
+                    b.push((r.id.into(), r.body.into(), r.labels.into()));
+                    true
+                })
+                .await
+                .unwrap();
+            assert_eq!((more_direct, a.len()), (more_pool, b.len()), "limit {limit}");
+            assert!(a == b, "limit {limit}: the same rows");
+            assert_eq!(more_direct, limit < 489, "limit {limit}");
+        }
+        let mut n = 0;
+        let more = direct_scan(direct.clone(), scan_sql(&permit, &scan(5000)), 5000, &mut |_| {
+            n += 1;
+            n < 300
+        })
+        .await
+        .unwrap();
+        assert_eq!((n, more), (300, false), "stopped at the 300th row, past the first chunks");
     }
 }

@@ -41,6 +41,8 @@ pub enum StorageError {
     Object(object_store::Error),
     #[error("{name}: the store holds {stored} bytes, {expected} were sent")]
     Incomplete { name: String, stored: u64, expected: u64 },
+    #[error("{name} is not what was written to it (its hash or length differs)")]
+    Changed { name: String },
 }
 
 impl From<object_store::Error> for StorageError {
@@ -160,16 +162,39 @@ impl Storage {
         self.dir.join(job_id)
     }
 
+    /// Whether publishing uploads (and so takes time per file).
+    pub fn uploads(&self) -> bool {
+        self.bucket.is_some()
+    }
+
     /// Make a complete staging file downloadable; its SHA-256 (hex) and length as stored.
-    pub async fn publish(&self, job_id: &str, name: &str) -> Result<(String, u64), StorageError> {
+    /// `written`: the digest taken while the file was written ([`files::Writers::digest`]);
+    /// kept in place, the file is then not read again (its length is checked), and an
+    /// upload, which reads and hashes it anyway, must match it.
+    pub async fn publish(
+        &self,
+        job_id: &str,
+        name: &str,
+        written: Option<(String, u64)>,
+    ) -> Result<(String, u64), StorageError> {
         let path = self.job_dir(job_id).join(name);
-        match &self.bucket {
-            None => {
-                let p = path.clone();
-                Ok(tokio::task::spawn_blocking(move || files::hash_file(&p)).await.map_err(std::io::Error::other)??)
+        let got = match (&self.bucket, &written) {
+            (None, Some((sha, len))) => {
+                if tokio::fs::metadata(&path).await?.len() != *len {
+                    return Err(StorageError::Changed { name: name.to_string() });
+                }
+                return Ok((sha.clone(), *len));
             }
-            Some(b) => upload(b, &b.key(job_id, name), &path, name).await,
+            (None, None) => {
+                let p = path.clone();
+                tokio::task::spawn_blocking(move || files::hash_file(&p)).await.map_err(std::io::Error::other)??
+            }
+            (Some(b), _) => upload(b, &b.key(job_id, name), &path, name).await?,
+        };
+        if written.is_some_and(|w| w != got) {
+            return Err(StorageError::Changed { name: name.to_string() });
         }
+        Ok(got)
     }
 
     /// After the job is recorded completed: drop the local copies the bucket now holds.
@@ -296,8 +321,13 @@ mod tests {
         let s = Storage::local(dir.clone());
         std::fs::create_dir_all(s.job_dir("j")).unwrap();
         std::fs::write(s.job_dir("j").join("Patient.ndjson"), b"{}\n").unwrap();
-        let (sha, len) = s.publish("j", "Patient.ndjson").await.unwrap();
+        let (sha, len) = s.publish("j", "Patient.ndjson", None).await.unwrap();
         assert_eq!((sha.len(), len), (64, 3));
+        // A digest taken while writing is trusted in place, but only for the file's length.
+        let known = (sha.clone(), 3);
+        assert_eq!(s.publish("j", "Patient.ndjson", Some(known.clone())).await.unwrap(), known);
+        let stale = (sha.clone(), 2);
+        assert!(matches!(s.publish("j", "Patient.ndjson", Some(stale)).await, Err(StorageError::Changed { .. })));
         s.release_staging("j").await;
         let bytes: Vec<Bytes> = s.read("j", "Patient.ndjson").await.unwrap().try_collect().await.unwrap();
         assert_eq!(bytes.concat(), b"{}\n");

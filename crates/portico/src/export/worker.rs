@@ -152,14 +152,20 @@ async fn try_run(state: &AppState, job: &ExportJobRow) -> Result<End, String> {
     // The scan streams rows, so a batch costs no memory of its own; the search and history
     // paths cap it at a page.
     let batch = ex.cfg.batch.max(1);
-    let lease_ms = ex.cfg.lease_secs.max(1) * 1000;
+    // The previous batch's commit (fsync, audit records, checkpoint), running while this
+    // batch is read and written; it is settled before this batch's own commit starts, so
+    // checkpoints still commit in order, each after the bytes it covers are durable.
+    let mut pending: Option<Pending> = None;
     while cp.unit < units.len() {
         let t0 = Instant::now();
         let scope = Scope::new(&uuid::Uuid::new_v4().to_string());
         scope.begin(Interaction::BulkExport, Some(&units[cp.unit].res_type));
         let ctx = match requester::context(state, job, scope.clone()).await {
             Ok(c) => c,
-            Err(gone) => return stop(state, job, gone).await,
+            Err(gone) => {
+                settle(state, job, pending.take()).await?;
+                return stop(state, job, gone).await;
+            }
         };
         let t_gate = t0.elapsed();
         // One batch runs on through the next units while it has room: a system export has
@@ -175,8 +181,12 @@ async fn try_run(state: &AppState, job: &ExportJobRow) -> Result<End, String> {
             let action = if unit.deleted { Action::History } else { Action::Search };
             let permit = match state.gate.permit_search(&ctx, action, Some(&unit.res_type)) {
                 Ok(p) => p,
-                Err(r) if r.audit_failure.is_some() => return Ok(End::Later),
+                Err(r) if r.audit_failure.is_some() => {
+                    settle(state, job, pending.take()).await?;
+                    return Ok(End::Later);
+                }
                 Err(r) => {
+                    settle(state, job, pending.take()).await?;
                     let why = r.verdict.map(|v| v.reason).unwrap_or_default();
                     return stop(state, job, Gone::PermitChanged(why)).await;
                 }
@@ -185,6 +195,7 @@ async fn try_run(state: &AppState, job: &ExportJobRow) -> Result<End, String> {
                 && prints.get(&unit.res_type)
                     != Some(&requester::permit_print(std::slice::from_ref(&permit), ctx.now_ms))
             {
+                settle(state, job, pending.take()).await?;
                 return stop(
                     state,
                     job,
@@ -229,28 +240,24 @@ async fn try_run(state: &AppState, job: &ExportJobRow) -> Result<End, String> {
             }
         }
         let t_read = t0.elapsed();
-        w.sync().map_err(|e| format!("sync: {e}"))?;
-        let t_sync = t0.elapsed();
-        // The batch's decisions are on record before the batch counts as done.
-        if state.audit.finish(&scope, 200).await.is_err() {
-            return Ok(End::Later);
+        let durable = w.flushed().map_err(|e| format!("flush: {e}"))?;
+        if let Some(end) = settle(state, job, pending.take()).await? {
+            return Ok(end);
         }
-        let t_audit = t0.elapsed();
+        let t_settle = t0.elapsed();
         let progress = serde_json::json!({"done": cp.done, "unit": cp.unit, "units": units.len()}).to_string();
         let cp_text = serde_json::to_string(&cp).map_err(|e| e.to_string())?;
-        let now = now_ms();
-        match ex.store.export_checkpoint(&job.id, &ex.owner, &cp_text, &progress, now + lease_ms, now).await {
-            Ok(true) => {}
-            Ok(false) => return lost(state, job).await,
-            Err(_) => return Ok(End::Later),
-        }
-        // Where a batch's time goes (cumulative ms at the end of each step), for profiling.
+        pending = Some(tokio::spawn(commit(state.clone(), job.id.clone(), scope, durable, cp_text, progress)));
+        // Where a batch's time goes (cumulative ms at the end of each step), for profiling:
+        // the previous batch's commit is what this one waited for beyond its own reading.
         tracing::debug!(
             job = %job.id, unit = cp.unit, slices, written = written_total,
-            context_ms = ms(t_gate), read_write_ms = ms(t_read), sync_ms = ms(t_sync),
-            audit_ms = ms(t_audit), checkpoint_ms = ms(t0.elapsed()),
+            context_ms = ms(t_gate), read_write_ms = ms(t_read), previous_commit_ms = ms(t_settle),
             "export batch"
         );
+    }
+    if let Some(end) = settle(state, job, pending.take()).await? {
+        return Ok(end);
     }
     if params.summary_pdf && !cp.files.contains_key(super::summary::FILE) {
         let patients: Vec<String> = serde_json::from_str(&job.patients).unwrap_or_default();
@@ -258,7 +265,56 @@ async fn try_run(state: &AppState, job: &ExportJobRow) -> Result<End, String> {
             super::summary::write(&dir, &mut cp, patient, "portico", now_ms())?;
         }
     }
-    finish(state, job, &cp).await
+    finish(state, job, &cp, &mut w).await
+}
+
+/// A batch's commit, running on its own task.
+type Pending = tokio::task::JoinHandle<Result<Committed, String>>;
+
+enum Committed {
+    Yes,
+    /// The audit or the database is unavailable: try again from the last checkpoint.
+    Later,
+    /// The checkpoint did not apply: cancelled or taken over.
+    Lost,
+}
+
+/// Make a batch durable: its bytes (fsync), then its decisions' audit records, then its
+/// checkpoint (which names the lease owner and renews the lease).
+async fn commit(
+    state: AppState,
+    job_id: String,
+    scope: Scope,
+    durable: files::Durable,
+    cp_text: String,
+    progress: String,
+) -> Result<Committed, String> {
+    let ex = &state.export;
+    tokio::task::spawn_blocking(move || durable.sync())
+        .await
+        .map_err(|e| format!("sync: {e}"))?
+        .map_err(|e| format!("sync: {e}"))?;
+    // The batch's decisions are on record before the batch counts as done.
+    if state.audit.finish(&scope, 200).await.is_err() {
+        return Ok(Committed::Later);
+    }
+    let lease_ms = ex.cfg.lease_secs.max(1) * 1000;
+    let now = now_ms();
+    Ok(match ex.store.export_checkpoint(&job_id, &ex.owner, &cp_text, &progress, now + lease_ms, now).await {
+        Ok(true) => Committed::Yes,
+        Ok(false) => Committed::Lost,
+        Err(_) => Committed::Later,
+    })
+}
+
+/// Wait for the previous batch's commit; how the run ends if it did not commit.
+async fn settle(state: &AppState, job: &ExportJobRow, pending: Option<Pending>) -> Result<Option<End>, String> {
+    let Some(p) = pending else { return Ok(None) };
+    match p.await.map_err(|e| format!("commit: {e}"))?? {
+        Committed::Yes => Ok(None),
+        Committed::Later => Ok(Some(End::Later)),
+        Committed::Lost => lost(state, job).await.map(Some),
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -486,16 +542,19 @@ async fn export_deleted(
     Ok((written, page.entries.len(), page.next))
 }
 
-/// Publish every file (hashed; with a bucket, uploaded and its stored size checked),
-/// record it complete, then mark the job completed: a manifest never lists a file the
-/// storage does not fully hold. A crash or a store failure in between repeats all of it on
-/// the next claim (uploads overwrite, rows are upserted). Only a completed job's local
-/// copies are dropped.
-async fn finish(state: &AppState, job: &ExportJobRow, cp: &Checkpoint) -> Result<End, String> {
+/// Publish every file (with a bucket, uploaded and its stored size checked), record them
+/// all complete in one transaction, then mark the job completed: a manifest never lists a
+/// file the storage does not fully hold. A crash or a store failure in between repeats all
+/// of it on the next claim (uploads overwrite, rows are upserted). Only a completed job's
+/// local copies are dropped. The hashes were taken while the files were written (`w`), so
+/// kept in place they are not read again.
+async fn finish(state: &AppState, job: &ExportJobRow, cp: &Checkpoint, w: &mut Writers) -> Result<End, String> {
     let ex = &state.export;
     let lease_ms = ex.cfg.lease_secs.max(1) * 1000;
+    let mut rows = Vec::with_capacity(cp.files.len());
     for (name, m) in &cp.files {
-        let (sha, len) = match ex.storage.publish(&job.id, name).await {
+        let written = w.digest(name).map_err(|e| format!("{name}: {e}"))?;
+        let (sha, len) = match ex.storage.publish(&job.id, name, Some(written)).await {
             Ok(done) => done,
             Err(e) => {
                 // The store may be back by the time the lease lapses and a worker retries.
@@ -508,7 +567,7 @@ async fn finish(state: &AppState, job: &ExportJobRow, cp: &Checkpoint) -> Result
         if len != m.bytes {
             return Err(format!("{name} holds {len} bytes, the checkpoint {}", m.bytes));
         }
-        let row = ExportFileRow {
+        rows.push(ExportFileRow {
             job_id: job.id.clone(),
             name: name.clone(),
             res_type: m.res_type.clone(),
@@ -518,9 +577,9 @@ async fn finish(state: &AppState, job: &ExportJobRow, cp: &Checkpoint) -> Result
             bytes: m.bytes as i64,
             sha256: Some(sha),
             complete: true,
-        };
-        if ex.store.export_file_put(&row).await.is_err() {
-            return Ok(End::Later);
+        });
+        if !ex.storage.uploads() {
+            continue;
         }
         // Uploads take time: renew the lease after each file, so another worker does not
         // take the job over while it is being published (and stop if it was cancelled).
@@ -532,6 +591,9 @@ async fn finish(state: &AppState, job: &ExportJobRow, cp: &Checkpoint) -> Result
             Ok(false) => return lost(state, job).await,
             Err(_) => return Ok(End::Later),
         }
+    }
+    if ex.store.export_files_put(&rows).await.is_err() {
+        return Ok(End::Later);
     }
     match ex.store.export_finish(&job.id, &ex.owner, state::COMPLETED, None, None, now_ms()).await {
         Ok(true) => {

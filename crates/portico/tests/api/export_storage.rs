@@ -371,11 +371,15 @@ async fn large_files_go_up_in_parts_and_publishing_is_idempotent() {
         content.extend_from_slice(format!("{{\"n\":{i:0>width$}}}\n", width = line_len - 8).as_bytes());
     }
     std::fs::write(storage.job_dir(&job).join("Observation.ndjson"), &content).unwrap();
-    let (sha, len) = storage.publish(&job, "Observation.ndjson").await.unwrap();
+    let (sha, len) = storage.publish(&job, "Observation.ndjson", None).await.unwrap();
     assert_eq!(len, content.len() as u64);
     assert_eq!(sha, sha256_hex(&content));
-    let again = storage.publish(&job, "Observation.ndjson").await.unwrap();
+    // Again (a resumed finish), now with the digest taken while writing: the upload's own
+    // hash must agree with it.
+    let again = storage.publish(&job, "Observation.ndjson", Some((sha.clone(), len))).await.unwrap();
     assert_eq!(again, (sha.clone(), len));
+    let wrong = storage.publish(&job, "Observation.ndjson", Some((sha256_hex(b"other"), len))).await;
+    assert!(matches!(wrong, Err(portico::export::storage::StorageError::Changed { .. })), "{wrong:?}");
     assert_eq!(s3.job_objects(&job).await, ["Observation.ndjson"]);
     let read: Vec<bytes::Bytes> = storage.read(&job, "Observation.ndjson").await.unwrap().try_collect().await.unwrap();
     assert_eq!(sha256_hex(&read.concat()), sha);
