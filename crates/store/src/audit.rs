@@ -553,23 +553,54 @@ macro_rules! chain_state {
     };
 }
 
-/// The scan on a direct connection (SQLite with a file database): the whole log in one
-/// read transaction on one blocking thread, rows read in place, handed to `on` in batches.
+/// What a direct reader hands on: a window number (-1 for the chain state) and its item,
+/// or the error that stopped it.
+type DirectItem = Result<(i64, ScanItem), StoreError>;
+
+/// The scan on direct connections (SQLite with a file database).
+///
+/// Two blocking threads read on two read-only connections, each every other window of
+/// `batch` record numbers, rows read in place; the windows are handed to `on` in order.
+/// Each connection holds one read transaction for the whole scan (in WAL mode its snapshot
+/// is fixed by its first read) and the two must see the same audit log: the same
+/// fingerprint (head row, signed heads, bounds — every writer of the audit tables changes
+/// one of them), as the pooled scan requires of its two connections. If an append commits
+/// between the two first reads, both start again; after a few tries, and on one core, one
+/// connection reads every window.
 async fn direct_audit_scan(
     direct: DirectSqlite,
     batch: usize,
     on: &mut (dyn FnMut(ScanItem) -> bool + Send),
 ) -> Result<(), StoreError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<ScanItem>(2);
-    let reader = tokio::task::spawn_blocking(move || read_direct(&direct, batch, &tx));
-    while let Some(item) = rx.recv().await {
-        if !on(item) {
-            break;
+    let (even_tx, mut even) = tokio::sync::mpsc::channel::<DirectItem>(2);
+    let (odd_tx, mut odd) = tokio::sync::mpsc::channel::<DirectItem>(2);
+    let reader = tokio::task::spawn_blocking(move || read_direct(&direct, batch as i64, even_tx, odd_tx));
+    let mut heads = [even.recv().await, odd.recv().await];
+    let r = loop {
+        let i = match (&heads[0], &heads[1]) {
+            (Some(Err(_)), _) => 0,
+            (_, Some(Err(_))) => 1,
+            (Some(Ok((k0, _))), Some(Ok((k1, _)))) => usize::from(k1 < k0),
+            (Some(_), None) => 0,
+            (None, Some(_)) => 1,
+            (None, None) => break Ok(()),
+        };
+        match heads[i].take() {
+            Some(Ok((_, item))) => {
+                if !on(item) {
+                    break Ok(());
+                }
+            }
+            Some(Err(e)) => break Err(e),
+            None => break Ok(()),
         }
-    }
-    // The reader stops at its next hand-over once nothing receives.
-    drop(rx);
-    reader.await.map_err(|_| StoreError::AuditChain("the audit log reader stopped unexpectedly".into()))?
+        heads[i] = if i == 0 { even.recv().await } else { odd.recv().await };
+    };
+    // The readers stop at their next hand-over once nothing receives.
+    drop(even);
+    drop(odd);
+    reader.await.map_err(|_| StoreError::AuditChain("the audit log reader stopped unexpectedly".into()))?;
+    r
 }
 
 /// A field as text, appended to `text`: SQLite's own text (or blob) bytes when they are
@@ -598,110 +629,203 @@ fn int_field(v: ValueRef<'_>) -> Option<i64> {
     }
 }
 
-/// The log's statements on the direct connection: every row in `seq` order (the rowid),
-/// and the patient index in the order of its `(seq, patient, category)` index.
-const DIRECT_LOG: &str =
-    "SELECT seq, ts, interaction, action, outcome, actor, client, hash, mac, record FROM audit_log ORDER BY seq";
-const DIRECT_SUBJECTS: &str = "SELECT seq, patient, category FROM audit_subjects ORDER BY seq, patient, category";
+/// The statements of a direct reader: the log rows of one window in `seq` order (the
+/// rowid), their patient index rows in the order of the `(seq, patient, category)` index,
+/// and the first record after an empty window.
+const DIRECT_LOG: &str = "SELECT seq, ts, interaction, action, outcome, actor, client, hash, mac, record \
+     FROM audit_log WHERE seq > ?1 AND seq <= ?2 ORDER BY seq";
+const DIRECT_SUBJECTS: &str =
+    "SELECT seq, patient, category FROM audit_subjects WHERE seq > ?1 AND seq <= ?2 ORDER BY seq, patient, category";
+const DIRECT_NEXT: &str = "SELECT min(seq) FROM audit_log WHERE seq > ?1";
 
-/// Read the chain state and then every row, in batches of `batch` rows, handing each to
-/// `tx` until it is dropped.
-///
-/// Everything is read in one read transaction on one connection, so it all comes from one
-/// commit (in WAL mode the snapshot is fixed by the transaction's first read): appends
-/// that commit meanwhile are not seen, and the state matches the rows.
+/// Hand on a reader's error, if it stopped with one, and close its channel: the merge in
+/// [`direct_audit_scan`] waits for the next window of both readers, so one that is done
+/// must say so.
+fn finish(tx: tokio::sync::mpsc::Sender<DirectItem>, r: Result<(), StoreError>) {
+    if let Err(e) = r {
+        let _ = tx.blocking_send(Err(e));
+    }
+}
+
+/// Open the connections of a direct scan, each in its read transaction, read the chain
+/// state and the log's bounds, then read the windows (see [`direct_audit_scan`]).
 fn read_direct(
     direct: &DirectSqlite,
-    batch: usize,
-    tx: &tokio::sync::mpsc::Sender<ScanItem>,
-) -> Result<(), StoreError> {
-    let bad = || StoreError::AuditChain("the audit log holds a row that cannot be read".into());
-    let bad_subject = || StoreError::AuditChain("the patient index holds a row that cannot be read".into());
-    let conn = direct.open()?;
-    if std::env::var_os("PORTICO_EXPERIMENT_MMAP").is_some() {
-        conn.pragma_update(None, "mmap_size", 2147418112i64).map_err(direct_error)?;
-    }
-    conn.execute_batch("BEGIN").map_err(direct_error)?;
-    let state = direct_chain_state(&conn)?;
-    if tx.blocking_send(ScanItem::State(state)).is_err() {
-        return Ok(());
-    }
-    let mut log = conn.prepare(DIRECT_LOG).map_err(direct_error)?;
-    let mut subjects = conn.prepare(DIRECT_SUBJECTS).map_err(direct_error)?;
-    let mut log_rows = log.raw_query();
-    let mut subject_rows = subjects.raw_query();
-    // A patient index row read past the end of the last batch: it belongs to a later one.
-    let mut ahead: Option<(i64, String, String)> = None;
-    let mut capacity = 0;
-    loop {
-        let mut b = RowBatch::default();
-        let id = b.add_text(String::with_capacity(capacity));
-        while b.len() < batch {
-            let Some(row) = log_rows.next().map_err(direct_error)? else { break };
-            let get = |i: usize| row.get_ref(i).map_err(direct_error);
-            let seq = int_field(get(0)?).ok_or_else(bad)?;
-            let ts = int_field(get(1)?).ok_or_else(bad)?;
-            let text = b.text_mut(id);
-            let mut field = |i: usize| -> Result<Span, StoreError> {
-                let (a, e) = put_field(text, get(i)?).ok_or_else(bad)?;
-                Ok(RowBatch::span(id, a, e))
-            };
-            let spans = RowSpans {
-                interaction: field(2)?,
-                action: field(3)?,
-                outcome: field(4)?,
-                actor: field(5)?,
-                client: field(6)?,
-                hash: field(7)?,
-                mac: field(8)?,
-                record: field(9)?,
-            };
-            b.push_row(seq, ts, spans);
+    batch: i64,
+    even: tokio::sync::mpsc::Sender<DirectItem>,
+    odd: tokio::sync::mpsc::Sender<DirectItem>,
+) {
+    let (first, second, lo, hi) = match direct_begin(direct, &even) {
+        Ok(Some(begun)) => begun,
+        Ok(None) => return,
+        Err(e) => return finish(even, Err(e)),
+    };
+    match second {
+        None => {
+            drop(odd);
+            let r = read_direct_windows(&first, lo, hi, batch, 0, 1, &even);
+            finish(even, r);
         }
-        if b.is_empty() {
+        Some(second) => std::thread::scope(|s| {
+            s.spawn(move || {
+                let r = read_direct_windows(&second, lo, hi, batch, 1, 2, &odd);
+                finish(odd, r);
+            });
+            let r = read_direct_windows(&first, lo, hi, batch, 0, 2, &even);
+            finish(even, r);
+        }),
+    }
+}
+
+/// The connections in their read transactions (the second only if it sees the same audit
+/// log as the first), with the chain state handed on and the log's first and last record
+/// number; `None` if nothing receives any more.
+#[allow(clippy::type_complexity)]
+fn direct_begin(
+    direct: &DirectSqlite,
+    tx: &tokio::sync::mpsc::Sender<DirectItem>,
+) -> Result<Option<(rusqlite::Connection, Option<rusqlite::Connection>, i64, i64)>, StoreError> {
+    let fingerprint = scan_sql(true).fingerprint;
+    let begin = |c: &rusqlite::Connection| -> Result<String, StoreError> {
+        c.execute_batch("BEGIN").map_err(direct_error)?;
+        c.query_row(fingerprint, [], |r| r.get(0)).map_err(direct_error)
+    };
+    let first = direct.open()?;
+    // A second reader only helps with a core to run on.
+    let two = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    let mut second = if two { Some(direct.open()?) } else { None };
+    let mut tries = 0;
+    loop {
+        let fp = begin(&first)?;
+        let Some(c) = &second else { break };
+        if begin(c)? == fp {
             break;
         }
-        // The patient index rows up to the batch's last record, attached to their rows;
-        // rows of record numbers the log does not hold are ignored, as the pooled scan
-        // ignores them.
-        let last = b.seq(b.len() - 1);
-        let mut i = 0;
-        let mut attach = |b: &mut RowBatch, seq: i64, p: ValueRef<'_>, c: ValueRef<'_>| -> Result<(), StoreError> {
-            while i < b.len() && b.seq(i) < seq {
-                i += 1;
-            }
-            if i < b.len() && b.seq(i) == seq {
-                let text = b.text_mut(id);
-                let p = put_field(text, p).ok_or_else(bad_subject)?;
-                let c = put_field(text, c).ok_or_else(bad_subject)?;
-                b.push_subject(i, RowBatch::span(id, p.0, p.1), RowBatch::span(id, c.0, c.1));
-            }
-            Ok(())
-        };
-        if let Some((seq, p, c)) = ahead.take_if(|(seq, _, _)| *seq <= last) {
-            attach(&mut b, seq, ValueRef::Text(p.as_bytes()), ValueRef::Text(c.as_bytes()))?;
-        }
-        while ahead.is_none() {
-            let Some(row) = subject_rows.next().map_err(direct_error)? else { break };
-            let get = |i: usize| row.get_ref(i).map_err(direct_error);
-            let seq = int_field(get(0)?).ok_or_else(bad_subject)?;
-            if seq > last {
-                let own = |v: ValueRef<'_>| -> Result<String, StoreError> {
-                    let mut s = String::new();
-                    put_field(&mut s, v).ok_or_else(bad_subject)?;
-                    Ok(s)
-                };
-                ahead = Some((seq, own(get(1)?)?, own(get(2)?)?));
-                break;
-            }
-            attach(&mut b, seq, get(1)?, get(2)?)?;
-        }
-        capacity = b.text_of(id).len() + b.text_of(id).len() / 8;
-        if tx.blocking_send(ScanItem::Rows(b)).is_err() {
-            return Ok(());
+        first.execute_batch("ROLLBACK").map_err(direct_error)?;
+        c.execute_batch("ROLLBACK").map_err(direct_error)?;
+        tries += 1;
+        if tries == 3 {
+            second = None;
         }
     }
-    Ok(())
+    let state = direct_chain_state(&first)?;
+    if tx.blocking_send(Ok((-1, ScanItem::State(state)))).is_err() {
+        return Ok(None);
+    }
+    // From the first row even after pruning: rows a checkpoint should have removed are
+    // reported by verify as out of place.
+    let (lo, hi) = first
+        .query_row(
+            "SELECT coalesce((SELECT min(seq) FROM audit_log), 0), coalesce((SELECT max(seq) FROM audit_log), 0)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(direct_error)?;
+    Ok(Some((first, second, lo, hi)))
+}
+
+/// Read windows `first`, `first + step`, … of the log (window `k` holds the record numbers
+/// after `lo - 1 + k·batch`, up to `batch` of them) and hand each non-empty one, as a batch
+/// with its patient index rows, to `tx` until it is dropped. Empty windows (gaps left by
+/// deleted or pruned records) are skipped to the window of the next record there is, so a
+/// stray row numbered far beyond the others costs one query, not millions.
+fn read_direct_windows(
+    conn: &rusqlite::Connection,
+    lo: i64,
+    hi: i64,
+    batch: i64,
+    first: i64,
+    step: i64,
+    tx: &tokio::sync::mpsc::Sender<DirectItem>,
+) -> Result<(), StoreError> {
+    let mut log = conn.prepare(DIRECT_LOG).map_err(direct_error)?;
+    let mut subjects = conn.prepare(DIRECT_SUBJECTS).map_err(direct_error)?;
+    let mut next = conn.prepare(DIRECT_NEXT).map_err(direct_error)?;
+    let mut capacity = 0;
+    let mut k = first;
+    loop {
+        let a = (lo - 1).saturating_add(k.saturating_mul(batch));
+        if a >= hi {
+            return Ok(());
+        }
+        let b = a.saturating_add(batch);
+        let rows = read_direct_window(&mut log, &mut subjects, a, b, capacity)?;
+        if rows.is_empty() {
+            let after: Option<i64> = next.query_row([b], |r| r.get(0)).map_err(direct_error)?;
+            let Some(after) = after else { return Ok(()) };
+            // The first window of this reader's stride at or after the one holding `after`.
+            let want = (after - lo) / batch;
+            k += (want - k + step - 1) / step * step;
+            continue;
+        }
+        capacity = rows.text_of(0).len() + rows.text_of(0).len() / 8;
+        if tx.blocking_send(Ok((k, ScanItem::Rows(rows)))).is_err() {
+            return Ok(());
+        }
+        k += step;
+    }
+}
+
+/// The rows numbered `a < seq <= b` with their patient index rows, as one batch whose
+/// fields are copied into one text (`capacity` bytes reserved).
+fn read_direct_window<'c>(
+    log: &mut rusqlite::Statement<'c>,
+    subjects: &mut rusqlite::Statement<'c>,
+    a: i64,
+    b: i64,
+    capacity: usize,
+) -> Result<RowBatch, StoreError> {
+    let bad = || StoreError::AuditChain("the audit log holds a row that cannot be read".into());
+    let bad_subject = || StoreError::AuditChain("the patient index holds a row that cannot be read".into());
+    let mut batch = RowBatch::default();
+    let id = batch.add_text(String::with_capacity(capacity));
+    for st in [&mut *log, &mut *subjects] {
+        st.raw_bind_parameter(1, a).map_err(direct_error)?;
+        st.raw_bind_parameter(2, b).map_err(direct_error)?;
+    }
+    let mut rows = log.raw_query();
+    while let Some(row) = rows.next().map_err(direct_error)? {
+        let get = |i: usize| row.get_ref(i).map_err(direct_error);
+        let seq = int_field(get(0)?).ok_or_else(bad)?;
+        let ts = int_field(get(1)?).ok_or_else(bad)?;
+        let text = batch.text_mut(id);
+        let mut field = |i: usize| -> Result<Span, StoreError> {
+            let (a, e) = put_field(text, get(i)?).ok_or_else(bad)?;
+            Ok(RowBatch::span(id, a, e))
+        };
+        let spans = RowSpans {
+            interaction: field(2)?,
+            action: field(3)?,
+            outcome: field(4)?,
+            actor: field(5)?,
+            client: field(6)?,
+            hash: field(7)?,
+            mac: field(8)?,
+            record: field(9)?,
+        };
+        batch.push_row(seq, ts, spans);
+    }
+    if batch.is_empty() {
+        return Ok(batch);
+    }
+    // Index rows of record numbers the log does not hold are ignored, as the pooled scan
+    // ignores them.
+    let mut rows = subjects.raw_query();
+    let mut i = 0;
+    while let Some(row) = rows.next().map_err(direct_error)? {
+        let get = |i: usize| row.get_ref(i).map_err(direct_error);
+        let seq = int_field(get(0)?).ok_or_else(bad_subject)?;
+        while i < batch.len() && batch.seq(i) < seq {
+            i += 1;
+        }
+        if i < batch.len() && batch.seq(i) == seq {
+            let text = batch.text_mut(id);
+            let p = put_field(text, get(1)?).ok_or_else(bad_subject)?;
+            let c = put_field(text, get(2)?).ok_or_else(bad_subject)?;
+            batch.push_subject(i, RowBatch::span(id, p.0, p.1), RowBatch::span(id, c.0, c.1));
+        }
+    }
+    Ok(batch)
 }
 
 /// The chain's state on the direct connection (as `chain_state!` reads it through the pool).
@@ -1211,18 +1335,23 @@ mod tests {
             "DELETE FROM audit_log WHERE seq = 8;
              INSERT INTO audit_subjects (seq, patient, category) VALUES (8, 'pt-x', 'labs'), (5000, 'pt-y', 'labs');
              DELETE FROM audit_subjects WHERE seq = 11 AND category = 'labs';
-             UPDATE audit_log SET client = X'3432' WHERE seq = 13;",
+             UPDATE audit_log SET client = X'3432' WHERE seq = 13;
+             INSERT INTO audit_log (seq, ts, interaction, action, outcome, actor, client, record, hash, mac)
+               SELECT 9000000, ts, interaction, action, outcome, actor, client, record, hash, mac FROM audit_log WHERE seq = 5;",
         )
         .unwrap();
         let mut pooled = Default::default();
         store.pooled_audit_scan(100, &mut collector(&mut pooled)).await.unwrap();
+        assert_eq!(pooled.1.len(), 1_200);
         for batch in [1, 7, 1_000, 5_000] {
             let mut direct = Default::default();
             store.run_audit_scan(batch, &mut collector(&mut direct)).await.unwrap();
             assert_eq!(direct.0, pooled.0, "batch {batch}: the chain state");
-            assert_eq!(direct.1.len(), 1_199);
             assert!(direct.1 == pooled.1, "batch {batch}: the rows");
-            assert_eq!(direct.2, 1_199usize.div_ceil(batch));
+            // As many batches as non-empty windows (the stray row far beyond is one more).
+            let mut windows = Default::default();
+            store.pooled_audit_scan(batch, &mut collector(&mut windows)).await.unwrap();
+            assert_eq!(direct.2, windows.2, "batch {batch}");
         }
         let r = &pooled.1;
         assert_eq!((r[6].seq, r[7].seq), (7, 9));
