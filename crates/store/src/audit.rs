@@ -305,7 +305,8 @@ const ROW_SEP: char = '\u{1e}';
 /// allocation; a chain of `||` copies the growing row at every step), and the record comes
 /// last, after its length in bytes, so that splitting a row never scans the record. The
 /// patient index rows of a window come from a second statement. With two connections
-/// (`run_audit_scan`), each reads every other window, in parallel.
+/// (`SqlStore::pooled_audit_scan`), each reads every other window, in parallel. (A SQLite
+/// file database is read on direct connections instead: `direct_audit_scan`.)
 struct ScanSql {
     /// One text: `ROW_SEP`-joined rows of `FIELD_SEP`-joined `seq, ts, interaction, action,
     /// outcome, actor, client, hash, mac, octet_length(record), record`.
