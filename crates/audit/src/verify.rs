@@ -166,6 +166,12 @@ impl RowBatch {
         &self.texts[text as usize]
     }
 
+    /// The text kept as number `text`, to append fields to while rows are read (spans into
+    /// it stay valid: a text only grows).
+    pub fn text_mut(&mut self, text: u32) -> &mut String {
+        &mut self.texts[text as usize]
+    }
+
     /// Bytes `start..end` of text number `text` (at character boundaries).
     pub fn span(text: u32, start: usize, end: usize) -> Span {
         Span { text, start: start as u32, end: end as u32 }

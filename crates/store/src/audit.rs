@@ -10,6 +10,7 @@
 
 use crate::WriteResult;
 use crate::backend::{Db, SqlStore, with_pool};
+use crate::direct::{DirectSqlite, direct_error};
 use crate::error::StoreError;
 use crate::search::exec::query_of;
 use crate::search::sql::Sql;
@@ -17,7 +18,10 @@ use portico_audit::canonical;
 use portico_audit::chain::{self, Hash};
 use portico_audit::{AuditRecord, ChainState, Chainer, RowBatch, RowSpans, SignedHead, Span};
 use portico_policy::{ResourceFacts, Sealed, SearchPermit};
+use rusqlite::OptionalExtension;
+use rusqlite::types::ValueRef;
 use sqlx::Row;
+use std::fmt::Write as _;
 
 /// Rows per multi-row INSERT into the audit tables on SQLite (10 and 3 bind values per row).
 const LOG_ROWS_PER_INSERT: usize = 100;
@@ -301,7 +305,8 @@ const ROW_SEP: char = '\u{1e}';
 /// allocation; a chain of `||` copies the growing row at every step), and the record comes
 /// last, after its length in bytes, so that splitting a row never scans the record. The
 /// patient index rows of a window come from a second statement. With two connections
-/// (`run_audit_scan`), each reads every other window, in parallel.
+/// (`SqlStore::pooled_audit_scan`), each reads every other window, in parallel. (A SQLite
+/// file database is read on direct connections instead: `direct_audit_scan`.)
 struct ScanSql {
     /// One text: `ROW_SEP`-joined rows of `FIELD_SEP`-joined `seq, ts, interaction, action,
     /// outcome, actor, client, hash, mac, octet_length(record), record`.
@@ -497,23 +502,25 @@ macro_rules! read_windows {
 
 /// A stored head row as a [`SignedHead`]. A malformed one is kept with a signature that
 /// cannot verify: `verify` then names it, instead of the store refusing to read the log.
+fn stored_head(kind: &str, seq: i64, hash: &str, signed_ms: i64, key_id: String, signature: &str) -> SignedHead {
+    SignedHead::from_parts(kind, seq, hash, signed_ms, &key_id, signature).unwrap_or(SignedHead {
+        kind: portico_audit::HeadKind::from_code(kind).unwrap_or(portico_audit::HeadKind::Head),
+        seq,
+        hash: [0; 32],
+        signed_ms,
+        key_id,
+        signature: [0; 64],
+    })
+}
+
+/// [`stored_head`] of a row read through the pool.
 macro_rules! head_of {
     ($r:expr) => {{
         let r = $r;
         let kind: String = r.try_get("kind")?;
-        let seq: i64 = r.try_get("seq")?;
         let hash: String = r.try_get("hash")?;
-        let signed_ms: i64 = r.try_get("signed_ms")?;
-        let key_id: String = r.try_get("key_id")?;
         let signature: String = r.try_get("signature")?;
-        SignedHead::from_parts(&kind, seq, &hash, signed_ms, &key_id, &signature).unwrap_or(SignedHead {
-            kind: portico_audit::HeadKind::from_code(&kind).unwrap_or(portico_audit::HeadKind::Head),
-            seq,
-            hash: [0; 32],
-            signed_ms,
-            key_id,
-            signature: [0; 64],
-        })
+        stored_head(&kind, r.try_get("seq")?, &hash, r.try_get("signed_ms")?, r.try_get("key_id")?, &signature)
     }};
 }
 
@@ -545,6 +552,316 @@ macro_rules! chain_state {
         }
         .await
     };
+}
+
+/// What a direct reader hands on: a window number (-1 for the chain state) and its item,
+/// or the error that stopped it.
+type DirectItem = Result<(i64, ScanItem), StoreError>;
+
+/// The scan on direct connections (SQLite with a file database).
+///
+/// Two blocking threads read on two read-only connections, each every other window of
+/// `batch` record numbers, rows read in place; the windows are handed to `on` in order.
+/// Each connection holds one read transaction for the whole scan (in WAL mode its snapshot
+/// is fixed by its first read) and the two must see the same audit log: the same
+/// fingerprint (head row, signed heads, bounds — every writer of the audit tables changes
+/// one of them), as the pooled scan requires of its two connections. If an append commits
+/// between the two first reads, both start again; after a few tries, and on one core, one
+/// connection reads every window.
+async fn direct_audit_scan(
+    direct: DirectSqlite,
+    batch: usize,
+    on: &mut (dyn FnMut(ScanItem) -> bool + Send),
+) -> Result<(), StoreError> {
+    let (even_tx, mut even) = tokio::sync::mpsc::channel::<DirectItem>(2);
+    let (odd_tx, mut odd) = tokio::sync::mpsc::channel::<DirectItem>(2);
+    let reader = tokio::task::spawn_blocking(move || read_direct(&direct, batch as i64, even_tx, odd_tx));
+    let mut heads = [even.recv().await, odd.recv().await];
+    let r = loop {
+        let i = match (&heads[0], &heads[1]) {
+            (Some(Err(_)), _) => 0,
+            (_, Some(Err(_))) => 1,
+            (Some(Ok((k0, _))), Some(Ok((k1, _)))) => usize::from(k1 < k0),
+            (Some(_), None) => 0,
+            (None, Some(_)) => 1,
+            (None, None) => break Ok(()),
+        };
+        match heads[i].take() {
+            Some(Ok((_, item))) => {
+                if !on(item) {
+                    break Ok(());
+                }
+            }
+            Some(Err(e)) => break Err(e),
+            None => break Ok(()),
+        }
+        heads[i] = if i == 0 { even.recv().await } else { odd.recv().await };
+    };
+    // The readers stop at their next hand-over once nothing receives.
+    drop(even);
+    drop(odd);
+    reader.await.map_err(|_| StoreError::AuditChain("the audit log reader stopped unexpectedly".into()))?;
+    r
+}
+
+/// A field as text, appended to `text`: SQLite's own text (or blob) bytes when they are
+/// UTF-8, a number as SQLite would print it. `None` for NULL or bytes that are not UTF-8 —
+/// a row that cannot be read.
+fn put_field(text: &mut String, v: ValueRef<'_>) -> Option<(usize, usize)> {
+    let at = text.len();
+    match v {
+        ValueRef::Text(b) | ValueRef::Blob(b) => text.push_str(std::str::from_utf8(b).ok()?),
+        ValueRef::Integer(i) => {
+            let _ = write!(text, "{i}");
+        }
+        ValueRef::Real(f) => {
+            let _ = write!(text, "{f}");
+        }
+        ValueRef::Null => return None,
+    }
+    Some((at, text.len()))
+}
+
+fn int_field(v: ValueRef<'_>) -> Option<i64> {
+    match v {
+        ValueRef::Integer(i) => Some(i),
+        ValueRef::Text(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The statements of a direct reader: the log rows of one window in `seq` order (the
+/// rowid), their patient index rows in the order of the `(seq, patient, category)` index,
+/// and the first record after an empty window.
+const DIRECT_LOG: &str = "SELECT seq, ts, interaction, action, outcome, actor, client, hash, mac, record \
+     FROM audit_log WHERE seq > ?1 AND seq <= ?2 ORDER BY seq";
+const DIRECT_SUBJECTS: &str =
+    "SELECT seq, patient, category FROM audit_subjects WHERE seq > ?1 AND seq <= ?2 ORDER BY seq, patient, category";
+const DIRECT_NEXT: &str = "SELECT min(seq) FROM audit_log WHERE seq > ?1";
+
+/// Hand on a reader's error, if it stopped with one, and close its channel: the merge in
+/// [`direct_audit_scan`] waits for the next window of both readers, so one that is done
+/// must say so.
+fn finish(tx: tokio::sync::mpsc::Sender<DirectItem>, r: Result<(), StoreError>) {
+    if let Err(e) = r {
+        let _ = tx.blocking_send(Err(e));
+    }
+}
+
+/// Open the connections of a direct scan, each in its read transaction, read the chain
+/// state and the log's bounds, then read the windows (see [`direct_audit_scan`]).
+fn read_direct(
+    direct: &DirectSqlite,
+    batch: i64,
+    even: tokio::sync::mpsc::Sender<DirectItem>,
+    odd: tokio::sync::mpsc::Sender<DirectItem>,
+) {
+    let (first, second, lo, hi) = match direct_begin(direct, &even) {
+        Ok(Some(begun)) => begun,
+        Ok(None) => return,
+        Err(e) => return finish(even, Err(e)),
+    };
+    match second {
+        None => {
+            drop(odd);
+            let r = read_direct_windows(&first, lo, hi, batch, 0, 1, &even);
+            finish(even, r);
+        }
+        Some(second) => std::thread::scope(|s| {
+            s.spawn(move || {
+                let r = read_direct_windows(&second, lo, hi, batch, 1, 2, &odd);
+                finish(odd, r);
+            });
+            let r = read_direct_windows(&first, lo, hi, batch, 0, 2, &even);
+            finish(even, r);
+        }),
+    }
+}
+
+/// The connections in their read transactions (the second only if it sees the same audit
+/// log as the first), with the chain state handed on and the log's first and last record
+/// number; `None` if nothing receives any more.
+#[allow(clippy::type_complexity)]
+fn direct_begin(
+    direct: &DirectSqlite,
+    tx: &tokio::sync::mpsc::Sender<DirectItem>,
+) -> Result<Option<(rusqlite::Connection, Option<rusqlite::Connection>, i64, i64)>, StoreError> {
+    let fingerprint = scan_sql(true).fingerprint;
+    let begin = |c: &rusqlite::Connection| -> Result<String, StoreError> {
+        c.execute_batch("BEGIN").map_err(direct_error)?;
+        c.query_row(fingerprint, [], |r| r.get(0)).map_err(direct_error)
+    };
+    let first = direct.open()?;
+    // A second reader only helps with a core to run on.
+    let two = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    let mut second = if two { Some(direct.open()?) } else { None };
+    let mut tries = 0;
+    loop {
+        let fp = begin(&first)?;
+        let Some(c) = &second else { break };
+        if begin(c)? == fp {
+            break;
+        }
+        first.execute_batch("ROLLBACK").map_err(direct_error)?;
+        c.execute_batch("ROLLBACK").map_err(direct_error)?;
+        tries += 1;
+        if tries == 3 {
+            second = None;
+        }
+    }
+    let state = direct_chain_state(&first)?;
+    if tx.blocking_send(Ok((-1, ScanItem::State(state)))).is_err() {
+        return Ok(None);
+    }
+    // From the first row even after pruning: rows a checkpoint should have removed are
+    // reported by verify as out of place.
+    let (lo, hi) = first
+        .query_row(
+            "SELECT coalesce((SELECT min(seq) FROM audit_log), 0), coalesce((SELECT max(seq) FROM audit_log), 0)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(direct_error)?;
+    Ok(Some((first, second, lo, hi)))
+}
+
+/// Read windows `first`, `first + step`, … of the log (window `k` holds the record numbers
+/// after `lo - 1 + k·batch`, up to `batch` of them) and hand each non-empty one, as a batch
+/// with its patient index rows, to `tx` until it is dropped. Empty windows (gaps left by
+/// deleted or pruned records) are skipped to the window of the next record there is, so a
+/// stray row numbered far beyond the others costs one query, not millions.
+fn read_direct_windows(
+    conn: &rusqlite::Connection,
+    lo: i64,
+    hi: i64,
+    batch: i64,
+    first: i64,
+    step: i64,
+    tx: &tokio::sync::mpsc::Sender<DirectItem>,
+) -> Result<(), StoreError> {
+    let mut log = conn.prepare(DIRECT_LOG).map_err(direct_error)?;
+    let mut subjects = conn.prepare(DIRECT_SUBJECTS).map_err(direct_error)?;
+    let mut next = conn.prepare(DIRECT_NEXT).map_err(direct_error)?;
+    let mut capacity = 0;
+    let mut k = first;
+    loop {
+        let a = (lo - 1).saturating_add(k.saturating_mul(batch));
+        if a >= hi {
+            return Ok(());
+        }
+        let b = a.saturating_add(batch);
+        let rows = read_direct_window(&mut log, &mut subjects, a, b, capacity)?;
+        if rows.is_empty() {
+            let after: Option<i64> = next.query_row([b], |r| r.get(0)).map_err(direct_error)?;
+            let Some(after) = after else { return Ok(()) };
+            // The first window of this reader's stride at or after the one holding `after`.
+            let want = (after - lo) / batch;
+            k += (want - k + step - 1) / step * step;
+            continue;
+        }
+        capacity = rows.text_of(0).len() + rows.text_of(0).len() / 8;
+        if tx.blocking_send(Ok((k, ScanItem::Rows(rows)))).is_err() {
+            return Ok(());
+        }
+        k += step;
+    }
+}
+
+/// The rows numbered `a < seq <= b` with their patient index rows, as one batch whose
+/// fields are copied into one text (`capacity` bytes reserved).
+fn read_direct_window<'c>(
+    log: &mut rusqlite::Statement<'c>,
+    subjects: &mut rusqlite::Statement<'c>,
+    a: i64,
+    b: i64,
+    capacity: usize,
+) -> Result<RowBatch, StoreError> {
+    let bad = || StoreError::AuditChain("the audit log holds a row that cannot be read".into());
+    let bad_subject = || StoreError::AuditChain("the patient index holds a row that cannot be read".into());
+    let mut batch = RowBatch::default();
+    let id = batch.add_text(String::with_capacity(capacity));
+    for st in [&mut *log, &mut *subjects] {
+        st.raw_bind_parameter(1, a).map_err(direct_error)?;
+        st.raw_bind_parameter(2, b).map_err(direct_error)?;
+    }
+    let mut rows = log.raw_query();
+    while let Some(row) = rows.next().map_err(direct_error)? {
+        let get = |i: usize| row.get_ref(i).map_err(direct_error);
+        let seq = int_field(get(0)?).ok_or_else(bad)?;
+        let ts = int_field(get(1)?).ok_or_else(bad)?;
+        let text = batch.text_mut(id);
+        let mut field = |i: usize| -> Result<Span, StoreError> {
+            let (a, e) = put_field(text, get(i)?).ok_or_else(bad)?;
+            Ok(RowBatch::span(id, a, e))
+        };
+        let spans = RowSpans {
+            interaction: field(2)?,
+            action: field(3)?,
+            outcome: field(4)?,
+            actor: field(5)?,
+            client: field(6)?,
+            hash: field(7)?,
+            mac: field(8)?,
+            record: field(9)?,
+        };
+        batch.push_row(seq, ts, spans);
+    }
+    if batch.is_empty() {
+        return Ok(batch);
+    }
+    // Index rows of record numbers the log does not hold are ignored, as the pooled scan
+    // ignores them.
+    let mut rows = subjects.raw_query();
+    let mut i = 0;
+    while let Some(row) = rows.next().map_err(direct_error)? {
+        let get = |i: usize| row.get_ref(i).map_err(direct_error);
+        let seq = int_field(get(0)?).ok_or_else(bad_subject)?;
+        while i < batch.len() && batch.seq(i) < seq {
+            i += 1;
+        }
+        if i < batch.len() && batch.seq(i) == seq {
+            let text = batch.text_mut(id);
+            let p = put_field(text, get(1)?).ok_or_else(bad_subject)?;
+            let c = put_field(text, get(2)?).ok_or_else(bad_subject)?;
+            batch.push_subject(i, RowBatch::span(id, p.0, p.1), RowBatch::span(id, c.0, c.1));
+        }
+    }
+    Ok(batch)
+}
+
+/// The chain's state on the direct connection (as `chain_state!` reads it through the pool).
+fn direct_chain_state(conn: &rusqlite::Connection) -> Result<ChainState, StoreError> {
+    let (head_seq, head_hash) = conn
+        .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(direct_error)?;
+    let mut state = ChainState { head_seq, head_hash, ..ChainState::default() };
+    let head = |r: &rusqlite::Row<'_>| -> rusqlite::Result<SignedHead> {
+        Ok(stored_head(
+            &r.get::<_, String>(0)?,
+            r.get(1)?,
+            &r.get::<_, String>(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            &r.get::<_, String>(5)?,
+        ))
+    };
+    state.checkpoint = conn
+        .query_row(
+            "SELECT kind, seq, hash, signed_ms, key_id, signature FROM audit_heads WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1",
+            [],
+            head,
+        )
+        .optional()
+        .map_err(direct_error)?;
+    let after = state.checkpoint.as_ref().map_or(0, |c| c.seq);
+    let mut stmt = conn
+        .prepare(
+            "SELECT kind, seq, hash, signed_ms, key_id, signature FROM audit_heads WHERE kind = 'head' AND seq > ?1 ORDER BY seq",
+        )
+        .map_err(direct_error)?;
+    state.heads =
+        stmt.query_map([after], head).map_err(direct_error)?.collect::<Result<_, _>>().map_err(direct_error)?;
+    Ok(state)
 }
 
 impl SqlStore {
@@ -615,14 +932,30 @@ impl SqlStore {
     }
 
     /// Read the whole log in one consistent snapshot, handing the chain state and then rows
-    /// in `seq` order to `on`, in ranges of `batch` record numbers, until it returns false.
+    /// in `seq` order to `on`, in batches of about `batch` records, until it returns false.
     ///
-    /// With a second connection free in the pool, the patient index rows are read on it, in
-    /// parallel with the log: its transaction must see the same audit log as the first's
+    /// A SQLite file database is read on a direct connection ([`read_direct`]); PostgreSQL
+    /// and in-memory SQLite through the pool ([`SqlStore::pooled_audit_scan`]).
+    pub(crate) async fn run_audit_scan(
+        &self,
+        batch: usize,
+        on: &mut (dyn FnMut(ScanItem) -> bool + Send),
+    ) -> Result<(), StoreError> {
+        match self.direct_sqlite() {
+            Some(direct) => direct_audit_scan(direct, batch.max(1), on).await,
+            None => self.pooled_audit_scan(batch, on).await,
+        }
+    }
+
+    /// The scan through the pool, in windows of `batch` record numbers, each read as one
+    /// aggregated text ([`scan_sql`]).
+    ///
+    /// With a second connection free in the pool, each connection reads every other window,
+    /// in parallel: the second's transaction must see the same audit log as the first's
     /// (same head row, signed heads and bounds — every writer of the audit tables changes
     /// one of them); if they differ, because an append committed between the two starts,
     /// both start again, and after a few tries the scan makes do with one connection.
-    pub(crate) async fn run_audit_scan(
+    async fn pooled_audit_scan(
         &self,
         batch: usize,
         on: &mut (dyn FnMut(ScanItem) -> bool + Send),
@@ -936,5 +1269,164 @@ mod tests {
         assert_eq!(batch.row(2).subjects().collect::<Vec<_>>(), vec![("p1", ""), ("p2", "")]);
         // A length that does not fit is refused, not guessed.
         assert!(scan_batch(row(1, "abc").replace("\u{1f}3\u{1f}", "\u{1f}9\u{1f}"), String::new()).is_err());
+    }
+
+    use crate::backend::StoreConfig;
+    use portico_audit::{Actor, AuditKey, Entity, EntityRole, Interaction, StoredRow};
+
+    /// A file database holding `n` records: every third concerns no patient, the others one
+    /// or two (with two data categories), so index rows vary per record.
+    async fn file_store(n: usize) -> (SqlStore, std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("portico-audit-scan-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.db");
+        let store = SqlStore::open(&StoreConfig::new(format!("sqlite://{}", file.display()))).await.unwrap();
+        let chainer = Chainer::new(AuditKey::from_seed(&[3; 32]).mac_key());
+        let records: Vec<AuditRecord> = (0..n)
+            .map(|i| {
+                let mut r = AuditRecord::new(
+                    1_700_000_000_000 + i as i64,
+                    "req",
+                    Interaction::Read,
+                    Actor::new("operator", "op"),
+                );
+                for p in 0..i % 3 {
+                    for category in ["labs", "demographics"] {
+                        r.entities.push(Entity {
+                            reference: format!("Observation/o{i}-{p}/_history/1"),
+                            role: EntityRole::Target,
+                            category: category.into(),
+                            patients: vec![format!("pt-{}", (i + p) % 17)],
+                        });
+                    }
+                }
+                r.normalise();
+                r
+            })
+            .collect();
+        for part in records.chunks(500) {
+            store.run_audit_append(&chainer, part).await.unwrap();
+        }
+        (store, dir, file)
+    }
+
+    /// Everything a scan hands out: the chain state (as text) and the rows, owned.
+    fn collector(out: &mut (String, Vec<StoredRow>, usize)) -> impl FnMut(ScanItem) -> bool + Send + '_ {
+        move |item| {
+            match item {
+                ScanItem::State(s) => out.0 = format!("{s:?}"),
+                ScanItem::Rows(b) => {
+                    out.2 += 1;
+                    out.1.extend(b);
+                }
+            }
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn the_direct_scan_reads_what_the_pooled_scan_reads() {
+        let (store, dir, file) = file_store(1_200).await;
+        assert!(store.direct_sqlite().is_some());
+        // Damage the direct reader must hand on as it is: a deleted record whose index rows
+        // remain, index rows of records that never existed (between batches and after the
+        // last), a hidden index row, a blob in a text column.
+        let w = rusqlite::Connection::open(&file).unwrap();
+        w.execute_batch(
+            "DELETE FROM audit_log WHERE seq = 8;
+             INSERT INTO audit_subjects (seq, patient, category) VALUES (8, 'pt-x', 'labs'), (5000, 'pt-y', 'labs');
+             DELETE FROM audit_subjects WHERE seq = 11 AND category = 'labs';
+             UPDATE audit_log SET client = X'3432' WHERE seq = 13;
+             INSERT INTO audit_log (seq, ts, interaction, action, outcome, actor, client, record, hash, mac)
+               SELECT 9000000, ts, interaction, action, outcome, actor, client, record, hash, mac FROM audit_log WHERE seq = 5;",
+        )
+        .unwrap();
+        let mut pooled = Default::default();
+        store.pooled_audit_scan(100, &mut collector(&mut pooled)).await.unwrap();
+        assert_eq!(pooled.1.len(), 1_200);
+        for batch in [1, 7, 1_000, 5_000] {
+            let mut direct = Default::default();
+            store.run_audit_scan(batch, &mut collector(&mut direct)).await.unwrap();
+            assert_eq!(direct.0, pooled.0, "batch {batch}: the chain state");
+            assert!(direct.1 == pooled.1, "batch {batch}: the rows");
+            // As many batches as non-empty windows (the stray row far beyond is one more).
+            let mut windows = Default::default();
+            store.pooled_audit_scan(batch, &mut collector(&mut windows)).await.unwrap();
+            assert_eq!(direct.2, windows.2, "batch {batch}");
+        }
+        let r = &pooled.1;
+        assert_eq!((r[6].seq, r[7].seq), (7, 9));
+        assert_eq!(r[11].client, "42");
+        assert_eq!(r[9].subjects, vec![("pt-10".to_string(), "demographics".to_string())]);
+        assert_eq!(r[10].subjects.len(), 4);
+        // A time that is not a number is a row that cannot be read.
+        w.execute("UPDATE audit_log SET ts = 'x' WHERE seq = 20", []).unwrap();
+        assert!(store.run_audit_scan(100, &mut |_| true).await.is_err());
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_direct_scan_keeps_one_snapshot_while_records_are_appended() {
+        let (store, dir, file) = file_store(600).await;
+        let w = rusqlite::Connection::open(&file).unwrap();
+        // An append as the store makes one: the next record, its index row, the head row.
+        let append = move |seq: i64| {
+            w.execute_batch(&format!(
+                "BEGIN IMMEDIATE;
+                 INSERT INTO audit_log (seq, ts, interaction, action, outcome, actor, client, record, hash, mac)
+                   SELECT {seq}, ts, interaction, action, outcome, actor, client, record, hash, mac FROM audit_log WHERE seq = {seq} - 1;
+                 INSERT INTO audit_subjects (seq, patient, category) VALUES ({seq}, 'pt-1', 'labs');
+                 UPDATE audit_head SET seq = {seq} WHERE id = 1;
+                 COMMIT;"
+            ))
+            .unwrap()
+        };
+        let mut seen = (0i64, 0usize, 0i64);
+        let seen_by_scan = &mut seen;
+        store
+            .run_audit_scan(100, &mut move |item| {
+                let seen = &mut *seen_by_scan;
+                // Appends commit after the chain state was read, and again after the first
+                // batch of rows.
+                match item {
+                    ScanItem::State(s) => {
+                        seen.0 = s.head_seq;
+                        append(601);
+                    }
+                    ScanItem::Rows(b) => {
+                        if seen.1 == 0 {
+                            append(602);
+                        }
+                        seen.1 += b.len();
+                        seen.2 = b.seq(b.len() - 1);
+                    }
+                }
+                true
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen, (600, 600, 600), "the scan saw the log as it was when it began");
+        let mut after = Default::default();
+        store.run_audit_scan(100, &mut collector(&mut after)).await.unwrap();
+        assert_eq!(after.1.len(), 602);
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_direct_scan_stops_when_told() {
+        let (store, dir, _) = file_store(500).await;
+        let mut batches = 0;
+        store
+            .run_audit_scan(100, &mut |item| {
+                batches += usize::from(matches!(item, ScanItem::Rows(_)));
+                batches < 2
+            })
+            .await
+            .unwrap();
+        assert_eq!(batches, 2);
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
