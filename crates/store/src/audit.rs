@@ -524,27 +524,30 @@ macro_rules! head_of {
     }};
 }
 
+/// The statements that read the chain's state (`chain_state!` through the pool,
+/// [`direct_chain_state`] on a direct connection; SQLite reads `$1` as parameter 1).
+const HEAD_ROW: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+const LAST_CHECKPOINT: &str = "SELECT kind, seq, hash, signed_ms, key_id, signature FROM audit_heads \
+     WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1";
+const HEADS_AFTER: &str = "SELECT kind, seq, hash, signed_ms, key_id, signature FROM audit_heads \
+     WHERE kind = 'head' AND seq > $1 ORDER BY seq";
+
 /// The chain's state: head row, newest checkpoint, heads after it.
 macro_rules! chain_state {
     ($conn:expr) => {
         async {
-            let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *$conn).await?;
-            let mut state = ChainState { head_seq: head.try_get("seq")?, head_hash: head.try_get("hash")?, ..ChainState::default() };
-            let cp = sqlx::query(
-                "SELECT kind, seq, hash, signed_ms, key_id, signature FROM audit_heads WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1",
-            )
-            .fetch_optional(&mut *$conn)
-            .await?;
+            let head = sqlx::query($crate::audit::HEAD_ROW).fetch_one(&mut *$conn).await?;
+            let mut state = ChainState {
+                head_seq: head.try_get("seq")?,
+                head_hash: head.try_get("hash")?,
+                ..ChainState::default()
+            };
+            let cp = sqlx::query($crate::audit::LAST_CHECKPOINT).fetch_optional(&mut *$conn).await?;
             if let Some(r) = cp {
                 state.checkpoint = Some(head_of!(&r));
             }
             let after = state.checkpoint.as_ref().map_or(0, |c| c.seq);
-            let heads = sqlx::query(
-                "SELECT kind, seq, hash, signed_ms, key_id, signature FROM audit_heads WHERE kind = 'head' AND seq > $1 ORDER BY seq",
-            )
-            .bind(after)
-            .fetch_all(&mut *$conn)
-            .await?;
+            let heads = sqlx::query($crate::audit::HEADS_AFTER).bind(after).fetch_all(&mut *$conn).await?;
             for r in &heads {
                 state.heads.push(head_of!(r));
             }
@@ -831,9 +834,7 @@ fn read_direct_window<'c>(
 
 /// The chain's state on the direct connection (as `chain_state!` reads it through the pool).
 fn direct_chain_state(conn: &rusqlite::Connection) -> Result<ChainState, StoreError> {
-    let (head_seq, head_hash) = conn
-        .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .map_err(direct_error)?;
+    let (head_seq, head_hash) = conn.query_row(HEAD_ROW, [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(direct_error)?;
     let mut state = ChainState { head_seq, head_hash, ..ChainState::default() };
     let head = |r: &rusqlite::Row<'_>| -> rusqlite::Result<SignedHead> {
         Ok(stored_head(
@@ -845,20 +846,9 @@ fn direct_chain_state(conn: &rusqlite::Connection) -> Result<ChainState, StoreEr
             &r.get::<_, String>(5)?,
         ))
     };
-    state.checkpoint = conn
-        .query_row(
-            "SELECT kind, seq, hash, signed_ms, key_id, signature FROM audit_heads WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1",
-            [],
-            head,
-        )
-        .optional()
-        .map_err(direct_error)?;
+    state.checkpoint = conn.query_row(LAST_CHECKPOINT, [], head).optional().map_err(direct_error)?;
     let after = state.checkpoint.as_ref().map_or(0, |c| c.seq);
-    let mut stmt = conn
-        .prepare(
-            "SELECT kind, seq, hash, signed_ms, key_id, signature FROM audit_heads WHERE kind = 'head' AND seq > ?1 ORDER BY seq",
-        )
-        .map_err(direct_error)?;
+    let mut stmt = conn.prepare(HEADS_AFTER).map_err(direct_error)?;
     state.heads =
         stmt.query_map([after], head).map_err(direct_error)?.collect::<Result<_, _>>().map_err(direct_error)?;
     Ok(state)
@@ -891,7 +881,7 @@ impl SqlStore {
     /// The head row: last record number and its hash.
     pub(crate) async fn run_audit_head(&self) -> Result<(i64, Hash), StoreError> {
         with_pool!(&self.db, pool => {
-            let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(pool).await?;
+            let r = sqlx::query(HEAD_ROW).fetch_one(pool).await?;
             let hash: String = r.try_get("hash")?;
             let hash = chain::from_hex(&hash).ok_or_else(|| StoreError::AuditChain("the audit head row holds a malformed hash".into()))?;
             Ok((r.try_get("seq")?, hash))

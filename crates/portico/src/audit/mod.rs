@@ -49,6 +49,15 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 #[error("audit trail unavailable")]
 pub struct AuditUnavailable;
 
+/// What a `bench-audit-off` build does with the records of read responses.
+#[cfg(feature = "bench-audit-off")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BenchAudit {
+    On,
+    Off,
+    BuildOnly,
+}
+
 /// How records that are not part of a write are appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendMode {
@@ -346,12 +355,12 @@ impl AuditTrail {
             return Ok(());
         }
         #[cfg(feature = "bench-audit-off")]
-        if Self::bench_audit_off() {
+        if Self::bench_audit() == BenchAudit::Off {
             return Ok(());
         }
         let records = scope.finish(status, now_ms());
         #[cfg(feature = "bench-audit-off")]
-        if std::env::var_os("PORTICO_BENCH_AUDIT_BUILD_ONLY").is_some() {
+        if Self::bench_audit() == BenchAudit::BuildOnly {
             return Ok(());
         }
         self.append_response(records).await
@@ -359,12 +368,21 @@ impl AuditTrail {
 
     /// `bench/audit.sh`'s baseline: a binary built with the `bench-audit-off` feature (never a
     /// default, never shipped) drops the records of read responses when PORTICO_BENCH_AUDIT_OFF
-    /// is set, so the read benchmark can be measured with and without the audit trail from one
-    /// binary. Writes keep their records (they commit in the write's transaction).
+    /// is set — or builds and then drops them with PORTICO_BENCH_AUDIT_BUILD_ONLY — so the read
+    /// benchmark can be measured with and without the audit trail from one binary. Writes keep
+    /// their records (they commit in the write's transaction). Read once: not per request.
     #[cfg(feature = "bench-audit-off")]
-    fn bench_audit_off() -> bool {
-        static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *OFF.get_or_init(|| std::env::var_os("PORTICO_BENCH_AUDIT_OFF").is_some())
+    fn bench_audit() -> BenchAudit {
+        static MODE: std::sync::OnceLock<BenchAudit> = std::sync::OnceLock::new();
+        *MODE.get_or_init(|| {
+            if std::env::var_os("PORTICO_BENCH_AUDIT_OFF").is_some() {
+                BenchAudit::Off
+            } else if std::env::var_os("PORTICO_BENCH_AUDIT_BUILD_ONLY").is_some() {
+                BenchAudit::BuildOnly
+            } else {
+                BenchAudit::On
+            }
+        })
     }
 
     /// Records of a response about to leave (see [`AuditTrail::finish_response`]).
