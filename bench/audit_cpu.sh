@@ -15,7 +15,9 @@
 # PORTICO_BENCH_AUDIT_BUILD_ONLY=1), direct, batched, deferred, flushN (deferred with
 # PORTICO_AUDIT_FLUSH_MS=N). Environment (defaults): PATIENTS=300 DURATION=12 WARMUP=3
 # ROUNDS=1 MODES="off deferred". RESET_DB: a command run before every run (PostgreSQL needs an
-# empty database). Prints one line per run.
+# empty database). BY_THREAD=1: also the server CPU per request by thread name (tokio workers,
+# sqlx's one thread per SQLite connection — the busiest of those is the audit appender's).
+# Prints one line per run.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -47,6 +49,15 @@ db_cpu() {
     s=$((s + $(cpu_of "$p" | cut -d. -f1)))
   done
   echo "$s"
+}
+
+# "tid name ticks" for each thread of process $1 (digits dropped from the name, so sqlx's
+# connection workers group together).
+threads_of() {
+  local f
+  for f in /proc/"$1"/task/*/stat; do
+    sed -E 's/^([0-9]+) \(([^)]*)\) /\1\t\2\t/' "$f" 2>/dev/null
+  done | awk -F'\t' '{ split($3, a, " "); n = $2; gsub(/[0-9]+$/, "", n); gsub(/ /, "_", n); print $1, n, a[12] + a[13] }'
 }
 
 WORK=""
@@ -85,9 +96,14 @@ run() {  # run MODE
   done
   [[ -n "$base" ]] || { echo "the server did not start" >&2; exit 1; }
   export PORTICO_ADMIN_TOKEN=$token PATIENTS
+  # The demo import's dirty pages would otherwise be written back during the measured run,
+  # slowing the audit's own writes (and only theirs: off mode writes nothing).
+  sync
   ((WARMUP > 0)) && wrk -t2 -c16 -d"${WARMUP}s" -s "$ROOT/bench/read.lua" "$base" >/dev/null
   local s0 d0 out s1 d1
   s0=$(cpu_of "$PID"); d0=$(db_cpu)
+  local t0=""
+  [[ -n "${BY_THREAD:-}" ]] && t0=$(threads_of "$PID")
   out=$(wrk -t2 -c16 -d"${DURATION}s" --timeout 10s -s "$ROOT/bench/read.lua" "$base")
   # Deferred records still queued are committed within the flush interval: count that too.
   sleep 0.5
@@ -97,6 +113,16 @@ run() {  # run MODE
     -v bad="$(awk '/Non-2xx/ { print $NF }' <<<"$out")" -v ld="$(cut -d' ' -f1 /proc/loadavg)" \
     'BEGIN { printf "%s %-10s %6d req/s  server CPU %6.1f us/request  database CPU %6.1f us/request  (non-2xx %d, load %s)\n",
              b, m, r, s / t * 1e6 / n, d / t * 1e6 / n, bad + 0, ld }'
+  if [[ -n "${BY_THREAD:-}" ]]; then
+    # Ticks during the run by thread name, and the busiest thread of each name. A thread that
+    # started during the run counts from zero; one that ended is lost.
+    awk -v t="$TCK" -v n="$(awk '/requests in/ { print $1 }' <<<"$out")" \
+      'NR == FNR { before[$1] = $3; next }
+       { x = $3 - before[$1]; d[$2] += x; if (x > top[$2]) top[$2] = x }
+       END { for (k in d) if (d[k] > 0)
+               printf "    %-16s %6.1f us/request (busiest thread %.1f)\n", k, d[k] / t * 1e6 / n, top[k] / t * 1e6 / n }' \
+      <(echo "$t0") <(threads_of "$PID")
+  fi
   kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
   PID=""
   rm -rf "$WORK"; WORK=""

@@ -36,6 +36,22 @@ const SUBJECT_ROWS_PER_INSERT: usize = 300;
 const PG_STATEMENT_BYTES: usize = 8 * 1024;
 const PG_MAX_ROWS: usize = 64;
 
+/// Appends add their patient index rows to `audit_subjects_recent` (ordered by record
+/// number: an append touches only its last pages); the append that crosses a multiple of
+/// this many records moves the rows up to that multiple into `audit_subjects` (ordered by
+/// patient), sorted, in its own transaction — see migration 0007. Readers scan the recent
+/// part whole, so it is kept small. `audit_bench batch-cost sqlite 300` (90,000 records over
+/// 1,000 patients): see ARCHITECTURE.md, "Where the cost is".
+pub const AUDIT_INDEX_MERGE: i64 = 8_192;
+
+/// Move the recent patient index rows numbered up to `$1` into the patient index, in its
+/// order (one pass over the pages it touches), then drop them from the recent part.
+pub(crate) const MERGE_RECENT: [&str; 2] = [
+    "INSERT INTO audit_subjects (seq, patient, category) \
+     SELECT seq, patient, category FROM audit_subjects_recent WHERE seq <= $1 ORDER BY patient, category, seq",
+    "DELETE FROM audit_subjects_recent WHERE seq <= $1",
+];
+
 /// Row ranges of the multi-row INSERTs that append `links`.
 pub(crate) fn log_chunks(links: &[chain::Link], sqlite: bool) -> Vec<std::ops::Range<usize>> {
     if sqlite {
@@ -167,12 +183,24 @@ macro_rules! append_audit {
                 .bind(portico_audit::chain::to_hex(&prev))
                 .execute(&mut *$tx)
                 .await?;
+            if let Some(upto) = crate::audit::merge_point(seq - records.len() as i64, seq) {
+                for sql in crate::audit::MERGE_RECENT {
+                    sqlx::query(sql).bind(upto).execute(&mut *$tx).await?;
+                }
+            }
             Ok(seq)
         }
         .await
     };
 }
 pub(crate) use append_audit;
+
+/// The multiple of [`AUDIT_INDEX_MERGE`] an append from record `before` (exclusive) to
+/// `after` crosses, if it crosses one: the recent index rows up to it are to be merged.
+pub(crate) fn merge_point(before: i64, after: i64) -> Option<i64> {
+    let upto = after - after.rem_euclid(AUDIT_INDEX_MERGE);
+    (upto > before).then_some(upto)
+}
 
 /// The multi-row INSERT of links into `audit_log`.
 pub(crate) fn log_insert(links: &[chain::Link], records: &[AuditRecord]) -> Sql {
@@ -196,7 +224,7 @@ pub(crate) fn log_insert(links: &[chain::Link], records: &[AuditRecord]) -> Sql 
     s
 }
 
-/// Multi-row INSERTs of the patient index rows of `records`.
+/// Multi-row INSERTs of the patient index rows of `records` (into its recent part).
 pub(crate) fn subject_inserts(links: &[chain::Link], records: &[AuditRecord], sqlite: bool) -> Vec<Sql> {
     let rows: Vec<(i64, String, String)> = links
         .iter()
@@ -216,7 +244,7 @@ pub(crate) fn subject_inserts(links: &[chain::Link], records: &[AuditRecord], sq
         .map(|r| &rows[r])
         .map(|chunk| {
             let mut s = Sql::default();
-            s.push("INSERT INTO audit_subjects (seq, patient, category) VALUES ");
+            s.push("INSERT INTO audit_subjects_recent (seq, patient, category) VALUES ");
             for (i, (seq, p, c)) in chunk.iter().enumerate() {
                 if i > 0 {
                     s.push(", ");
@@ -235,7 +263,7 @@ fn audit_where(sql: &mut Sql, permit: &SearchPermit, q: &AuditQuery) {
         if allowed.is_empty() {
             sql.push(" AND 1 = 0");
         } else {
-            sql.push(" AND a.seq IN (SELECT s.seq FROM audit_subjects s WHERE s.patient IN (");
+            sql.push(" AND a.seq IN (SELECT s.seq FROM audit_subject_rows s WHERE s.patient IN (");
             for (i, p) in allowed.iter().enumerate() {
                 if i > 0 {
                     sql.push(", ");
@@ -247,14 +275,14 @@ fn audit_where(sql: &mut Sql, permit: &SearchPermit, q: &AuditQuery) {
     }
     match (&q.patient, &q.category) {
         (Some(p), Some(c)) => {
-            sql.push(" AND a.seq IN (SELECT s.seq FROM audit_subjects s WHERE s.patient = ").text(p);
+            sql.push(" AND a.seq IN (SELECT s.seq FROM audit_subject_rows s WHERE s.patient = ").text(p);
             sql.push(" AND s.category = ").text(c).push(")");
         }
         (Some(p), None) => {
-            sql.push(" AND a.seq IN (SELECT s.seq FROM audit_subjects s WHERE s.patient = ").text(p).push(")");
+            sql.push(" AND a.seq IN (SELECT s.seq FROM audit_subject_rows s WHERE s.patient = ").text(p).push(")");
         }
         (None, Some(c)) => {
-            sql.push(" AND a.seq IN (SELECT s.seq FROM audit_subjects s WHERE s.category = ").text(c).push(")");
+            sql.push(" AND a.seq IN (SELECT s.seq FROM audit_subject_rows s WHERE s.category = ").text(c).push(")");
         }
         (None, None) => {}
     }
@@ -319,9 +347,9 @@ struct ScanSql {
 
 fn scan_sql(sqlite: bool) -> ScanSql {
     let (agg, chr) = if sqlite { ("group_concat", "char") } else { ("string_agg", "chr") };
-    // SQLite aggregates in the order the rowid (and the covering index on audit_subjects)
-    // delivers, which is the order wanted; PostgreSQL is asked explicitly. `scan_batch`
-    // puts rows in order again should that ever differ.
+    // SQLite aggregates in the order the rowid delivers, which is the order wanted for the
+    // log; the patient index comes in two parts (migration 0007), each in order, and
+    // `scan_batch` puts their rows in order. PostgreSQL is asked explicitly.
     let (log_order, subject_order) =
         if sqlite { ("", "") } else { (" ORDER BY seq", " ORDER BY seq, patient, category") };
     ScanSql {
@@ -331,7 +359,7 @@ fn scan_sql(sqlite: bool) -> ScanSql {
         ),
         subjects: format!(
             "SELECT {agg}(CAST(seq AS TEXT) || {chr}(31) || patient || {chr}(31) || category, {chr}(30){subject_order}) AS body \
-             FROM audit_subjects WHERE seq > $1 AND seq <= $2"
+             FROM audit_subject_rows WHERE seq > $1 AND seq <= $2"
         ),
         fingerprint: "SELECT (SELECT CAST(seq AS TEXT) || ':' || hash FROM audit_head WHERE id = 1) || '|' \
              || (SELECT CAST(count(*) AS TEXT) || ':' || CAST(coalesce(max(seq), 0) AS TEXT) FROM audit_heads) || '|' \
@@ -638,8 +666,7 @@ fn int_field(v: ValueRef<'_>) -> Option<i64> {
 /// and the first record after an empty window.
 const DIRECT_LOG: &str = "SELECT seq, ts, interaction, action, outcome, actor, client, hash, mac, record \
      FROM audit_log WHERE seq > ?1 AND seq <= ?2 ORDER BY seq";
-const DIRECT_SUBJECTS: &str =
-    "SELECT seq, patient, category FROM audit_subjects WHERE seq > ?1 AND seq <= ?2 ORDER BY seq, patient, category";
+const DIRECT_SUBJECTS: &str = "SELECT seq, patient, category FROM audit_subject_rows WHERE seq > ?1 AND seq <= ?2 ORDER BY seq, patient, category";
 const DIRECT_NEXT: &str = "SELECT min(seq) FROM audit_log WHERE seq > ?1";
 
 /// Hand on a reader's error, if it stopped with one, and close its channel: the merge in
@@ -1109,7 +1136,12 @@ impl SqlStore {
                     if stored.as_deref() != Some(chain::to_hex(&cp.hash).as_str()) {
                         return Err(StoreError::AuditChain(format!("checkpoint #{} does not match the stored record", cp.seq)));
                     }
-                    sqlx::query("DELETE FROM audit_subjects WHERE seq <= $1").bind(cp.seq).execute(&mut *$tx).await?;
+                    for table in ["audit_subjects", "audit_subjects_recent"] {
+                        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE seq <= $1")))
+                            .bind(cp.seq)
+                            .execute(&mut *$tx)
+                            .await?;
+                    }
                     let n = sqlx::query("DELETE FROM audit_log WHERE seq <= $1").bind(cp.seq).execute(&mut *$tx).await?.rows_affected();
                     sqlx::query("DELETE FROM audit_heads WHERE kind = 'head' AND seq < $1").bind(cp.seq).execute(&mut *$tx).await?;
                     sqlx::query(
@@ -1325,7 +1357,7 @@ mod tests {
         w.execute_batch(
             "DELETE FROM audit_log WHERE seq = 8;
              INSERT INTO audit_subjects (seq, patient, category) VALUES (8, 'pt-x', 'labs'), (5000, 'pt-y', 'labs');
-             DELETE FROM audit_subjects WHERE seq = 11 AND category = 'labs';
+             DELETE FROM audit_subjects_recent WHERE seq = 11 AND category = 'labs';
              UPDATE audit_log SET client = X'3432' WHERE seq = 13;
              INSERT INTO audit_log (seq, ts, interaction, action, outcome, actor, client, record, hash, mac)
                SELECT 9000000, ts, interaction, action, outcome, actor, client, record, hash, mac FROM audit_log WHERE seq = 5;",
@@ -1366,7 +1398,7 @@ mod tests {
                 "BEGIN IMMEDIATE;
                  INSERT INTO audit_log (seq, ts, interaction, action, outcome, actor, client, record, hash, mac)
                    SELECT {seq}, ts, interaction, action, outcome, actor, client, record, hash, mac FROM audit_log WHERE seq = {seq} - 1;
-                 INSERT INTO audit_subjects (seq, patient, category) VALUES ({seq}, 'pt-1', 'labs');
+                 INSERT INTO audit_subjects_recent (seq, patient, category) VALUES ({seq}, 'pt-1', 'labs');
                  UPDATE audit_head SET seq = {seq} WHERE id = 1;
                  COMMIT;"
             ))

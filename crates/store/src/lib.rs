@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use portico_audit::{AuditRecord, Chainer, SignedHead};
 use portico_policy::{PatientFacts, Sealed, SearchPermit, WritePermit};
 
-pub use audit::{AuditEntry, AuditPage, AuditQuery, ScanItem, WriteAudit, audit_facts};
+pub use audit::{AUDIT_INDEX_MERGE, AuditEntry, AuditPage, AuditQuery, ScanItem, WriteAudit, audit_facts};
 pub use backend::{SqlStore, StoreConfig};
 pub use consent::{ConsentEvent, ConsentEventContext, ConsentEvents, ConsentStore};
 pub use error::StoreError;

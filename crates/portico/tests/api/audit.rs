@@ -80,6 +80,22 @@ async fn exec(app: &TestApp, sql: &str) {
     }
 }
 
+/// One number from the test database (`SELECT count(*) …`).
+async fn scalar(app: &TestApp, sql: &str) -> i64 {
+    use sqlx::Connection;
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
+    match app.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&app.database_url).await.expect("connect");
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.expect("query")
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&app.database_url).await.expect("connect");
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.expect("query")
+        }
+    }
+}
+
 async fn patch(app: &TestApp, uri: &str, ops: Value) -> Resp {
     let auth = format!("Bearer {TOKEN}");
     let h = [("authorization", auth.as_str()), ("content-type", "application/json-patch+json")];
@@ -537,7 +553,11 @@ async fn verify_names_the_first_bad_record_of_a_tampered_log() {
         ),
         (
             "deleted",
-            &["DELETE FROM audit_subjects WHERE seq = 5", "DELETE FROM audit_log WHERE seq = 5"],
+            &[
+                "DELETE FROM audit_subjects WHERE seq = 5",
+                "DELETE FROM audit_subjects_recent WHERE seq = 5",
+                "DELETE FROM audit_log WHERE seq = 5",
+            ],
             5,
             Problem::Missing,
         ),
@@ -551,7 +571,12 @@ async fn verify_names_the_first_bad_record_of_a_tampered_log() {
             3,
             Problem::Moved,
         ),
-        ("hidden from the patient", &["DELETE FROM audit_subjects WHERE seq = 6"], 6, Problem::IndexMismatch),
+        (
+            "hidden from the patient",
+            &["DELETE FROM audit_subjects WHERE seq = 6", "DELETE FROM audit_subjects_recent WHERE seq = 6"],
+            6,
+            Problem::IndexMismatch,
+        ),
         (
             "hash altered",
             &["UPDATE audit_log SET hash = REPLACE(hash, SUBSTR(hash, 1, 1), 'x') WHERE seq = 9"],
@@ -560,7 +585,11 @@ async fn verify_names_the_first_bad_record_of_a_tampered_log() {
         ),
         (
             "truncated",
-            &["DELETE FROM audit_subjects WHERE seq > 10", "DELETE FROM audit_log WHERE seq > 10"],
+            &[
+                "DELETE FROM audit_subjects WHERE seq > 10",
+                "DELETE FROM audit_subjects_recent WHERE seq > 10",
+                "DELETE FROM audit_log WHERE seq > 10",
+            ],
             11,
             Problem::Truncated { expected_last: 12 },
         ),
@@ -630,6 +659,7 @@ async fn signed_heads_and_the_witness_catch_truncation_and_rollback() {
         // Cut the last four records and make the head row agree: the database head at #12
         // still says more existed.
         exec(&app, "DELETE FROM audit_subjects WHERE seq > 8").await;
+        exec(&app, "DELETE FROM audit_subjects_recent WHERE seq > 8").await;
         exec(&app, "DELETE FROM audit_log WHERE seq > 8").await;
         exec(&app, "UPDATE audit_head SET seq = 8, hash = (SELECT hash FROM audit_log WHERE seq = 8) WHERE id = 1")
             .await;
@@ -665,6 +695,63 @@ async fn pruning_leaves_a_signed_checkpoint_the_chain_continues_from() {
         exec(&app, "DELETE FROM audit_heads WHERE kind = 'checkpoint'").await;
         let f = tampered(verify(&app, None).await);
         assert_eq!((f.seq, f.problem), (1, Problem::Missing));
+    }
+}
+
+/// The patient index in two parts (migration 0007): appends add rows to the recent part,
+/// the append crossing a multiple of `AUDIT_INDEX_MERGE` records moves the rows up to it
+/// into the patient index. Searches, `verify` and pruning read both parts.
+#[tokio::test]
+async fn the_patient_index_merges_its_recent_rows_and_readers_see_both_parts() {
+    use portico_store::AUDIT_INDEX_MERGE as MERGE;
+    for app in TestApp::all().await {
+        let b = app.backend;
+        let chainer = app.state.audit.chainer().clone();
+        let n = MERGE + 808;
+        let recs: Vec<AuditRecord> = (0..n)
+            .map(|i| {
+                let mut r = AuditRecord::new(
+                    i,
+                    &format!("bulk-{i}"),
+                    Interaction::Read,
+                    portico_audit::Actor::new("operator", "operator"),
+                );
+                r.patients = vec![format!("p{}", i % 7)];
+                r
+            })
+            .collect();
+        let p3_before = scalar(&app, "SELECT count(*) FROM audit_subject_rows WHERE patient = 'p3'").await;
+        let mut head = 0;
+        for part in recs.chunks(3_000) {
+            head = app.state.store.audit_append(&chainer, part).await.expect("append");
+        }
+        assert!(head > MERGE && head - n < MERGE, "{b:?}: one merge crossed");
+        let upto = head - head % MERGE;
+        for (sql, want_rows) in [
+            (format!("SELECT count(*) FROM audit_subjects_recent WHERE seq <= {upto}"), false),
+            (format!("SELECT count(*) FROM audit_subjects WHERE seq > {upto}"), false),
+            (format!("SELECT count(*) FROM audit_subjects_recent WHERE seq > {upto}"), true),
+            (format!("SELECT count(*) FROM audit_subjects WHERE seq <= {upto} AND seq > {}", head - n), true),
+        ] {
+            assert_eq!(scalar(&app, &sql).await > 0, want_rows, "{b:?}: {sql}");
+        }
+        // The search finds the records of both parts.
+        let found = app.get("/fhir/AuditEvent?patient=p3&_total=accurate&_count=200").await;
+        assert_eq!(found.status, StatusCode::OK, "{b:?}");
+        assert_eq!(found.json["total"], json!(p3_before + 1_286), "{b:?}");
+        let report = verify(&app, None).await.expect("an intact log verifies");
+        assert!(report.last_seq >= head, "{b:?}");
+        // A merged row hidden from the patient is named, as a recent one is.
+        let hidden = head - n + 101;
+        let edit = |to: &str| format!("UPDATE audit_subjects SET patient = {to} WHERE seq = {hidden}");
+        exec(&app, &edit("patient || 'x'")).await;
+        let f = tampered(verify(&app, None).await);
+        assert_eq!((f.seq, f.problem), (hidden, Problem::IndexMismatch), "{b:?}: {f}");
+        exec(&app, &edit("substr(patient, 1, length(patient) - 1)")).await;
+        verify(&app, None).await.expect("restored");
+        // Pruning everything empties both parts.
+        app.state.audit.prune_before(portico::audit::now_ms() + 1).await.unwrap();
+        assert_eq!(scalar(&app, "SELECT count(*) FROM audit_subject_rows").await, 0, "{b:?}");
     }
 }
 
@@ -1036,6 +1123,7 @@ async fn verify_names_gaps_wider_than_a_scan_window_and_stray_rows() {
         exec(&app, "DELETE FROM audit_log WHERE seq = 900000000000").await;
         // Records #20 to #4,500 deleted: more than two windows of nothing.
         exec(&app, "DELETE FROM audit_subjects WHERE seq >= 20 AND seq <= 4500").await;
+        exec(&app, "DELETE FROM audit_subjects_recent WHERE seq >= 20 AND seq <= 4500").await;
         exec(&app, "DELETE FROM audit_log WHERE seq >= 20 AND seq <= 4500").await;
         let f = tampered(verify(&app, None).await);
         assert_eq!((f.seq, f.problem), (20, Problem::Missing), "{b:?}: {f}");
