@@ -749,6 +749,12 @@ async fn the_patient_index_merges_its_recent_rows_and_readers_see_both_parts() {
         assert_eq!((f.seq, f.problem), (hidden, Problem::IndexMismatch), "{b:?}: {f}");
         exec(&app, &edit("substr(patient, 1, length(patient) - 1)")).await;
         verify(&app, None).await.expect("restored");
+        // A merged row copied back into the recent part is one row too many.
+        exec(&app, &format!("INSERT INTO audit_subjects_recent SELECT * FROM audit_subjects WHERE seq = {hidden}"))
+            .await;
+        let f = tampered(verify(&app, None).await);
+        assert_eq!((f.seq, f.problem), (hidden, Problem::IndexMismatch), "{b:?}: {f}");
+        exec(&app, &format!("DELETE FROM audit_subjects_recent WHERE seq = {hidden}")).await;
         // Pruning everything empties both parts.
         app.state.audit.prune_before(portico::audit::now_ms() + 1).await.unwrap();
         assert_eq!(scalar(&app, "SELECT count(*) FROM audit_subject_rows").await, 0, "{b:?}");
