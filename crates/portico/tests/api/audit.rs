@@ -698,6 +698,22 @@ async fn pruning_leaves_a_signed_checkpoint_the_chain_continues_from() {
     }
 }
 
+/// `n` operator reads numbered by their time, each about patient `p{i % 7}`.
+fn bulk_reads(n: i64) -> Vec<AuditRecord> {
+    (0..n)
+        .map(|i| {
+            let mut r = AuditRecord::new(
+                i,
+                &format!("bulk-{i}"),
+                Interaction::Read,
+                portico_audit::Actor::new("operator", "operator"),
+            );
+            r.patients = vec![format!("p{}", i % 7)];
+            r
+        })
+        .collect()
+}
+
 /// The patient index in two parts (migration 0007): appends add rows to the recent part,
 /// the append crossing a multiple of `AUDIT_INDEX_MERGE` records moves the rows up to it
 /// into the patient index. Searches, `verify` and pruning read both parts.
@@ -708,18 +724,7 @@ async fn the_patient_index_merges_its_recent_rows_and_readers_see_both_parts() {
         let b = app.backend;
         let chainer = app.state.audit.chainer().clone();
         let n = MERGE + 808;
-        let recs: Vec<AuditRecord> = (0..n)
-            .map(|i| {
-                let mut r = AuditRecord::new(
-                    i,
-                    &format!("bulk-{i}"),
-                    Interaction::Read,
-                    portico_audit::Actor::new("operator", "operator"),
-                );
-                r.patients = vec![format!("p{}", i % 7)];
-                r
-            })
-            .collect();
+        let recs = bulk_reads(n);
         let p3_before = scalar(&app, "SELECT count(*) FROM audit_subject_rows WHERE patient = 'p3'").await;
         let mut head = 0;
         for part in recs.chunks(3_000) {
@@ -1104,18 +1109,7 @@ async fn verify_names_gaps_wider_than_a_scan_window_and_stray_rows() {
     for app in TestApp::all().await {
         let b = app.backend;
         let chainer = app.state.audit.chainer().clone();
-        let recs: Vec<AuditRecord> = (0..5_000)
-            .map(|i| {
-                let mut r = AuditRecord::new(
-                    i,
-                    &format!("bulk-{i}"),
-                    Interaction::Read,
-                    portico_audit::Actor::new("operator", "operator"),
-                );
-                r.patients = vec![format!("p{}", i % 7)];
-                r
-            })
-            .collect();
+        let recs = bulk_reads(5_000);
         app.state.store.audit_append(&chainer, &recs).await.expect("append");
         let report = verify(&app, None).await.expect("an intact log verifies");
         assert_eq!((report.records, report.last_seq), (5_000, 5_000), "{b:?}");
