@@ -106,6 +106,11 @@ impl Default for ExportConfig {
 }
 
 impl ExportConfig {
+    /// [`ExportConfig::lease_secs`] in milliseconds (at least one second).
+    pub fn lease_ms(&self) -> i64 {
+        self.lease_secs.max(1) * 1000
+    }
+
     /// The object store settings (None: files stay in `dir`).
     pub fn s3_settings(&self) -> Result<Option<crate::export::storage::S3Settings>, String> {
         if self.store.is_empty() {

@@ -39,7 +39,7 @@ const PG_MAX_ROWS: usize = 64;
 /// Appends add their patient index rows to `audit_subjects_recent` (ordered by record
 /// number: an append touches only its last pages); the append that crosses a multiple of
 /// this many records moves the rows up to that multiple into `audit_subjects` (ordered by
-/// patient), sorted, in its own transaction — see migration 0007. Readers scan the recent
+/// patient), sorted, in the append's own transaction — see migration 0007. Readers scan the recent
 /// part whole, so it is kept small. `audit_bench batch-cost sqlite 300` (90,000 records over
 /// 1,000 patients): see ARCHITECTURE.md, "Where the cost is".
 pub const AUDIT_INDEX_MERGE: i64 = 8_192;
@@ -51,6 +51,10 @@ pub(crate) const MERGE_RECENT: [&str; 2] = [
      SELECT seq, patient, category FROM audit_subjects_recent WHERE seq <= $1 ORDER BY patient, category, seq",
     "DELETE FROM audit_subjects_recent WHERE seq <= $1",
 ];
+
+/// Delete the patient index rows numbered up to `$1`, from both parts (pruning).
+const PRUNE_SUBJECTS: [&str; 2] =
+    ["DELETE FROM audit_subjects WHERE seq <= $1", "DELETE FROM audit_subjects_recent WHERE seq <= $1"];
 
 /// Row ranges of the multi-row INSERTs that append `links`.
 pub(crate) fn log_chunks(links: &[chain::Link], sqlite: bool) -> Vec<std::ops::Range<usize>> {
@@ -662,8 +666,8 @@ fn int_field(v: ValueRef<'_>) -> Option<i64> {
 }
 
 /// The statements of a direct reader: the log rows of one window in `seq` order (the
-/// rowid), their patient index rows in the order of the `(seq, patient, category)` index,
-/// and the first record after an empty window.
+/// rowid), their patient index rows in `(seq, patient, category)` order (SQLite merges the
+/// two parts' ordered index scans), and the first record after an empty window.
 const DIRECT_LOG: &str = "SELECT seq, ts, interaction, action, outcome, actor, client, hash, mac, record \
      FROM audit_log WHERE seq > ?1 AND seq <= ?2 ORDER BY seq";
 const DIRECT_SUBJECTS: &str = "SELECT seq, patient, category FROM audit_subject_rows WHERE seq > ?1 AND seq <= ?2 ORDER BY seq, patient, category";
@@ -1136,11 +1140,8 @@ impl SqlStore {
                     if stored.as_deref() != Some(chain::to_hex(&cp.hash).as_str()) {
                         return Err(StoreError::AuditChain(format!("checkpoint #{} does not match the stored record", cp.seq)));
                     }
-                    for table in ["audit_subjects", "audit_subjects_recent"] {
-                        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE seq <= $1")))
-                            .bind(cp.seq)
-                            .execute(&mut *$tx)
-                            .await?;
+                    for sql in PRUNE_SUBJECTS {
+                        sqlx::query(sql).bind(cp.seq).execute(&mut *$tx).await?;
                     }
                     let n = sqlx::query("DELETE FROM audit_log WHERE seq <= $1").bind(cp.seq).execute(&mut *$tx).await?.rows_affected();
                     sqlx::query("DELETE FROM audit_heads WHERE kind = 'head' AND seq < $1").bind(cp.seq).execute(&mut *$tx).await?;

@@ -76,7 +76,7 @@ pub fn units(job: &ExportJobRow, params: &ExportParams) -> Vec<Unit> {
 /// Claim and run jobs until the process ends.
 pub async fn run(state: AppState, n: usize) {
     let ex = state.export.clone();
-    let lease_ms = ex.cfg.lease_secs.max(1) * 1000;
+    let lease_ms = ex.cfg.lease_ms();
     loop {
         match ex.store.export_claim(&ex.owner, now_ms(), lease_ms).await {
             Ok(Some(job)) => {
@@ -298,7 +298,7 @@ async fn commit(
     if state.audit.finish(&scope, 200).await.is_err() {
         return Ok(Committed::Later);
     }
-    let lease_ms = ex.cfg.lease_secs.max(1) * 1000;
+    let lease_ms = ex.cfg.lease_ms();
     let now = now_ms();
     Ok(match ex.store.export_checkpoint(&job_id, &ex.owner, &cp_text, &progress, now + lease_ms, now).await {
         Ok(true) => Committed::Yes,
@@ -550,7 +550,7 @@ async fn export_deleted(
 /// kept in place they are not read again.
 async fn finish(state: &AppState, job: &ExportJobRow, cp: &Checkpoint, w: &mut Writers) -> Result<End, String> {
     let ex = &state.export;
-    let lease_ms = ex.cfg.lease_secs.max(1) * 1000;
+    let lease_ms = ex.cfg.lease_ms();
     let mut rows = Vec::with_capacity(cp.files.len());
     for (name, m) in &cp.files {
         let written = w.digest(name).map_err(|e| format!("{name}: {e}"))?;
