@@ -22,55 +22,85 @@ pub struct DecodeError(pub String);
 /// Encode record number `seq`.
 pub fn encode(seq: i64, r: &AuditRecord) -> String {
     let mut w = Writer(String::with_capacity(256 + 64 * r.entities.len()));
-    w.raw("{\"v\":");
-    w.int(VERSION);
-    w.raw(",\"seq\":");
-    w.int(seq);
-    w.raw(",\"t\":");
-    w.int(r.time_ms);
-    w.key_str("rid", &r.request_id);
-    w.key_str("i", r.interaction.code());
-    w.key_str("o", r.outcome.code());
-    w.raw(",\"st\":");
-    w.int(i64::from(r.status));
-    w.raw(",\"actor\":{\"kind\":");
-    w.str(&r.actor.kind);
-    w.raw(",\"id\":");
-    w.str(&r.actor.id);
-    if let Some(role) = &r.actor.role {
-        w.key_str("role", role);
-    }
-    w.raw("}");
-    w.opt("obo", &r.on_behalf_of);
-    w.opt("client", &r.client);
-    w.opt("device", &r.device);
-    w.opt("src", &r.source);
-    w.opt("pou", &r.purpose);
-    w.opt("type", &r.resource_type);
-    w.opt("q", &r.query);
-    if !r.entities.is_empty() {
-        w.raw(",\"ent\":[");
-        for (i, e) in r.entities.iter().enumerate() {
-            if i > 0 {
-                w.raw(",");
-            }
-            w.raw("{\"ref\":");
-            w.str(&e.reference);
-            w.key_str("role", e.role.code());
-            if !e.category.is_empty() {
-                w.key_str("cat", &e.category);
-            }
-            w.list("pat", &e.patients);
-            w.raw("}");
-        }
-        w.raw("]");
-    }
-    w.list("pat", &r.patients);
-    w.list("rules", &r.rules);
-    w.list("consents", &r.consents);
-    w.opt("reason", &r.reason);
-    w.raw("}");
+    w.head(seq);
+    w.body(r);
     w.0
+}
+
+/// The encoding of `r` after its record number, made before the number is known (outside
+/// the chain's head lock); [`join`] completes it.
+pub fn encode_tail(r: &AuditRecord) -> String {
+    let mut w = Writer(String::with_capacity(224 + 64 * r.entities.len()));
+    w.body(r);
+    w.0
+}
+
+/// Record number `seq`'s encoding from its [`encode_tail`]: `join(seq, &encode_tail(r))` is
+/// `encode(seq, r)`.
+pub fn join(seq: i64, tail: &str) -> String {
+    let mut w = Writer(String::with_capacity(32 + tail.len()));
+    w.head(seq);
+    w.raw(tail);
+    w.0
+}
+
+impl Writer {
+    /// Everything before the record's fields: the version and the record number.
+    fn head(&mut self, seq: i64) {
+        self.raw("{\"v\":");
+        self.int(VERSION);
+        self.raw(",\"seq\":");
+        self.int(seq);
+    }
+
+    /// The record's fields after its number, and the closing brace.
+    fn body(&mut self, r: &AuditRecord) {
+        let w = self;
+        w.raw(",\"t\":");
+        w.int(r.time_ms);
+        w.key_str("rid", &r.request_id);
+        w.key_str("i", r.interaction.code());
+        w.key_str("o", r.outcome.code());
+        w.raw(",\"st\":");
+        w.int(i64::from(r.status));
+        w.raw(",\"actor\":{\"kind\":");
+        w.str(&r.actor.kind);
+        w.raw(",\"id\":");
+        w.str(&r.actor.id);
+        if let Some(role) = &r.actor.role {
+            w.key_str("role", role);
+        }
+        w.raw("}");
+        w.opt("obo", &r.on_behalf_of);
+        w.opt("client", &r.client);
+        w.opt("device", &r.device);
+        w.opt("src", &r.source);
+        w.opt("pou", &r.purpose);
+        w.opt("type", &r.resource_type);
+        w.opt("q", &r.query);
+        if !r.entities.is_empty() {
+            w.raw(",\"ent\":[");
+            for (i, e) in r.entities.iter().enumerate() {
+                if i > 0 {
+                    w.raw(",");
+                }
+                w.raw("{\"ref\":");
+                w.str(&e.reference);
+                w.key_str("role", e.role.code());
+                if !e.category.is_empty() {
+                    w.key_str("cat", &e.category);
+                }
+                w.list("pat", &e.patients);
+                w.raw("}");
+            }
+            w.raw("]");
+        }
+        w.list("pat", &r.patients);
+        w.list("rules", &r.rules);
+        w.list("consents", &r.consents);
+        w.opt("reason", &r.reason);
+        w.raw("}");
+    }
 }
 
 /// Decode a canonical record, returning its number. Refuses any text that is not exactly
@@ -783,6 +813,7 @@ pub(crate) mod tests {
             let raw_control = text.chars().any(|ch| ch.is_control() || ch == '\u{2028}' || ch == '\u{2029}');
             prop_assert!(!raw_control);
             prop_assert_eq!(agrees(&text), Ok(()));
+            prop_assert_eq!(join(seq, &encode_tail(&r)), text.clone());
             prop_assert_eq!(decode(&text), Ok((seq, r)));
         }
 

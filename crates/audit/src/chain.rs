@@ -103,6 +103,14 @@ impl Chainer {
         let mac = self.key.mac(&hash);
         Link { seq, canonical, hash, mac }
     }
+
+    /// [`Chainer::link`] for a record already encoded by [`canonical::encode_tail`].
+    pub fn link_tail(&self, prev: &Hash, seq: i64, tail: &str) -> Link {
+        let canonical = canonical::join(seq, tail);
+        let hash = link_hash(prev, canonical.as_bytes());
+        let mac = self.key.mac(&hash);
+        Link { seq, canonical, hash, mac }
+    }
 }
 
 /// Lower-case hex of a hash.

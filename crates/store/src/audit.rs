@@ -558,7 +558,7 @@ macro_rules! head_of {
 
 /// The statements that read the chain's state (`chain_state!` through the pool,
 /// [`direct_chain_state`] on a direct connection; SQLite reads `$1` as parameter 1).
-const HEAD_ROW: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+pub(crate) const HEAD_ROW: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
 const LAST_CHECKPOINT: &str = "SELECT kind, seq, hash, signed_ms, key_id, signature FROM audit_heads \
      WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1";
 const HEADS_AFTER: &str = "SELECT kind, seq, hash, signed_ms, key_id, signature FROM audit_heads \
@@ -888,6 +888,9 @@ fn direct_chain_state(conn: &rusqlite::Connection) -> Result<ChainState, StoreEr
 impl SqlStore {
     /// Append records on their own (reads, searches, denials), durably, in chain order.
     pub(crate) async fn run_audit_append(&self, chainer: &Chainer, records: &[AuditRecord]) -> Result<i64, StoreError> {
+        if let Some(writer) = &self.audit_writer {
+            return writer.append(chainer, records).await;
+        }
         crate::error::retry_transient(move || async move {
             match &self.db {
                 Db::Sqlite(pool) => {
@@ -1345,6 +1348,69 @@ mod tests {
             }
             true
         }
+    }
+
+    #[tokio::test]
+    async fn appends_on_the_own_connection_and_in_pool_transactions_extend_one_chain() {
+        let (store, dir, _file) = file_store(0).await;
+        assert!(store.audit_writer.is_some(), "a SQLite file store appends on its own connection");
+        // The pool's path, as a clinical write's transaction takes it.
+        let pool_only = SqlStore { db: store.db.clone(), audit_writer: None };
+        let chainer = Chainer::new(AuditKey::from_seed(&[3; 32]).mac_key());
+        let batch = |who: &str, n: usize| -> Vec<AuditRecord> {
+            (0..n)
+                .map(|i| {
+                    let mut r = AuditRecord::new(1_700_000_000_000, who, Interaction::Read, Actor::new("user", who));
+                    r.client = (i % 2 == 0).then(|| "app".to_string());
+                    r.entities.push(Entity {
+                        reference: format!("Observation/{who}-{i}/_history/1"),
+                        role: EntityRole::Target,
+                        category: "labs".into(),
+                        patients: vec![format!("pt-{}", i % 5)],
+                    });
+                    r.normalise();
+                    r
+                })
+                .collect()
+        };
+        // Both paths at once, with enough records to cross an index merge.
+        let (own, pooled) = (batch("own", 700), batch("pool", 300));
+        let rounds = 9;
+        let a = async {
+            for _ in 0..rounds {
+                store.run_audit_append(&chainer, &own).await.unwrap();
+            }
+        };
+        let b = async {
+            for _ in 0..rounds {
+                pool_only.run_audit_append(&chainer, &pooled).await.unwrap();
+            }
+        };
+        tokio::join!(a, b);
+        let total = rounds * (own.len() + pooled.len());
+        assert!(total as i64 > AUDIT_INDEX_MERGE);
+        let mut scanned: (String, Vec<StoredRow>, usize) = Default::default();
+        store.run_audit_scan(1_000, &mut collector(&mut scanned)).await.unwrap();
+        let rows = scanned.1;
+        assert_eq!(rows.len(), total);
+        let mut prev = chain::GENESIS;
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(row.seq, i as i64 + 1, "one record per number, none missing");
+            let hash = chain::link_hash(&prev, row.record.as_bytes());
+            assert_eq!(row.hash, chain::to_hex(&hash), "record {} links to the one before", row.seq);
+            prev = hash;
+            let (seq, r) = canonical::decode(&row.record).unwrap();
+            assert_eq!(seq, row.seq);
+            assert_eq!(row.actor, r.actor.key());
+            assert_eq!(row.client, r.client.clone().unwrap_or_default());
+            assert_eq!((row.interaction.as_str(), row.outcome.as_str()), (r.interaction.code(), r.outcome.code()));
+            assert_eq!(row.subjects, r.subjects(), "record {}: its patient index rows", row.seq);
+        }
+        let by = |who: &str| rows.iter().filter(|r| r.actor == format!("user/{who}")).count();
+        assert_eq!((by("own"), by("pool")), (rounds * own.len(), rounds * pooled.len()));
+        assert_eq!(store.run_audit_head().await.unwrap(), (total as i64, prev));
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

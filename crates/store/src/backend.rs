@@ -1,12 +1,14 @@
 //! The SQL backends: connection setup, migrations, and the dispatch that lets one block of
 //! sqlx code run against either driver.
 
+use crate::audit_writer::AuditWriter;
 use crate::error::StoreError;
 use crate::migrate::{self, Migration};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Row, SqlitePool};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How to reach the database.
@@ -39,6 +41,8 @@ pub(crate) enum Db {
 #[derive(Clone)]
 pub struct SqlStore {
     pub(crate) db: Db,
+    /// SQLite file stores: the connection that appends audit records not tied to a write.
+    pub(crate) audit_writer: Option<Arc<AuditWriter>>,
 }
 
 /// Run the same sqlx code against whichever pool the store holds. Inside `$body`, `$pool`
@@ -90,7 +94,9 @@ impl SqlStore {
         } else {
             return Err(StoreError::Migration("database URL must start with sqlite:// or postgres://".into()));
         };
-        let store = SqlStore { db };
+        let mut store = SqlStore { db, audit_writer: None };
+        store.audit_writer =
+            store.direct_sqlite().map(|file| Arc::new(AuditWriter::new(file, &cfg.sqlite_synchronous)));
         if cfg.migrate {
             store.migrate().await?;
         }
@@ -141,8 +147,12 @@ impl SqlStore {
         matches!(self.db, Db::Sqlite(_))
     }
 
-    /// Close the pool (flushes SQLite's WAL on the last connection).
+    /// Close the pool and the audit appender's connection (flushes SQLite's WAL on the last
+    /// connection).
     pub async fn close(&self) {
+        if let Some(w) = &self.audit_writer {
+            w.close();
+        }
         with_pool!(&self.db, pool => pool.close().await)
     }
 }

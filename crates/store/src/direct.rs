@@ -28,6 +28,16 @@ impl DirectSqlite {
         conn.pragma_update(None, "cache_size", -8000).map_err(direct_error)?;
         Ok(conn)
     }
+
+    /// A new read-write connection with the pool's durability (`FULL` or `NORMAL`), for the
+    /// audit appender ([`crate::audit_writer`]).
+    pub(crate) fn open_writer(&self, synchronous: &str) -> Result<Connection, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(direct_error)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(direct_error)?;
+        conn.pragma_update(None, "synchronous", synchronous).map_err(direct_error)?;
+        Ok(conn)
+    }
 }
 
 impl SqlStore {

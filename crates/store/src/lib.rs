@@ -8,6 +8,7 @@
 //! need a [`WritePermit`] for the exact resource and pre-image version.
 
 mod audit;
+mod audit_writer;
 mod backend;
 pub mod consent;
 mod direct;

@@ -1,0 +1,157 @@
+//! Appends on SQLite through a connection of their own.
+//!
+//! Through sqlx, an append of a few hundred records built multi-row INSERT texts, copied
+//! every value into the statement's bind list and again into sqlx's arguments, and handed
+//! each statement to the connection's worker thread over a channel; that was about half of
+//! what auditing a read cost the server (`ARCHITECTURE.md`, "Where the cost is"). Here an
+//! append runs on a blocking thread through one plain connection and two single-row
+//! statements, binding values in place. The canonical encoding is made before the head
+//! lock is taken ([`Pending`]); under the lock only the record number is joined in and
+//! hashed.
+//!
+//! The statements, the head row and the index merge are those of the pool's path
+//! (`append_audit!`), which a clinical write still takes inside its own transaction;
+//! `BEGIN IMMEDIATE` serialises both, so they extend one chain.
+
+use crate::audit::{HEAD_ROW, MERGE_RECENT, merge_point};
+use crate::direct::{DirectSqlite, direct_error};
+use crate::error::StoreError;
+use portico_audit::chain::{self, Hash};
+use portico_audit::{AuditRecord, Chainer, canonical};
+use rusqlite::{Connection, TransactionBehavior, params};
+use std::sync::{Arc, Mutex};
+
+const INSERT_LOG: &str = "INSERT INTO audit_log (seq, ts, interaction, action, outcome, actor, client, record, hash, mac) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+const INSERT_SUBJECT: &str = "INSERT INTO audit_subjects_recent (seq, patient, category) VALUES (?1, ?2, ?3)";
+const UPDATE_HEAD: &str = "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1";
+
+/// A record made ready to append: everything but what depends on its place in the chain.
+pub(crate) struct Pending {
+    tail: String,
+    ts: i64,
+    interaction: &'static str,
+    action: &'static str,
+    outcome: &'static str,
+    actor: String,
+    client: String,
+    subjects: Vec<(String, String)>,
+}
+
+impl Pending {
+    pub(crate) fn of(r: &AuditRecord) -> Pending {
+        Pending {
+            tail: canonical::encode_tail(r),
+            ts: r.time_ms,
+            interaction: r.interaction.code(),
+            action: r.interaction.action(),
+            outcome: r.outcome.code(),
+            actor: r.actor.key(),
+            client: r.client.clone().unwrap_or_default(),
+            subjects: r.subjects(),
+        }
+    }
+}
+
+/// The appending connection of a SQLite file store, opened on first use.
+pub(crate) struct AuditWriter {
+    file: DirectSqlite,
+    synchronous: &'static str,
+    conn: Mutex<Option<Connection>>,
+}
+
+impl AuditWriter {
+    pub(crate) fn new(file: DirectSqlite, synchronous: &str) -> AuditWriter {
+        let synchronous = if synchronous == "normal" { "NORMAL" } else { "FULL" };
+        AuditWriter { file, synchronous, conn: Mutex::new(None) }
+    }
+
+    /// Append `records` in one transaction on a blocking thread; the new head's number.
+    pub(crate) async fn append(
+        self: &Arc<Self>,
+        chainer: &Chainer,
+        records: &[AuditRecord],
+    ) -> Result<i64, StoreError> {
+        let pending: Arc<Vec<Pending>> = Arc::new(records.iter().map(Pending::of).collect());
+        let chainer = Arc::new(chainer.clone());
+        crate::error::retry_transient(|| {
+            let (writer, chainer, pending) = (Arc::clone(self), Arc::clone(&chainer), Arc::clone(&pending));
+            async move {
+                tokio::task::spawn_blocking(move || writer.append_blocking(&chainer, &pending))
+                    .await
+                    .map_err(|e| StoreError::AuditChain(format!("the audit append task failed: {e}")))?
+            }
+        })
+        .await
+    }
+
+    /// Close the connection (an append after this opens it again).
+    pub(crate) fn close(&self) {
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn append_blocking(&self, chainer: &Chainer, pending: &[Pending]) -> Result<i64, StoreError> {
+        let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(self.file.open_writer(self.synchronous)?);
+        }
+        let conn = slot.as_mut().expect("opened above");
+        let r = append_in(conn, chainer, pending);
+        if matches!(&r, Err(StoreError::Database(_))) {
+            // Not knowing what state a failed connection is in, the next append opens anew.
+            *slot = None;
+        }
+        r
+    }
+}
+
+fn append_in(conn: &mut Connection, chainer: &Chainer, pending: &[Pending]) -> Result<i64, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(direct_error)?;
+    let (mut seq, head): (i64, String) =
+        tx.query_row(HEAD_ROW, [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(direct_error)?;
+    if pending.is_empty() {
+        return Ok(seq);
+    }
+    let first = seq;
+    let mut prev: Hash = chain::from_hex(&head)
+        .ok_or_else(|| StoreError::AuditChain("the audit head row holds a malformed hash".into()))?;
+    {
+        let mut log = tx.prepare(INSERT_LOG).map_err(direct_error)?;
+        let mut subject = tx.prepare(INSERT_SUBJECT).map_err(direct_error)?;
+        for p in pending {
+            seq += 1;
+            let link = chainer.link_tail(&prev, seq, &p.tail);
+            prev = link.hash;
+            let (hash, mac) = (chain::hex32(&link.hash), chain::hex32(&link.mac));
+            log.execute(params![
+                seq,
+                p.ts,
+                p.interaction,
+                p.action,
+                p.outcome,
+                p.actor,
+                p.client,
+                link.canonical,
+                ascii(&hash)?,
+                ascii(&mac)?
+            ])
+            .map_err(direct_error)?;
+            for (patient, category) in &p.subjects {
+                subject.execute(params![seq, patient, category]).map_err(direct_error)?;
+            }
+        }
+    }
+    tx.execute(UPDATE_HEAD, params![seq, chain::to_hex(&prev)]).map_err(direct_error)?;
+    if let Some(upto) = merge_point(first, seq) {
+        for sql in MERGE_RECENT {
+            tx.execute(sql, [upto]).map_err(direct_error)?;
+        }
+    }
+    tx.commit().map_err(direct_error)?;
+    Ok(seq)
+}
+
+/// The text of hex digits (always ASCII).
+fn ascii(hex: &[u8; 64]) -> Result<&str, StoreError> {
+    std::str::from_utf8(hex).map_err(|_| StoreError::AuditChain("a digest's hex digits are not text".into()))
+}
