@@ -22,6 +22,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
+source "$ROOT/bench/lib.sh"
 PATIENTS=${PATIENTS:-300}
 DURATION=${DURATION:-12}
 WARMUP=${WARMUP:-3}
@@ -87,14 +88,8 @@ run() {  # run MODE
     PORTICO_DATA_DIR="$WORK/data" PORTICO_LISTEN=127.0.0.1:0 "${env[@]}" \
     "$PORTICO_BIN" demo --patients "$PATIENTS" >"$WORK/out" 2>"$WORK/err" </dev/null &
   PID=$!
-  local base="" i
-  for i in $(seq 1 1800); do
-    base=$(grep -oE '^portico listening on http://[^ ]+' "$WORK/out" 2>/dev/null | head -n 1 | sed 's/^portico listening on //; s#/$##' || true)
-    [[ -n "$base" ]] && break
-    kill -0 "$PID" 2>/dev/null || { tail -n 20 "$WORK/err" >&2; exit 1; }
-    sleep 0.5
-  done
-  [[ -n "$base" ]] || { echo "the server did not start" >&2; exit 1; }
+  local base
+  base=$(wait_listening "$WORK/out" "$PID") || { tail -n 20 "$WORK/err" >&2; echo "the server did not start" >&2; exit 1; }
   export PORTICO_ADMIN_TOKEN=$token PATIENTS
   # The demo import's dirty pages would otherwise be written back during the measured run,
   # slowing the audit's own writes (and only theirs: off mode writes nothing).

@@ -17,6 +17,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
+source "$ROOT/bench/lib.sh"
 MODE=${MODE:-deferred}
 PATIENTS=${PATIENTS:-300}
 ROUNDS=${ROUNDS:-8}
@@ -43,28 +44,26 @@ export PORTICO_ADMIN_TOKEN=$TOKEN PATIENTS
 unset PORTICO_DATABASE_URL
 
 start() {  # start NAME ENV=VALUE… : prints the base URL once the server listens
-  local name=$1 pid base="" i
+  local name=$1 pid base
   shift
   env PORTICO_RATE_PER_IP=0 PORTICO_RATE_PER_CLIENT=0 PORTICO_DATA_DIR="$WORK/$name" PORTICO_LISTEN=127.0.0.1:0 "$@" \
     "$PORTICO_BIN" demo --patients "$PATIENTS" >"$WORK/$name.out" 2>"$WORK/$name.err" </dev/null &
   pid=$!
-  PIDS+=("$pid")
-  for i in $(seq 1 1800); do
-    base=$(grep -oE '^portico listening on http://[^ ]+' "$WORK/$name.out" 2>/dev/null | head -n 1 | sed 's/^portico listening on //; s#/$##' || true)
-    [[ -n "$base" ]] && break
-    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$WORK/$name.err" >&2; exit 1; }
-    sleep 0.5
-  done
-  [[ -n "$base" ]] || { echo "the $name server did not start" >&2; exit 1; }
+  base=$(wait_listening "$WORK/$name.out" "$pid") || {
+    kill "$pid" 2>/dev/null; tail -n 20 "$WORK/$name.err" >&2; echo "the $name server did not start" >&2; exit 1
+  }
   echo "$pid $base"
 }
 cpu_of() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 requests() { awk '/requests in/ { print $1 }' "$1"; }
 
 # Started one after the other: each imports the demo data first.
-read -r OFF_PID OFF_URL < <(start off PORTICO_BENCH_AUDIT_OFF=1)
-read -r ON_PID ON_URL < <(start on PORTICO_AUDIT_APPEND="$MODE")
-PIDS=("$OFF_PID" "$ON_PID")
+read -r OFF_PID OFF_URL < <(start off PORTICO_BENCH_AUDIT_OFF=1) || true
+[[ -n "${OFF_URL:-}" ]] || exit 1
+PIDS=("$OFF_PID")
+read -r ON_PID ON_URL < <(start on PORTICO_AUDIT_APPEND="$MODE") || true
+[[ -n "${ON_URL:-}" ]] || exit 1
+PIDS+=("$ON_PID")
 # The imports' dirty pages would otherwise be written back during the measured rounds.
 sync
 load() {  # load SECONDS : both servers at once, each wrk's output in $WORK/{off,on}.wrk
