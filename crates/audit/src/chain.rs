@@ -98,15 +98,15 @@ impl Chainer {
 
     /// Link record number `seq` after `prev`.
     pub fn link(&self, prev: &Hash, seq: i64, record: &AuditRecord) -> Link {
-        let canonical = canonical::encode(seq, record);
-        let hash = link_hash(prev, canonical.as_bytes());
-        let mac = self.key.mac(&hash);
-        Link { seq, canonical, hash, mac }
+        self.seal(prev, seq, canonical::encode(seq, record))
     }
 
     /// [`Chainer::link`] for a record already encoded by [`canonical::encode_tail`].
     pub fn link_tail(&self, prev: &Hash, seq: i64, tail: &str) -> Link {
-        let canonical = canonical::join(seq, tail);
+        self.seal(prev, seq, canonical::join(seq, tail))
+    }
+
+    fn seal(&self, prev: &Hash, seq: i64, canonical: String) -> Link {
         let hash = link_hash(prev, canonical.as_bytes());
         let mac = self.key.mac(&hash);
         Link { seq, canonical, hash, mac }

@@ -182,7 +182,7 @@ macro_rules! append_audit {
             for sql in crate::audit::subject_inserts(&links, records, anonymous) {
                 query_of!(sql, anonymous).execute(&mut *$tx).await?;
             }
-            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            sqlx::query(crate::audit::UPDATE_HEAD)
                 .bind(seq)
                 .bind(portico_audit::chain::to_hex(&prev))
                 .execute(&mut *$tx)
@@ -559,6 +559,8 @@ macro_rules! head_of {
 /// The statements that read the chain's state (`chain_state!` through the pool,
 /// [`direct_chain_state`] on a direct connection; SQLite reads `$1` as parameter 1).
 pub(crate) const HEAD_ROW: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+/// Move the head to `$1` (record number) and `$2` (its hash, hex): every append's last step.
+pub(crate) const UPDATE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
 const LAST_CHECKPOINT: &str = "SELECT kind, seq, hash, signed_ms, key_id, signature FROM audit_heads \
      WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1";
 const HEADS_AFTER: &str = "SELECT kind, seq, hash, signed_ms, key_id, signature FROM audit_heads \

@@ -13,7 +13,7 @@
 //! (`append_audit!`), which a clinical write still takes inside its own transaction;
 //! `BEGIN IMMEDIATE` serialises both, so they extend one chain.
 
-use crate::audit::{HEAD_ROW, MERGE_RECENT, merge_point};
+use crate::audit::{HEAD_ROW, MERGE_RECENT, UPDATE_HEAD, merge_point};
 use crate::direct::{DirectSqlite, direct_error};
 use crate::error::StoreError;
 use portico_audit::chain::{self, Hash};
@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex};
 const INSERT_LOG: &str = "INSERT INTO audit_log (seq, ts, interaction, action, outcome, actor, client, record, hash, mac) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 const INSERT_SUBJECT: &str = "INSERT INTO audit_subjects_recent (seq, patient, category) VALUES (?1, ?2, ?3)";
-const UPDATE_HEAD: &str = "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1";
 
 /// A record made ready to append: everything but what depends on its place in the chain.
 pub(crate) struct Pending {
@@ -122,7 +121,6 @@ fn append_in(conn: &mut Connection, chainer: &Chainer, pending: &[Pending]) -> R
             seq += 1;
             let link = chainer.link_tail(&prev, seq, &p.tail);
             prev = link.hash;
-            let (hash, mac) = (chain::hex32(&link.hash), chain::hex32(&link.mac));
             log.execute(params![
                 seq,
                 p.ts,
@@ -132,8 +130,8 @@ fn append_in(conn: &mut Connection, chainer: &Chainer, pending: &[Pending]) -> R
                 p.actor,
                 p.client,
                 link.canonical,
-                ascii(&hash)?,
-                ascii(&mac)?
+                chain::to_hex(&link.hash),
+                chain::to_hex(&link.mac)
             ])
             .map_err(direct_error)?;
             for (patient, category) in &p.subjects {
@@ -149,9 +147,4 @@ fn append_in(conn: &mut Connection, chainer: &Chainer, pending: &[Pending]) -> R
     }
     tx.commit().map_err(direct_error)?;
     Ok(seq)
-}
-
-/// The text of hex digits (always ASCII).
-fn ascii(hex: &[u8; 64]) -> Result<&str, StoreError> {
-    std::str::from_utf8(hex).map_err(|_| StoreError::AuditChain("a digest's hex digits are not text".into()))
 }
