@@ -232,10 +232,15 @@ impl Scope {
             if s.drafts[i].written {
                 continue;
             }
-            s.drafts[i].written = true;
-            let d = s.drafts[i].clone();
-            let rec = with_meta(&s, d.record);
-            out.push(build(rec, &d.decisions, d.requested.as_deref(), d.status.unwrap_or(status), now_ms));
+            // A written draft is never read again: move its parts out rather than copy them.
+            let d = &mut s.drafts[i];
+            d.written = true;
+            let placeholder = AuditRecord::new(0, "", d.record.interaction, Actor::default());
+            let record = std::mem::replace(&mut d.record, placeholder);
+            let decisions = std::mem::take(&mut d.decisions);
+            let (requested, at) = (d.requested.take(), d.status.unwrap_or(status));
+            let rec = with_meta(&s, record);
+            out.push(build(rec, &decisions, requested.as_deref(), at, now_ms));
         }
         let mut rest = std::mem::take(&mut s.loose);
         rest.append(&mut s.stray);

@@ -130,8 +130,8 @@ fn append_in(conn: &mut Connection, chainer: &Chainer, pending: &[Pending]) -> R
                 p.actor,
                 p.client,
                 link.canonical,
-                chain::to_hex(&link.hash),
-                chain::to_hex(&link.mac)
+                hex_str(&chain::hex32(&link.hash)),
+                hex_str(&chain::hex32(&link.mac))
             ])
             .map_err(direct_error)?;
             for (patient, category) in &p.subjects {
@@ -139,7 +139,7 @@ fn append_in(conn: &mut Connection, chainer: &Chainer, pending: &[Pending]) -> R
             }
         }
     }
-    tx.execute(UPDATE_HEAD, params![seq, chain::to_hex(&prev)]).map_err(direct_error)?;
+    tx.execute(UPDATE_HEAD, params![seq, hex_str(&chain::hex32(&prev))]).map_err(direct_error)?;
     if let Some(upto) = merge_point(first, seq) {
         for sql in MERGE_RECENT {
             tx.execute(sql, [upto]).map_err(direct_error)?;
@@ -147,4 +147,9 @@ fn append_in(conn: &mut Connection, chainer: &Chainer, pending: &[Pending]) -> R
     }
     tx.commit().map_err(direct_error)?;
     Ok(seq)
+}
+
+/// The text of [`chain::hex32`]'s digits (always ASCII).
+fn hex_str(digits: &[u8; 64]) -> &str {
+    std::str::from_utf8(digits).expect("hex digits are ASCII")
 }

@@ -12,6 +12,9 @@ use rusqlite::{Connection, OpenFlags, Statement};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The audit appender's page cache, in KiB: room for an index merge's dirty pages.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
 /// Where a direct connection opens (SQLite stores only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DirectSqlite {
@@ -36,6 +39,13 @@ impl DirectSqlite {
         let conn = Connection::open_with_flags(&self.path, flags).map_err(direct_error)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(direct_error)?;
         conn.pragma_update(None, "synchronous", synchronous).map_err(direct_error)?;
+        // An index merge (`audit::MERGE_RECENT`) dirties about a thousand pages in one
+        // transaction. With the default 2 MB cache SQLite spilled them to the WAL mid-way,
+        // then at commit wrote them again and re-read every frame after the first to
+        // recompute its checksum, and the merge's sort went to a temporary file. The cache
+        // only grows to this while a merge runs.
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).map_err(direct_error)?;
+        conn.pragma_update(None, "temp_store", "MEMORY").map_err(direct_error)?;
         Ok(conn)
     }
 }
