@@ -499,7 +499,8 @@ mod tests {
     /// callback that stops part-way stops the reading thread.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_direct_scan_yields_what_the_pool_yields_across_chunks_and_stops_when_asked() {
-        let s = testdb::stores().await.remove(0);
+        let stores = testdb::stores().await;
+        let s = stores.first();
         let direct = s.direct_sqlite().expect("the SQLite test store is a file, so the direct path is the one tested");
         let gate = Gate::new(Arc::new(TracingSink));
         let ctx = RequestContext::new(Principal::Operator, "t");

@@ -388,7 +388,8 @@ mod tests {
     #[tokio::test]
     async fn limits_never_drive_the_lookup_on_sqlite() {
         use portico_policy::{Action, Gate, Principal, RequestContext, ScopeSet, TracingSink};
-        let store = testdb::stores().await.remove(0);
+        let stores = testdb::stores().await;
+        let store = stores.first();
         assert_eq!(store.backend_name(), "sqlite");
         let gate = Gate::new(std::sync::Arc::new(TracingSink));
         let mut ctx = RequestContext::new(Principal::Patient { patient: "p1".into() }, "t");

@@ -8,6 +8,8 @@ pub(crate) mod limits;
 mod parse;
 pub(crate) mod sql;
 #[cfg(test)]
+pub(crate) mod test_stores;
+#[cfg(test)]
 pub(crate) mod testdb;
 
 pub use cursor::Cursor;

@@ -2,6 +2,7 @@
 //! new schema in the PostgreSQL named by `PORTICO_TEST_DATABASE_URL` (skipped with a notice
 //! when it is unset, unless `CI=true`).
 
+use super::test_stores::{Stores, TempDir};
 use crate::backend::{SqlStore, StoreConfig};
 use crate::{Store, WriteAudit, WriteKind, WriteOp, WriteResult, prepare};
 use portico_audit::{Chainer, MacKey};
@@ -35,21 +36,21 @@ async fn fresh_pg_schema(admin_url: &str) -> String {
     format!("{admin_url}{sep}options[search_path]={schema}")
 }
 
-/// A store on every configured backend: SQLite always, PostgreSQL when configured.
-pub(crate) async fn stores() -> Vec<SqlStore> {
-    let dir = std::env::temp_dir().join(format!("portico-store-test-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut urls = vec![format!("sqlite://{}", dir.join("t.db").display())];
+/// A store on every configured backend: SQLite always, PostgreSQL when configured. The
+/// SQLite file's directory is removed after the last store.
+pub(crate) async fn stores() -> Stores<SqlStore> {
+    let dir = TempDir::new("portico-store-test");
+    let mut urls = vec![format!("sqlite://{}", dir.path().join("t.db").display())];
     if let Some(pg) = postgres_url() {
         urls.push(fresh_pg_schema(&pg).await);
     }
-    let mut out = Vec::new();
+    let mut stores = Vec::new();
     for url in urls {
         let mut cfg = StoreConfig::new(url);
         cfg.max_connections = 4;
-        out.push(SqlStore::open(&cfg).await.expect("open store"));
+        stores.push(SqlStore::open(&cfg).await.expect("open store"));
     }
-    out
+    Stores::new(stores, dir)
 }
 
 /// Store `body` as the current version of `Type/id` (the operator's write, no audit records).

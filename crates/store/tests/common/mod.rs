@@ -39,12 +39,15 @@ pub async fn fresh_pg_schema(admin_url: &str) -> String {
     format!("{admin_url}{sep}options[search_path]={schema}")
 }
 
+#[path = "../../src/search/test_stores.rs"]
+mod test_stores;
+use test_stores::{Stores, TempDir};
+
 /// A store over a fresh database of every configured backend: SQLite always, PostgreSQL
-/// when configured.
-pub async fn stores() -> Vec<SqlStore> {
-    let dir = std::env::temp_dir().join(format!("portico-store-test-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut urls = vec![format!("sqlite://{}", dir.join("portico.db").display())];
+/// when configured. The SQLite file's directory is removed after the last store.
+pub async fn stores() -> Stores<SqlStore> {
+    let dir = TempDir::new("portico-store-test");
+    let mut urls = vec![format!("sqlite://{}", dir.path().join("portico.db").display())];
     if let Some(pg) = postgres_url() {
         urls.push(fresh_pg_schema(&pg).await);
     }
@@ -54,7 +57,7 @@ pub async fn stores() -> Vec<SqlStore> {
         cfg.max_connections = 8;
         out.push(SqlStore::open(&cfg).await.expect("open store"));
     }
-    out
+    Stores::new(out, dir)
 }
 
 pub fn operator() -> (Gate, RequestContext) {
