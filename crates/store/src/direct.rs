@@ -39,11 +39,12 @@ impl DirectSqlite {
         let conn = Connection::open_with_flags(&self.path, flags).map_err(direct_error)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(direct_error)?;
         conn.pragma_update(None, "synchronous", synchronous).map_err(direct_error)?;
-        // An index merge (`audit::MERGE_RECENT`) dirties about a thousand pages in one
-        // transaction. With the default 2 MB cache SQLite spilled them to the WAL mid-way,
-        // then at commit wrote them again and re-read every frame after the first to
-        // recompute its checksum, and the merge's sort went to a temporary file. The cache
-        // only grows to this while a merge runs.
+        // An index merge (`audit::MERGE_RECENT`) dirties hundreds to thousands of pages in
+        // one transaction. With the default 2 MB cache SQLite spilled them to the WAL
+        // mid-way, then at commit wrote them again and re-read every frame after the first
+        // to recompute its checksum, and the merge's sort went to a temporary file. The
+        // cache holds only pages the appender has touched, so it reaches this size only on
+        // a large log.
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).map_err(direct_error)?;
         conn.pragma_update(None, "temp_store", "MEMORY").map_err(direct_error)?;
         Ok(conn)
