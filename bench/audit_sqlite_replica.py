@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """What SQLite alone charges the audit appender, a record at a time, outside the server.
 
-A replica of the appender's SQLite work (schema of migrations 0002 and 0007, WAL,
-synchronous=FULL): commits of BATCH read-shaped records over 300 patients, each record one
-`audit_log` row and one recent patient-index row, the head row updated, and every MERGE
-records the recent rows moved into `audit_subjects` in patient order (as
+A replica of the appender's SQLite work (the schema read from the store's migrations 0002
+and 0007, WAL, synchronous=FULL): commits of BATCH read-shaped records over 300 patients,
+each record one `audit_log` row and one recent patient-index row, the head row updated, and
+every MERGE records the recent rows moved into `audit_subjects` in patient order (as
 `portico_store::audit::MERGE_RECENT`). Prints the process's CPU time per record (and the
-merge statements' share, without the commit's WAL writes they cause); the
-figure includes Python's own work, so compare variants with each other, not with the
-server. See ARCHITECTURE.md ("Where it goes, thread by thread").
+merge statements' share, without the commit's WAL writes they cause); the figure includes
+Python's own work, so compare variants with each other, not with the server. See
+ARCHITECTURE.md ("Where it goes, thread by thread").
 
     bench/audit_sqlite_replica.py [VARIANT[,VARIANT…]] [RECORDS] [BATCH]
 
@@ -30,6 +30,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 variants = set((sys.argv[1] if len(sys.argv) > 1 else "base").split(","))
 records = int(sys.argv[2]) if len(sys.argv) > 2 else 120_000
@@ -49,26 +50,20 @@ for suffix in ("", "-wal", "-shm"):
 db = sqlite3.connect(path, isolation_level=None)
 db.execute("PRAGMA journal_mode = WAL")
 db.execute("PRAGMA synchronous = FULL")
-db.executescript(
-    """
-    CREATE TABLE audit_log (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, interaction TEXT NOT NULL,
-        action TEXT NOT NULL, outcome TEXT NOT NULL, actor TEXT NOT NULL, client TEXT NOT NULL,
-        record TEXT NOT NULL, hash TEXT NOT NULL, mac TEXT NOT NULL);
-    CREATE TABLE audit_subjects_recent (seq INTEGER NOT NULL, patient TEXT NOT NULL, category TEXT NOT NULL,
-        PRIMARY KEY (seq, patient, category)) WITHOUT ROWID;
-    CREATE TABLE audit_head (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL);
-    INSERT INTO audit_head VALUES (1, 0, '');
-    """
-)
-if "noidx" not in variants:
-    db.execute("CREATE INDEX audit_log_ts ON audit_log (ts, seq)")
-    db.execute("CREATE INDEX audit_log_actor ON audit_log (actor, seq)")
-db.execute(
-    "CREATE TABLE audit_subjects (seq INTEGER NOT NULL, patient TEXT NOT NULL, category TEXT NOT NULL, "
-    "PRIMARY KEY (patient, category, seq))" + (" WITHOUT ROWID" if "wr" in variants else "")
-)
-if "noseqidx" not in variants:
-    db.execute("CREATE INDEX audit_subjects_seq ON audit_subjects (seq, patient, category)")
+# The schema from the store's own migrations, then each variant's change to it.
+MIGRATIONS = Path(__file__).resolve().parent.parent / "crates" / "store" / "src" / "migrations"
+for name in ("sqlite_0002_audit.sql", "sqlite_0007_audit_recent.sql"):
+    db.executescript((MIGRATIONS / name).read_text())
+if "noidx" in variants:
+    db.executescript("DROP INDEX audit_log_ts; DROP INDEX audit_log_actor;")
+if "wr" in variants:
+    db.executescript(
+        "DROP TABLE audit_subjects; CREATE TABLE audit_subjects (seq INTEGER NOT NULL, patient TEXT NOT NULL, "
+        "category TEXT NOT NULL, PRIMARY KEY (patient, category, seq)) WITHOUT ROWID;"
+        "CREATE INDEX audit_subjects_seq ON audit_subjects (seq, patient, category);"
+    )
+if "noseqidx" in variants:
+    db.execute("DROP INDEX audit_subjects_seq")
 
 # The shape of a stored read record (canonical text as `portico_audit::canonical` writes it).
 RECORD = (

@@ -206,6 +206,30 @@ pub(crate) fn merge_point(before: i64, after: i64) -> Option<i64> {
     (upto > before).then_some(upto)
 }
 
+/// The columns of an `audit_log` row derived from its record (indexes that `audit verify`
+/// checks against the record), for both append paths.
+pub(crate) struct LogColumns {
+    pub(crate) ts: i64,
+    pub(crate) interaction: &'static str,
+    pub(crate) action: &'static str,
+    pub(crate) outcome: &'static str,
+    pub(crate) actor: String,
+    pub(crate) client: String,
+}
+
+impl LogColumns {
+    pub(crate) fn of(r: &AuditRecord) -> LogColumns {
+        LogColumns {
+            ts: r.time_ms,
+            interaction: r.interaction.code(),
+            action: r.interaction.action(),
+            outcome: r.outcome.code(),
+            actor: r.actor.key(),
+            client: r.client.clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// The multi-row INSERT of links into `audit_log`.
 pub(crate) fn log_insert(links: &[chain::Link], records: &[AuditRecord]) -> Sql {
     let mut s = Sql::default();
@@ -214,9 +238,10 @@ pub(crate) fn log_insert(links: &[chain::Link], records: &[AuditRecord]) -> Sql 
         if i > 0 {
             s.push(", ");
         }
-        s.push("(").int(l.seq).push(", ").int(r.time_ms).push(", ").text(r.interaction.code());
-        s.push(", ").text(r.interaction.action()).push(", ").text(r.outcome.code()).push(", ").text(&r.actor.key());
-        s.push(", ").text(r.client.as_deref().unwrap_or(""));
+        let c = LogColumns::of(r);
+        s.push("(").int(l.seq).push(", ").int(c.ts).push(", ").text(c.interaction);
+        s.push(", ").text(c.action).push(", ").text(c.outcome).push(", ").text(&c.actor);
+        s.push(", ").text(&c.client);
         s.push(", ")
             .text(&l.canonical)
             .push(", ")

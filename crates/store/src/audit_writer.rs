@@ -13,7 +13,7 @@
 //! (`append_audit!`), which a clinical write still takes inside its own transaction;
 //! `BEGIN IMMEDIATE` serialises both, so they extend one chain.
 
-use crate::audit::{HEAD_ROW, MERGE_RECENT, UPDATE_HEAD, merge_point};
+use crate::audit::{HEAD_ROW, LogColumns, MERGE_RECENT, UPDATE_HEAD, merge_point};
 use crate::direct::{DirectSqlite, direct_error};
 use crate::error::StoreError;
 use portico_audit::chain::{self, Hash};
@@ -28,27 +28,13 @@ const INSERT_SUBJECT: &str = "INSERT INTO audit_subjects_recent (seq, patient, c
 /// A record made ready to append: everything but what depends on its place in the chain.
 pub(crate) struct Pending {
     tail: String,
-    ts: i64,
-    interaction: &'static str,
-    action: &'static str,
-    outcome: &'static str,
-    actor: String,
-    client: String,
+    columns: LogColumns,
     subjects: Vec<(String, String)>,
 }
 
 impl Pending {
     pub(crate) fn of(r: &AuditRecord) -> Pending {
-        Pending {
-            tail: canonical::encode_tail(r),
-            ts: r.time_ms,
-            interaction: r.interaction.code(),
-            action: r.interaction.action(),
-            outcome: r.outcome.code(),
-            actor: r.actor.key(),
-            client: r.client.clone().unwrap_or_default(),
-            subjects: r.subjects(),
-        }
+        Pending { tail: canonical::encode_tail(r), columns: LogColumns::of(r), subjects: r.subjects() }
     }
 }
 
@@ -121,14 +107,15 @@ fn append_in(conn: &mut Connection, chainer: &Chainer, pending: &[Pending]) -> R
             seq += 1;
             let link = chainer.link_tail(&prev, seq, &p.tail);
             prev = link.hash;
+            let c = &p.columns;
             log.execute(params![
                 seq,
-                p.ts,
-                p.interaction,
-                p.action,
-                p.outcome,
-                p.actor,
-                p.client,
+                c.ts,
+                c.interaction,
+                c.action,
+                c.outcome,
+                c.actor,
+                c.client,
                 link.canonical,
                 hex_str(&chain::hex32(&link.hash)),
                 hex_str(&chain::hex32(&link.mac))
