@@ -266,6 +266,10 @@ pub struct ChainState {
     pub checkpoint: Option<SignedHead>,
     /// Signed heads kept in the database.
     pub heads: Vec<SignedHead>,
+    /// Records of committed writes waiting in the outbox to be chained (SQLite file stores),
+    /// and the time of the oldest (ms).
+    pub outbox_waiting: u64,
+    pub outbox_oldest_ms: Option<i64>,
 }
 
 /// What to trust.
@@ -337,6 +341,10 @@ pub struct Report {
     pub witness_seq: Option<i64>,
     /// Whether record MACs were checked.
     pub macs_checked: bool,
+    /// Records of committed writes not chained yet, and the time of the oldest (ms): not
+    /// covered by the chain until they are.
+    pub outbox_waiting: u64,
+    pub outbox_oldest_ms: Option<i64>,
 }
 
 /// Streaming verifier: [`Verifier::new`], [`Verifier::push`] every row in `seq` order,
@@ -423,6 +431,8 @@ impl Verifier {
         let report = Report {
             checkpoint_seq: state.checkpoint.as_ref().map(|c| c.seq),
             macs_checked: trust.mac.is_some(),
+            outbox_waiting: state.outbox_waiting,
+            outbox_oldest_ms: state.outbox_oldest_ms,
             // A witness at the checkpoint itself was compared above.
             witness_seq: witness.as_ref().map(|w| w.seq).filter(|s| *s == start - 1 && start > 1),
             ..Report::default()

@@ -591,7 +591,11 @@ const LAST_CHECKPOINT: &str = "SELECT kind, seq, hash, signed_ms, key_id, signat
 const HEADS_AFTER: &str = "SELECT kind, seq, hash, signed_ms, key_id, signature FROM audit_heads \
      WHERE kind = 'head' AND seq > $1 ORDER BY seq";
 
-/// The chain's state: head row, newest checkpoint, heads after it.
+/// How many records of writes wait in the outbox (`audit_file`), and the oldest's time.
+pub(crate) const OUTBOX_WAITING: &str = "SELECT count(*), min(ts) FROM audit_outbox \
+     WHERE id > (SELECT outbox_done FROM audit_head WHERE id = 1)";
+
+/// The chain's state: head row, newest checkpoint, heads after it, the outbox.
 macro_rules! chain_state {
     ($conn:expr) => {
         async {
@@ -610,6 +614,9 @@ macro_rules! chain_state {
             for r in &heads {
                 state.heads.push(head_of!(r));
             }
+            let outbox = sqlx::query($crate::audit::OUTBOX_WAITING).fetch_one(&mut *$conn).await?;
+            state.outbox_waiting = outbox.try_get::<i64, _>(0)?.max(0) as u64;
+            state.outbox_oldest_ms = outbox.try_get(1)?;
             Ok::<ChainState, StoreError>(state)
         }
         .await
@@ -909,6 +916,10 @@ fn direct_chain_state(conn: &rusqlite::Connection) -> Result<ChainState, StoreEr
     let mut stmt = conn.prepare(HEADS_AFTER).map_err(direct_error)?;
     state.heads =
         stmt.query_map([after], head).map_err(direct_error)?.collect::<Result<_, _>>().map_err(direct_error)?;
+    let (waiting, oldest): (i64, Option<i64>) =
+        conn.query_row(OUTBOX_WAITING, [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(direct_error)?;
+    state.outbox_waiting = waiting.max(0) as u64;
+    state.outbox_oldest_ms = oldest;
     Ok(state)
 }
 
@@ -1327,6 +1338,13 @@ mod tests {
     use crate::backend::StoreConfig;
     use portico_audit::{Actor, AuditKey, Entity, EntityRole, Interaction, StoredRow};
 
+    /// A plain connection to a file store, its audit file attached (as the store has it).
+    fn open_with_audit(file: &std::path::Path) -> rusqlite::Connection {
+        let w = rusqlite::Connection::open(file).unwrap();
+        crate::audit_file::attach_direct(&w, &crate::audit_file::audit_path(file)).unwrap();
+        w
+    }
+
     /// A file database holding `n` records: every third concerns no patient, the others one
     /// or two (with two data categories), so index rows vary per record.
     async fn file_store(n: usize) -> (SqlStore, std::path::PathBuf, std::path::PathBuf) {
@@ -1447,7 +1465,7 @@ mod tests {
         // Damage the direct reader must hand on as it is: a deleted record whose index rows
         // remain, index rows of records that never existed (between batches and after the
         // last), a hidden index row, a blob in a text column.
-        let w = rusqlite::Connection::open(&file).unwrap();
+        let w = open_with_audit(&file);
         w.execute_batch(
             "DELETE FROM audit_log WHERE seq = 8;
              INSERT INTO audit_subjects (seq, patient, category) VALUES (8, 'pt-x', 'labs'), (5000, 'pt-y', 'labs');
@@ -1485,7 +1503,7 @@ mod tests {
     #[tokio::test]
     async fn the_direct_scan_keeps_one_snapshot_while_records_are_appended() {
         let (store, dir, file) = file_store(600).await;
-        let w = rusqlite::Connection::open(&file).unwrap();
+        let w = open_with_audit(&file);
         // An append as the store makes one: the next record, its index row, the head row.
         let append = move |seq: i64| {
             w.execute_batch(&format!(

@@ -13,7 +13,7 @@
 //! (`append_audit!`), which a clinical write still takes inside its own transaction;
 //! `BEGIN IMMEDIATE` serialises both, so they extend one chain.
 
-use crate::audit::{HEAD_ROW, LogColumns, MERGE_RECENT, UPDATE_HEAD, merge_point};
+use crate::audit::{LogColumns, MERGE_RECENT, merge_point};
 use crate::direct::{DirectSqlite, direct_error};
 use crate::error::StoreError;
 use portico_audit::chain::{self, Hash};
@@ -24,6 +24,13 @@ use std::sync::{Arc, Mutex};
 const INSERT_LOG: &str = "INSERT INTO audit_log (seq, ts, interaction, action, outcome, actor, client, record, hash, mac) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 const INSERT_SUBJECT: &str = "INSERT INTO audit_subjects_recent (seq, patient, category) VALUES (?1, ?2, ?3)";
+const LOCK_HEAD: &str = "UPDATE audit_head SET seq = seq WHERE id = 1";
+const HEAD_AND_OUTBOX: &str = "SELECT seq, hash, outbox_done FROM audit_head WHERE id = 1";
+const UPDATE_HEAD_AND_OUTBOX: &str = "UPDATE audit_head SET seq = ?1, hash = ?2, outbox_done = ?3 WHERE id = 1";
+const OUTBOX_ROWS: &str = "SELECT id, record FROM audit_outbox WHERE id > ?1 ORDER BY id LIMIT ?2";
+const DELETE_OUTBOX: &str = "DELETE FROM audit_outbox WHERE id <= ?1";
+/// Most outbox rows one append chains (the rest go with the next).
+const OUTBOX_BATCH: i64 = 2_000;
 
 /// A record made ready to append: everything but what depends on its place in the chain.
 pub(crate) struct Pending {
@@ -91,49 +98,80 @@ impl AuditWriter {
 }
 
 fn append_in(conn: &mut Connection, chainer: &Chainer, pending: &[Pending]) -> Result<i64, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(direct_error)?;
-    let (mut seq, head): (i64, String) =
-        tx.query_row(HEAD_ROW, [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(direct_error)?;
-    if pending.is_empty() {
-        return Ok(seq);
-    }
-    let first = seq;
-    let mut prev: Hash = chain::from_hex(&head)
-        .ok_or_else(|| StoreError::AuditChain("the audit head row holds a malformed hash".into()))?;
-    {
-        let mut log = tx.prepare(INSERT_LOG).map_err(direct_error)?;
-        let mut subject = tx.prepare(INSERT_SUBJECT).map_err(direct_error)?;
-        for p in pending {
-            seq += 1;
-            let link = chainer.link_tail(&prev, seq, &p.tail);
-            prev = link.hash;
-            let c = &p.columns;
-            log.execute(params![
-                seq,
-                c.ts,
-                c.interaction,
-                c.action,
-                c.outcome,
-                c.actor,
-                c.client,
-                link.canonical,
-                hex_str(&chain::hex32(&link.hash)),
-                hex_str(&chain::hex32(&link.mac))
-            ])
-            .map_err(direct_error)?;
-            for (patient, category) in &p.subjects {
-                subject.execute(params![seq, patient, category]).map_err(direct_error)?;
+    let (seq, moved) = {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(direct_error)?;
+        // Takes the write lock of the audit file alone (`BEGIN IMMEDIATE` would also take the
+        // clinical file's, which this transaction only reads the outbox from).
+        tx.execute(LOCK_HEAD, []).map_err(direct_error)?;
+        let (mut seq, head, done): (i64, String, i64) =
+            tx.query_row(HEAD_AND_OUTBOX, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(direct_error)?;
+        let outbox = outbox_after(&tx, done)?;
+        if pending.is_empty() && outbox.is_empty() {
+            return Ok(seq);
+        }
+        let first = seq;
+        let mut prev: Hash = chain::from_hex(&head)
+            .ok_or_else(|| StoreError::AuditChain("the audit head row holds a malformed hash".into()))?;
+        {
+            let mut log = tx.prepare(INSERT_LOG).map_err(direct_error)?;
+            let mut subject = tx.prepare(INSERT_SUBJECT).map_err(direct_error)?;
+            // A write's records first: they were committed before these were answered.
+            for p in outbox.iter().map(|(_, p)| p).chain(pending) {
+                seq += 1;
+                let link = chainer.link_tail(&prev, seq, &p.tail);
+                prev = link.hash;
+                let c = &p.columns;
+                log.execute(params![
+                    seq,
+                    c.ts,
+                    c.interaction,
+                    c.action,
+                    c.outcome,
+                    c.actor,
+                    c.client,
+                    link.canonical,
+                    hex_str(&chain::hex32(&link.hash)),
+                    hex_str(&chain::hex32(&link.mac))
+                ])
+                .map_err(direct_error)?;
+                for (patient, category) in &p.subjects {
+                    subject.execute(params![seq, patient, category]).map_err(direct_error)?;
+                }
             }
         }
-    }
-    tx.execute(UPDATE_HEAD, params![seq, hex_str(&chain::hex32(&prev))]).map_err(direct_error)?;
-    if let Some(upto) = merge_point(first, seq) {
-        for sql in MERGE_RECENT {
-            tx.execute(sql, [upto]).map_err(direct_error)?;
+        let moved = outbox.last().map_or(done, |(id, _)| *id);
+        tx.execute(UPDATE_HEAD_AND_OUTBOX, params![seq, hex_str(&chain::hex32(&prev)), moved]).map_err(direct_error)?;
+        if let Some(upto) = merge_point(first, seq) {
+            for sql in MERGE_RECENT {
+                tx.execute(sql, [upto]).map_err(direct_error)?;
+            }
+        }
+        tx.commit().map_err(direct_error)?;
+        (seq, (!outbox.is_empty()).then_some(moved))
+    };
+    if let Some(moved) = moved {
+        // Chained: the rows can go. If this fails they stay, below `outbox_done`, and go with
+        // the next rows chained.
+        if let Err(e) = conn.execute(DELETE_OUTBOX, [moved]) {
+            tracing::debug!(error = %e, "chained outbox rows not deleted yet");
         }
     }
-    tx.commit().map_err(direct_error)?;
     Ok(seq)
+}
+
+/// The outbox rows after `done` (at most [`OUTBOX_BATCH`]), made ready to chain.
+fn outbox_after(tx: &rusqlite::Transaction<'_>, done: i64) -> Result<Vec<(i64, Pending)>, StoreError> {
+    let mut stmt = tx.prepare(OUTBOX_ROWS).map_err(direct_error)?;
+    let rows = stmt.query_map(params![done, OUTBOX_BATCH], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)));
+    let mut out = Vec::new();
+    for row in rows.map_err(direct_error)? {
+        let (id, tail) = row.map_err(direct_error)?;
+        let record = canonical::decode_lenient(&canonical::join(0, &tail))
+            .map_err(|e| StoreError::AuditChain(format!("audit outbox row {id} is unreadable: {e}")))?
+            .1;
+        out.push((id, Pending { columns: LogColumns::of(&record), subjects: record.subjects(), tail }));
+    }
+    Ok(out)
 }
 
 /// The text of [`chain::hex32`]'s digits (always ASCII).

@@ -1,6 +1,7 @@
 //! The SQL backends: connection setup, migrations, and the dispatch that lets one block of
 //! sqlx code run against either driver.
 
+use crate::audit_file;
 use crate::audit_writer::AuditWriter;
 use crate::error::StoreError;
 use crate::migrate::{self, Migration};
@@ -84,12 +85,15 @@ impl SqlStore {
                 .foreign_keys(true)
                 .pragma("cache_size", "-8000")
                 .statement_cache_capacity(256);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(cfg.max_connections)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect_with(opts)
-                .await
-                .map_err(StoreError::from_sqlx)?;
+            let mut pool = SqlitePoolOptions::new().max_connections(cfg.max_connections).acquire_timeout(Duration::from_secs(5));
+            if let Some(path) = crate::direct::file_path(&opts).map(|p| audit_file::audit_path(&p)) {
+                let sync = if cfg.sqlite_synchronous == "normal" { "NORMAL" } else { "FULL" };
+                pool = pool.after_connect(move |conn, _| {
+                    let path = path.clone();
+                    Box::pin(async move { audit_file::attach(conn, &path, sync).await })
+                });
+            }
+            let pool = pool.connect_with(opts).await.map_err(StoreError::from_sqlx)?;
             Db::Sqlite(pool)
         } else {
             return Err(StoreError::Migration("database URL must start with sqlite:// or postgres://".into()));
@@ -99,6 +103,9 @@ impl SqlStore {
             store.direct_sqlite().map(|file| Arc::new(AuditWriter::new(file, &cfg.sqlite_synchronous)));
         if cfg.migrate {
             store.migrate().await?;
+            if let (Db::Sqlite(pool), Some(_)) = (&store.db, &store.audit_writer) {
+                audit_file::move_tables(pool).await?;
+            }
         }
         Ok(store)
     }

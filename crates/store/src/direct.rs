@@ -8,7 +8,9 @@
 use crate::backend::{Db, SqlStore};
 use crate::error::StoreError;
 use crate::search::sql::{Bind, Sql};
+use crate::audit_file::{self, attach_direct};
 use rusqlite::{Connection, OpenFlags, Statement};
+use sqlx::sqlite::SqliteConnectOptions;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,6 +21,8 @@ const WRITER_CACHE_KIB: i64 = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DirectSqlite {
     path: PathBuf,
+    /// The audit log's file, attached as schema `audit` ([`crate::audit_file`]).
+    audit: PathBuf,
 }
 
 impl DirectSqlite {
@@ -29,23 +33,29 @@ impl DirectSqlite {
         let conn = Connection::open_with_flags(&self.path, flags).map_err(direct_error)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(direct_error)?;
         conn.pragma_update(None, "cache_size", -8000).map_err(direct_error)?;
+        attach_direct(&conn, &self.audit).map_err(direct_error)?;
         Ok(conn)
     }
 
     /// A new read-write connection with the pool's durability (`FULL` or `NORMAL`), for the
-    /// audit appender ([`crate::audit_writer`]).
+    /// audit appender ([`crate::audit_writer`]): the clinical file (which holds the outbox)
+    /// with the audit file attached.
     pub(crate) fn open_writer(&self, synchronous: &str) -> Result<Connection, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&self.path, flags).map_err(direct_error)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(direct_error)?;
-        conn.pragma_update(None, "synchronous", synchronous).map_err(direct_error)?;
+        attach_direct(&conn, &self.audit).map_err(direct_error)?;
+        for schema in ["main", audit_file::SCHEMA] {
+            conn.pragma_update(Some(schema), "synchronous", synchronous).map_err(direct_error)?;
+        }
         // An index merge (`audit::MERGE_RECENT`) dirties hundreds to thousands of pages in
         // one transaction. With the default 2 MB cache SQLite spilled them to the WAL
         // mid-way, then at commit wrote them again and re-read every frame after the first
         // to recompute its checksum, and the merge's sort went to a temporary file. The
         // cache holds only pages the appender has touched, so it reaches this size only on
         // a large log.
-        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).map_err(direct_error)?;
+        conn.pragma_update(Some(audit_file::SCHEMA), "cache_size", -WRITER_CACHE_KIB)
+            .map_err(direct_error)?;
         conn.pragma_update(None, "temp_store", "MEMORY").map_err(direct_error)?;
         Ok(conn)
     }
@@ -57,15 +67,20 @@ impl SqlStore {
     /// another, empty database).
     pub(crate) fn direct_sqlite(&self) -> Option<DirectSqlite> {
         let Db::Sqlite(pool) = &self.db else { return None };
-        let opts = pool.connect_options();
-        let path = opts.get_filename();
-        let name = path.to_string_lossy();
-        // sqlx names an in-memory database `file:sqlx-in-memory-N` (shared cache).
-        if name.is_empty() || name == ":memory:" || name.starts_with("file:") {
-            return None;
-        }
-        Some(DirectSqlite { path: path.to_path_buf() })
+        let path = file_path(&pool.connect_options())?;
+        Some(DirectSqlite { audit: audit_file::audit_path(&path), path })
     }
+}
+
+/// The database file SQLite options open, or `None` for an in-memory database.
+pub(crate) fn file_path(opts: &SqliteConnectOptions) -> Option<PathBuf> {
+    let path = opts.get_filename();
+    let name = path.to_string_lossy();
+    // sqlx names an in-memory database `file:sqlx-in-memory-N` (shared cache).
+    if name.is_empty() || name == ":memory:" || name.starts_with("file:") {
+        return None;
+    }
+    Some(path.to_path_buf())
 }
 
 /// Prepare `sql` (its `$n` placeholders are numbered in order of first use, which is also

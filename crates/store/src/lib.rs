@@ -8,6 +8,7 @@
 //! need a [`WritePermit`] for the exact resource and pre-image version.
 
 mod audit;
+mod audit_file;
 mod audit_writer;
 mod backend;
 pub mod consent;
@@ -29,6 +30,7 @@ use portico_audit::{AuditRecord, Chainer, SignedHead};
 use portico_policy::{PatientFacts, Sealed, SearchPermit, WritePermit};
 
 pub use audit::{AUDIT_INDEX_MERGE, AuditEntry, AuditPage, AuditQuery, ScanItem, WriteAudit, audit_facts};
+pub use audit_file::sqlite_audit_path;
 pub use backend::{SqlStore, StoreConfig};
 pub use consent::{ConsentEvent, ConsentEventContext, ConsentEvents, ConsentStore};
 pub use error::StoreError;

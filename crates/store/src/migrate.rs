@@ -19,6 +19,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     Migration { version: 5, name: "consent_events", sql: include_str!("migrations/sqlite_0005_consent_events.sql") },
     Migration { version: 6, name: "export", sql: include_str!("migrations/sqlite_0006_export.sql") },
     Migration { version: 7, name: "audit_recent", sql: include_str!("migrations/sqlite_0007_audit_recent.sql") },
+    Migration { version: 8, name: "audit_outbox", sql: include_str!("migrations/sqlite_0008_audit_outbox.sql") },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -29,6 +30,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     Migration { version: 5, name: "consent_events", sql: include_str!("migrations/postgres_0005_consent_events.sql") },
     Migration { version: 6, name: "export", sql: include_str!("migrations/postgres_0006_export.sql") },
     Migration { version: 7, name: "audit_recent", sql: include_str!("migrations/postgres_0007_audit_recent.sql") },
+    Migration { version: 8, name: "audit_outbox", sql: include_str!("migrations/postgres_0008_audit_outbox.sql") },
 ];
 
 /// Split a migration file into statements (our migrations hold no `;` inside literals).

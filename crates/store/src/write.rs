@@ -157,7 +157,7 @@ impl SqlStore {
             return Err(StoreError::AuditChain("a Consent write needs its signed consent event".into()));
         }
         let ops = &ops;
-        crate::error::retry_transient(move || async move {
+        let written = crate::error::retry_transient(move || async move {
             match &self.db {
                 Db::Sqlite(pool) => {
                     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -173,10 +173,14 @@ impl SqlStore {
                         Ok(v) => crate::consent::append_consent_events!(tx, events, &v).map(|_| v),
                         Err(e) => Err(e),
                     };
-                    // The request's audit records, in the same transaction as the write.
-                    let out = match out {
-                        Ok(v) => crate::audit::append_audit!(tx, audit.chainer, &(audit.records)(&v), "").map(|_| v),
-                        Err(e) => Err(e),
+                    // The request's audit records, in the same transaction as the write: in the
+                    // outbox when the audit log has a file of its own (chained just below).
+                    let out = match (out, &self.audit_writer) {
+                        (Ok(v), Some(_)) => crate::audit_file::outbox_insert(&mut tx, &(audit.records)(&v)).await.map(|_| v),
+                        (Ok(v), None) => {
+                            crate::audit::append_audit!(tx, audit.chainer, &(audit.records)(&v), "").map(|_| v)
+                        }
+                        (Err(e), _) => Err(e),
                     };
                     match out {
                         Ok(v) => tx.commit().await.map(|_| v).map_err(StoreError::from),
@@ -210,7 +214,15 @@ impl SqlStore {
                 }
             }
         })
-        .await
+        .await?;
+        if let Some(writer) = &self.audit_writer {
+            // The records are durable in the outbox; chained now so that the response comes
+            // after them, as in one file. If this fails the next append chains them.
+            if let Err(e) = writer.append(audit.chainer, &[]).await {
+                tracing::warn!(error = %e, "the write's audit records wait in the outbox");
+            }
+        }
+        Ok(written)
     }
 }
 

@@ -305,6 +305,14 @@ impl AuditTrail {
             tokio::spawn(appender(store.clone(), chainer.clone(), q.clone()));
             q
         });
+        // Records of writes that a crash left in the outbox (SQLite file stores) are chained
+        // now rather than with the first append.
+        let (outbox_store, outbox_chainer) = (store.clone(), chainer.clone());
+        tokio::spawn(async move {
+            if let Err(e) = outbox_store.audit_append(&outbox_chainer, &[]).await {
+                tracing::warn!(error = %e, "cannot chain the audit records waiting in the outbox");
+            }
+        });
         let witness = (!config.witness_file.is_empty()).then(|| PathBuf::from(&config.witness_file));
         Arc::new(AuditTrail { store, key, chainer, mode, queue, witness, signing: tokio::sync::Mutex::new(()) })
     }
@@ -494,9 +502,20 @@ pub enum VerifyError {
     /// The log was tampered with (or is damaged): the first bad record.
     #[error("{0}")]
     Tampered(portico_audit::Finding),
+    /// Records of committed writes that have waited in the outbox longer than
+    /// [`OUTBOX_STALE`]: no append has run since, or appends fail.
+    #[error(
+        "{waiting} audit record(s) of committed writes are not in the chain; the oldest has waited since {oldest_ms} ms \
+         after the epoch (a server start chains them; if one is running, its appends are failing)"
+    )]
+    Unchained { waiting: u64, oldest_ms: i64 },
     #[error("cannot read the audit log: {0}")]
     Store(#[from] StoreError),
 }
+
+/// How long a write's records may wait in the outbox before `verify` fails: the appender
+/// chains them before the write is answered, so only a crash or failing appends leave them.
+pub const OUTBOX_STALE: Duration = Duration::from_secs(300);
 
 /// Verify the stored log against `trust` and an optional witness head, reading it in one
 /// consistent snapshot; `progress(done, total)` is called as rows are read. Reading and
@@ -566,7 +585,12 @@ pub async fn verify_store(
     drop(tx);
     let checked = checker.await.map_err(|_| StoreError::AuditChain("the verifier stopped unexpectedly".into()))?;
     match checked {
-        Ok(Some(report)) => Ok(report),
+        Ok(Some(report)) => match report.outbox_oldest_ms {
+            Some(oldest_ms) if oldest_ms < now_ms() - OUTBOX_STALE.as_millis() as i64 => {
+                Err(VerifyError::Unchained { waiting: report.outbox_waiting, oldest_ms })
+            }
+            _ => Ok(report),
+        },
         Ok(None) => Err(StoreError::AuditChain("the audit log could not be read".into()).into()),
         Err(f) => Err(VerifyError::Tampered(f)),
     }

@@ -167,11 +167,14 @@ async fn verify(
                 if r.macs_checked { "checked" } else { "not checked (public key only)" },
                 r.checkpoint_seq.map_or("none".to_string(), |s| format!("#{s}"))
             );
+            if r.outbox_waiting > 0 {
+                println!("  records of writes being chained (in the outbox): {}", r.outbox_waiting);
+            }
             Ok(())
         }
-        Err(VerifyError::Tampered(f)) => {
+        Err(e @ (VerifyError::Tampered(_) | VerifyError::Unchained { .. })) => {
             println!("AUDIT LOG FAILED VERIFICATION");
-            println!("{f}");
+            println!("{e}");
             bail!("the audit log did not verify")
         }
         Err(e) => Err(e.into()),

@@ -66,11 +66,24 @@ async fn verify(
 }
 
 /// Run SQL on the test database directly (tampering).
+/// A connection to the SQLite file store, with its audit file attached as the server has it.
+async fn sqlite(app: &TestApp) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let mut c = sqlx::SqliteConnection::connect(&app.database_url).await.expect("connect");
+    let audit = portico_store::sqlite_audit_path(&app.database_url).expect("a SQLite file store");
+    sqlx::query("ATTACH DATABASE $1 AS audit")
+        .bind(audit.to_string_lossy().into_owned())
+        .execute(&mut c)
+        .await
+        .expect("attach the audit file");
+    c
+}
+
 async fn exec(app: &TestApp, sql: &str) {
     use sqlx::Connection;
     match app.backend {
         Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&app.database_url).await.expect("connect");
+            let mut c = sqlite(app).await;
             sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut c).await.expect("tamper");
         }
         Backend::Postgres => {
@@ -86,7 +99,7 @@ async fn scalar(app: &TestApp, sql: &str) -> i64 {
     let sql = sqlx::AssertSqlSafe(sql.to_string());
     match app.backend {
         Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&app.database_url).await.expect("connect");
+            let mut c = sqlite(app).await;
             sqlx::query_scalar(sql).fetch_one(&mut c).await.expect("query")
         }
         Backend::Postgres => {
