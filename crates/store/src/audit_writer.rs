@@ -19,6 +19,7 @@ use crate::error::StoreError;
 use portico_audit::chain::{self, Hash};
 use portico_audit::{AuditRecord, Chainer, canonical};
 use rusqlite::{Connection, TransactionBehavior, params};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 const INSERT_LOG: &str = "INSERT INTO audit_log (seq, ts, interaction, action, outcome, actor, client, record, hash, mac) \
@@ -50,12 +51,14 @@ pub(crate) struct AuditWriter {
     file: DirectSqlite,
     synchronous: &'static str,
     conn: Mutex<Option<Connection>>,
+    /// Whether the last append failed (a write then chains the outbox before it writes).
+    failing: AtomicBool,
 }
 
 impl AuditWriter {
     pub(crate) fn new(file: DirectSqlite, synchronous: &str) -> AuditWriter {
         let synchronous = if synchronous == "normal" { "NORMAL" } else { "FULL" };
-        AuditWriter { file, synchronous, conn: Mutex::new(None) }
+        AuditWriter { file, synchronous, conn: Mutex::new(None), failing: AtomicBool::new(false) }
     }
 
     /// Append `records` in one transaction on a blocking thread; the new head's number.
@@ -66,7 +69,7 @@ impl AuditWriter {
     ) -> Result<i64, StoreError> {
         let pending: Arc<Vec<Pending>> = Arc::new(records.iter().map(Pending::of).collect());
         let chainer = Arc::new(chainer.clone());
-        crate::error::retry_transient(|| {
+        let appended = crate::error::retry_transient(|| {
             let (writer, chainer, pending) = (Arc::clone(self), Arc::clone(&chainer), Arc::clone(&pending));
             async move {
                 tokio::task::spawn_blocking(move || writer.append_blocking(&chainer, &pending))
@@ -74,7 +77,14 @@ impl AuditWriter {
                     .map_err(|e| StoreError::AuditChain(format!("the audit append task failed: {e}")))?
             }
         })
-        .await
+        .await;
+        self.failing.store(appended.is_err(), Ordering::Relaxed);
+        appended
+    }
+
+    /// Whether the last append failed: until one succeeds, records cannot be chained.
+    pub(crate) fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
     /// Close the connection (an append after this opens it again).
@@ -105,13 +115,14 @@ fn append_in(conn: &mut Connection, chainer: &Chainer, pending: &[Pending]) -> R
         tx.execute(LOCK_HEAD, []).map_err(direct_error)?;
         let (mut seq, head, done): (i64, String, i64) =
             tx.query_row(HEAD_AND_OUTBOX, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(direct_error)?;
+        // Checked even with nothing to append: a write asks whether the chain can be extended.
+        let mut prev: Hash = chain::from_hex(&head)
+            .ok_or_else(|| StoreError::AuditChain("the audit head row holds a malformed hash".into()))?;
         let outbox = outbox_after(&tx, done)?;
         if pending.is_empty() && outbox.is_empty() {
             return Ok(seq);
         }
         let first = seq;
-        let mut prev: Hash = chain::from_hex(&head)
-            .ok_or_else(|| StoreError::AuditChain("the audit head row holds a malformed hash".into()))?;
         {
             let mut log = tx.prepare(INSERT_LOG).map_err(direct_error)?;
             let mut subject = tx.prepare(INSERT_SUBJECT).map_err(direct_error)?;

@@ -156,6 +156,12 @@ impl SqlStore {
         if events.is_none() && crate::consent::writes_consent(&ops) {
             return Err(StoreError::AuditChain("a Consent write needs its signed consent event".into()));
         }
+        if let Some(writer) = self.audit_writer.as_ref().filter(|w| w.is_failing()) {
+            // Records cannot be chained: a write is refused (fails closed) rather than
+            // committed with records that would wait in the outbox, unless the chain works
+            // again now.
+            writer.append(audit.chainer, &[]).await?;
+        }
         let ops = &ops;
         let written = crate::error::retry_transient(move || async move {
             match &self.db {
