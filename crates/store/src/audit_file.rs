@@ -14,8 +14,8 @@
 //! files SQLite makes a transaction atomic per file only. So a write puts its records in
 //! `audit_outbox`, in the clinical file, in its own transaction; the appender
 //! (`audit_writer`) chains outbox rows into the audit file and, in that same transaction,
-//! records the last one it chained (`audit_head.outbox_done`). Rows up to it are deleted
-//! afterwards: a crash in between leaves rows the next append skips, never chains twice.
+//! records the last one it chained (`audit_head.outbox_done`), so no row is chained twice
+//! whenever a crash comes. The next write deletes the rows up to it in its own transaction.
 
 use crate::error::StoreError;
 use portico_audit::{AuditRecord, canonical};
@@ -46,8 +46,13 @@ pub fn sqlite_audit_path(url: &str) -> Option<PathBuf> {
     crate::direct::file_path(&opts).map(|p| audit_path(&p))
 }
 
-/// Put a write's records in the outbox, in the write's open transaction on `conn`.
+/// Put a write's records in the outbox, in the write's open transaction on `conn`, and
+/// delete the rows chained since the last write (the appender never writes the clinical
+/// file, whose every commit would empty the readers' page caches).
 pub(crate) async fn outbox_insert(conn: &mut SqliteConnection, records: &[AuditRecord]) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM audit_outbox WHERE id <= (SELECT outbox_done FROM audit_head WHERE id = 1)")
+        .execute(&mut *conn)
+        .await?;
     for r in records {
         sqlx::query("INSERT INTO audit_outbox (ts, record) VALUES ($1, $2)")
             .bind(r.time_ms)
@@ -96,7 +101,8 @@ pub(crate) async fn move_tables(pool: &SqlitePool) -> Result<(), StoreError> {
     if has_log(&in_audit) {
         // A copy from a move that stopped before the old tables were dropped: it is complete
         // (it committed as one transaction), unless records were appended since.
-        let main_head: i64 = sqlx::query_scalar("SELECT seq FROM main.audit_head WHERE id = 1").fetch_one(&mut *conn).await?;
+        let main_head: i64 =
+            sqlx::query_scalar("SELECT seq FROM main.audit_head WHERE id = 1").fetch_one(&mut *conn).await?;
         let copy_head: i64 =
             sqlx::query_scalar("SELECT seq FROM audit.audit_head WHERE id = 1").fetch_one(&mut *conn).await?;
         if main_head != copy_head {
@@ -234,25 +240,23 @@ mod tests {
             assert_eq!(row.subjects, r.subjects());
         }
         assert_eq!((state.outbox_waiting, state.outbox_oldest_ms), (0, None));
-        assert_eq!(outbox_rows(&store).await, 0, "chained rows are deleted");
-
-        // A crash after the chain committed but before the rows were deleted: they are
-        // skipped, not chained again, and go with the next rows chained.
         let done: i64 = sqlx::query_scalar("SELECT outbox_done FROM audit_head").fetch_one(pool(&store)).await.unwrap();
         assert_eq!(done, 3);
-        sqlx::query("INSERT INTO audit_outbox (id, ts, record) VALUES (2, 0, 'x'), (3, 0, 'y')")
+
+        // Chained rows stay until the next write deletes them (as they would after a crash
+        // anywhere): they are never chained again.
+        assert_eq!(outbox_rows(&store).await, 3);
+        assert_eq!(store.run_audit_append(&chainer(), &[]).await.unwrap(), 4, "nothing to chain");
+        write_records(&store, &[record(5, "later")]).await;
+        assert_eq!(outbox_rows(&store).await, 1, "the next write deleted the chained rows");
+        assert_eq!(store.run_audit_append(&chainer(), &[]).await.unwrap(), 5);
+        assert_eq!(actors(&scan(&store).await.1)[4], "later");
+
+        // An unreadable outbox row stops appends (fail closed), naming the row.
+        sqlx::query("INSERT INTO audit_outbox (ts, record) VALUES (0, 'not a record')")
             .execute(pool(&store))
             .await
             .unwrap();
-        assert_eq!(store.run_audit_append(&chainer(), &[]).await.unwrap(), 4, "nothing to chain");
-        assert_eq!(scan(&store).await.0.outbox_waiting, 0);
-        write_records(&store, &[record(5, "later")]).await;
-        assert_eq!(store.run_audit_append(&chainer(), &[]).await.unwrap(), 5);
-        assert_eq!(actors(&scan(&store).await.1)[4], "later");
-        assert_eq!(outbox_rows(&store).await, 0);
-
-        // An unreadable outbox row stops appends (fail closed), naming the row.
-        sqlx::query("INSERT INTO audit_outbox (ts, record) VALUES (0, 'not a record')").execute(pool(&store)).await.unwrap();
         let e = store.run_audit_append(&chainer(), &[record(6, "read")]).await.unwrap_err();
         assert!(e.to_string().contains("outbox row 5"), "{e}");
         store.close().await;
@@ -304,7 +308,10 @@ mod tests {
 
     #[test]
     fn create_statements_are_qualified_with_the_audit_schema() {
-        assert_eq!(qualify("CREATE TABLE audit_log (seq INTEGER)").as_deref(), Some("CREATE TABLE audit.audit_log (seq INTEGER)"));
+        assert_eq!(
+            qualify("CREATE TABLE audit_log (seq INTEGER)").as_deref(),
+            Some("CREATE TABLE audit.audit_log (seq INTEGER)")
+        );
         assert_eq!(
             qualify("CREATE INDEX audit_log_ts ON audit_log (ts, seq)").as_deref(),
             Some("CREATE INDEX audit.audit_log_ts ON audit_log (ts, seq)")

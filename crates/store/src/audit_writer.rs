@@ -29,7 +29,6 @@ const LOCK_HEAD: &str = "UPDATE audit_head SET seq = seq WHERE id = 1";
 const HEAD_AND_OUTBOX: &str = "SELECT seq, hash, outbox_done FROM audit_head WHERE id = 1";
 const UPDATE_HEAD_AND_OUTBOX: &str = "UPDATE audit_head SET seq = ?1, hash = ?2, outbox_done = ?3 WHERE id = 1";
 const OUTBOX_ROWS: &str = "SELECT id, record FROM audit_outbox WHERE id > ?1 ORDER BY id LIMIT ?2";
-const DELETE_OUTBOX: &str = "DELETE FROM audit_outbox WHERE id <= ?1";
 /// Most outbox rows one append chains (the rest go with the next).
 const OUTBOX_BATCH: i64 = 2_000;
 
@@ -108,65 +107,55 @@ impl AuditWriter {
 }
 
 fn append_in(conn: &mut Connection, chainer: &Chainer, pending: &[Pending]) -> Result<i64, StoreError> {
-    let (seq, moved) = {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(direct_error)?;
-        // Takes the write lock of the audit file alone (`BEGIN IMMEDIATE` would also take the
-        // clinical file's, which this transaction only reads the outbox from).
-        tx.execute(LOCK_HEAD, []).map_err(direct_error)?;
-        let (mut seq, head, done): (i64, String, i64) =
-            tx.query_row(HEAD_AND_OUTBOX, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(direct_error)?;
-        // Checked even with nothing to append: a write asks whether the chain can be extended.
-        let mut prev: Hash = chain::from_hex(&head)
-            .ok_or_else(|| StoreError::AuditChain("the audit head row holds a malformed hash".into()))?;
-        let outbox = outbox_after(&tx, done)?;
-        if pending.is_empty() && outbox.is_empty() {
-            return Ok(seq);
-        }
-        let first = seq;
-        {
-            let mut log = tx.prepare(INSERT_LOG).map_err(direct_error)?;
-            let mut subject = tx.prepare(INSERT_SUBJECT).map_err(direct_error)?;
-            // A write's records first: they were committed before these were answered.
-            for p in outbox.iter().map(|(_, p)| p).chain(pending) {
-                seq += 1;
-                let link = chainer.link_tail(&prev, seq, &p.tail);
-                prev = link.hash;
-                let c = &p.columns;
-                log.execute(params![
-                    seq,
-                    c.ts,
-                    c.interaction,
-                    c.action,
-                    c.outcome,
-                    c.actor,
-                    c.client,
-                    link.canonical,
-                    hex_str(&chain::hex32(&link.hash)),
-                    hex_str(&chain::hex32(&link.mac))
-                ])
-                .map_err(direct_error)?;
-                for (patient, category) in &p.subjects {
-                    subject.execute(params![seq, patient, category]).map_err(direct_error)?;
-                }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(direct_error)?;
+    // Takes the write lock of the audit file alone (`BEGIN IMMEDIATE` would also take the
+    // clinical file's, which this transaction only reads the outbox from).
+    tx.execute(LOCK_HEAD, []).map_err(direct_error)?;
+    let (mut seq, head, done): (i64, String, i64) =
+        tx.query_row(HEAD_AND_OUTBOX, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(direct_error)?;
+    // Checked even with nothing to append: a write asks whether the chain can be extended.
+    let mut prev: Hash = chain::from_hex(&head)
+        .ok_or_else(|| StoreError::AuditChain("the audit head row holds a malformed hash".into()))?;
+    let outbox = outbox_after(&tx, done)?;
+    if pending.is_empty() && outbox.is_empty() {
+        return Ok(seq);
+    }
+    let first = seq;
+    {
+        let mut log = tx.prepare(INSERT_LOG).map_err(direct_error)?;
+        let mut subject = tx.prepare(INSERT_SUBJECT).map_err(direct_error)?;
+        // A write's records first: they were committed before these were answered.
+        for p in outbox.iter().map(|(_, p)| p).chain(pending) {
+            seq += 1;
+            let link = chainer.link_tail(&prev, seq, &p.tail);
+            prev = link.hash;
+            let c = &p.columns;
+            log.execute(params![
+                seq,
+                c.ts,
+                c.interaction,
+                c.action,
+                c.outcome,
+                c.actor,
+                c.client,
+                link.canonical,
+                hex_str(&chain::hex32(&link.hash)),
+                hex_str(&chain::hex32(&link.mac))
+            ])
+            .map_err(direct_error)?;
+            for (patient, category) in &p.subjects {
+                subject.execute(params![seq, patient, category]).map_err(direct_error)?;
             }
-        }
-        let moved = outbox.last().map_or(done, |(id, _)| *id);
-        tx.execute(UPDATE_HEAD_AND_OUTBOX, params![seq, hex_str(&chain::hex32(&prev)), moved]).map_err(direct_error)?;
-        if let Some(upto) = merge_point(first, seq) {
-            for sql in MERGE_RECENT {
-                tx.execute(sql, [upto]).map_err(direct_error)?;
-            }
-        }
-        tx.commit().map_err(direct_error)?;
-        (seq, (!outbox.is_empty()).then_some(moved))
-    };
-    if let Some(moved) = moved {
-        // Chained: the rows can go. If this fails they stay, below `outbox_done`, and go with
-        // the next rows chained.
-        if let Err(e) = conn.execute(DELETE_OUTBOX, [moved]) {
-            tracing::debug!(error = %e, "chained outbox rows not deleted yet");
         }
     }
+    let moved = outbox.last().map_or(done, |(id, _)| *id);
+    tx.execute(UPDATE_HEAD_AND_OUTBOX, params![seq, hex_str(&chain::hex32(&prev)), moved]).map_err(direct_error)?;
+    if let Some(upto) = merge_point(first, seq) {
+        for sql in MERGE_RECENT {
+            tx.execute(sql, [upto]).map_err(direct_error)?;
+        }
+    }
+    tx.commit().map_err(direct_error)?;
     Ok(seq)
 }
 

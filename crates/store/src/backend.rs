@@ -85,7 +85,8 @@ impl SqlStore {
                 .foreign_keys(true)
                 .pragma("cache_size", "-8000")
                 .statement_cache_capacity(256);
-            let mut pool = SqlitePoolOptions::new().max_connections(cfg.max_connections).acquire_timeout(Duration::from_secs(5));
+            let mut pool =
+                SqlitePoolOptions::new().max_connections(cfg.max_connections).acquire_timeout(Duration::from_secs(5));
             if let Some(path) = crate::direct::file_path(&opts).map(|p| audit_file::audit_path(&p)) {
                 let sync = if cfg.sqlite_synchronous == "normal" { "NORMAL" } else { "FULL" };
                 pool = pool.after_connect(move |conn, _| {

@@ -5,10 +5,10 @@
 //! reads them in place instead. It opens the pool's own database file read-only, so it
 //! sees committed data only and can never write around the store's transactions.
 
+use crate::audit_file::{self, attach_direct};
 use crate::backend::{Db, SqlStore};
 use crate::error::StoreError;
 use crate::search::sql::{Bind, Sql};
-use crate::audit_file::{self, attach_direct};
 use rusqlite::{Connection, OpenFlags, Statement};
 use sqlx::sqlite::SqliteConnectOptions;
 use std::path::PathBuf;
@@ -54,8 +54,7 @@ impl DirectSqlite {
         // to recompute its checksum, and the merge's sort went to a temporary file. The
         // cache holds only pages the appender has touched, so it reaches this size only on
         // a large log.
-        conn.pragma_update(Some(audit_file::SCHEMA), "cache_size", -WRITER_CACHE_KIB)
-            .map_err(direct_error)?;
+        conn.pragma_update(Some(audit_file::SCHEMA), "cache_size", -WRITER_CACHE_KIB).map_err(direct_error)?;
         conn.pragma_update(None, "temp_store", "MEMORY").map_err(direct_error)?;
         Ok(conn)
     }

@@ -182,7 +182,9 @@ impl SqlStore {
                     // The request's audit records, in the same transaction as the write: in the
                     // outbox when the audit log has a file of its own (chained just below).
                     let out = match (out, &self.audit_writer) {
-                        (Ok(v), Some(_)) => crate::audit_file::outbox_insert(&mut tx, &(audit.records)(&v)).await.map(|_| v),
+                        (Ok(v), Some(_)) => {
+                            crate::audit_file::outbox_insert(&mut tx, &(audit.records)(&v)).await.map(|_| v)
+                        }
                         (Ok(v), None) => {
                             crate::audit::append_audit!(tx, audit.chainer, &(audit.records)(&v), "").map(|_| v)
                         }

@@ -65,7 +65,6 @@ async fn verify(
     verify_store(app.state.store.as_ref(), trust(app), witness, &mut |_, _| {}).await
 }
 
-/// Run SQL on the test database directly (tampering).
 /// A connection to the SQLite file store, with its audit file attached as the server has it.
 async fn sqlite(app: &TestApp) -> sqlx::SqliteConnection {
     use sqlx::Connection;
@@ -79,6 +78,7 @@ async fn sqlite(app: &TestApp) -> sqlx::SqliteConnection {
     c
 }
 
+/// Run SQL on the test database directly (tampering).
 async fn exec(app: &TestApp, sql: &str) {
     use sqlx::Connection;
     match app.backend {
@@ -536,6 +536,26 @@ async fn a_failing_audit_append_fails_the_request_closed_and_recovers() {
         assert!(s.ids().is_empty(), "{b:?}: the unrecorded write was rolled back with its record");
         assert_eq!(app.get(&format!("/fhir/Patient/{pid}")).await.status, StatusCode::OK);
         assert!(verify(&app, None).await.is_ok());
+    }
+}
+
+/// On a SQLite file store a write's records wait in the outbox only until the write is
+/// answered; records a crash left there fail `verify` once they are older than the bound.
+#[tokio::test]
+async fn records_left_in_the_outbox_fail_verify_once_stale() {
+    let app = TestApp::new(Backend::Sqlite).await.expect("sqlite");
+    app.create(json!({"resourceType": "Patient"})).await;
+    let waiting = "SELECT count(*) FROM audit_outbox WHERE id > (SELECT outbox_done FROM audit_head WHERE id = 1)";
+    assert_eq!(scalar(&app, waiting).await, 0, "chained before the write was answered");
+    let now = portico::audit::now_ms();
+    exec(&app, &format!("INSERT INTO audit_outbox (ts, record) VALUES ({now}, 'left by a crash')")).await;
+    let report = verify(&app, None).await.expect("a record that has just arrived is not a failure");
+    assert_eq!(report.outbox_waiting, 1);
+    let stale = now - portico::audit::OUTBOX_STALE.as_millis() as i64 - 1;
+    exec(&app, &format!("UPDATE audit_outbox SET ts = {stale}")).await;
+    match verify(&app, None).await {
+        Err(VerifyError::Unchained { waiting: 1, oldest_ms }) => assert_eq!(oldest_ms, stale),
+        other => panic!("expected the stale outbox row to fail verify, got {other:?}"),
     }
 }
 
