@@ -110,9 +110,11 @@ fn append_in(conn: &mut Connection, chainer: &Chainer, pending: &[Pending]) -> R
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(direct_error)?;
     // Takes the write lock of the audit file alone (`BEGIN IMMEDIATE` would also take the
     // clinical file's, which this transaction only reads the outbox from).
-    tx.execute(LOCK_HEAD, []).map_err(direct_error)?;
-    let (mut seq, head, done): (i64, String, i64) =
-        tx.query_row(HEAD_AND_OUTBOX, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(direct_error)?;
+    tx.prepare_cached(LOCK_HEAD).and_then(|mut s| s.execute([])).map_err(direct_error)?;
+    let (mut seq, head, done): (i64, String, i64) = tx
+        .prepare_cached(HEAD_AND_OUTBOX)
+        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+        .map_err(direct_error)?;
     // Checked even with nothing to append: a write asks whether the chain can be extended.
     let mut prev: Hash = chain::from_hex(&head)
         .ok_or_else(|| StoreError::AuditChain("the audit head row holds a malformed hash".into()))?;
@@ -122,8 +124,8 @@ fn append_in(conn: &mut Connection, chainer: &Chainer, pending: &[Pending]) -> R
     }
     let first = seq;
     {
-        let mut log = tx.prepare(INSERT_LOG).map_err(direct_error)?;
-        let mut subject = tx.prepare(INSERT_SUBJECT).map_err(direct_error)?;
+        let mut log = tx.prepare_cached(INSERT_LOG).map_err(direct_error)?;
+        let mut subject = tx.prepare_cached(INSERT_SUBJECT).map_err(direct_error)?;
         // A write's records first: they were committed before these were answered.
         for p in outbox.iter().map(|(_, p)| p).chain(pending) {
             seq += 1;
@@ -149,7 +151,9 @@ fn append_in(conn: &mut Connection, chainer: &Chainer, pending: &[Pending]) -> R
         }
     }
     let moved = outbox.last().map_or(done, |(id, _)| *id);
-    tx.execute(UPDATE_HEAD_AND_OUTBOX, params![seq, hex_str(&chain::hex32(&prev)), moved]).map_err(direct_error)?;
+    tx.prepare_cached(UPDATE_HEAD_AND_OUTBOX)
+        .and_then(|mut s| s.execute(params![seq, hex_str(&chain::hex32(&prev)), moved]))
+        .map_err(direct_error)?;
     if let Some(upto) = merge_point(first, seq) {
         for sql in MERGE_RECENT {
             tx.execute(sql, [upto]).map_err(direct_error)?;
@@ -161,7 +165,7 @@ fn append_in(conn: &mut Connection, chainer: &Chainer, pending: &[Pending]) -> R
 
 /// The outbox rows after `done` (at most [`OUTBOX_BATCH`]), made ready to chain.
 fn outbox_after(tx: &rusqlite::Transaction<'_>, done: i64) -> Result<Vec<(i64, Pending)>, StoreError> {
-    let mut stmt = tx.prepare(OUTBOX_ROWS).map_err(direct_error)?;
+    let mut stmt = tx.prepare_cached(OUTBOX_ROWS).map_err(direct_error)?;
     let rows = stmt.query_map(params![done, OUTBOX_BATCH], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)));
     let mut out = Vec::new();
     for row in rows.map_err(direct_error)? {
