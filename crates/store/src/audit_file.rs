@@ -85,8 +85,11 @@ pub(crate) fn attach_direct(conn: &rusqlite::Connection, path: &Path) -> rusqlit
 /// once a complete copy is there.
 pub(crate) async fn move_tables(pool: &SqlitePool) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await?;
-    let in_main = objects(&mut conn, "main").await?;
-    let in_audit = objects(&mut conn, SCHEMA).await?;
+    // Under both files' write locks, so that two processes starting at once take turns:
+    // the second finds the first's copy and only drops what is left.
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let in_main = objects(&mut tx, "main").await?;
+    let in_audit = objects(&mut tx, SCHEMA).await?;
     let has_log = |objs: &[(String, String, String)]| objs.iter().any(|(_, name, _)| name == "audit_log");
     if !has_log(&in_main) {
         if !has_log(&in_audit) {
@@ -102,9 +105,9 @@ pub(crate) async fn move_tables(pool: &SqlitePool) -> Result<(), StoreError> {
         // A copy from a move that stopped before the old tables were dropped: it is complete
         // (it committed as one transaction), unless records were appended since.
         let main_head: i64 =
-            sqlx::query_scalar("SELECT seq FROM main.audit_head WHERE id = 1").fetch_one(&mut *conn).await?;
+            sqlx::query_scalar("SELECT seq FROM main.audit_head WHERE id = 1").fetch_one(&mut *tx).await?;
         let copy_head: i64 =
-            sqlx::query_scalar("SELECT seq FROM audit.audit_head WHERE id = 1").fetch_one(&mut *conn).await?;
+            sqlx::query_scalar("SELECT seq FROM audit.audit_head WHERE id = 1").fetch_one(&mut *tx).await?;
         if main_head != copy_head {
             return Err(StoreError::Migration(format!(
                 "both the database file (head #{main_head}) and the audit file (head #{copy_head}) hold an audit log; \
@@ -112,10 +115,10 @@ pub(crate) async fn move_tables(pool: &SqlitePool) -> Result<(), StoreError> {
             )));
         }
     } else {
-        let mut tx = conn.begin().await?;
+        // Only the audit file is written here, so this commit is atomic.
         copy(&mut tx, &in_main).await?;
-        tx.commit().await?;
     }
+    tx.commit().await?;
     let mut tx = conn.begin_with("BEGIN").await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP VIEW IF EXISTS main.{VIEW}"))).execute(&mut *tx).await?;
     for t in TABLES {
@@ -263,7 +266,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_audit_log_in_the_database_file_moves_into_its_own_file_once() {
+    async fn an_audit_log_in_the_database_file_moves_into_its_own_file_once_even_when_two_stores_start() {
         let dir = TempDir::new("portico-audit-move");
         // The layout before the audit file: tables in the database file, with records.
         let old = open(&dir, false).await.unwrap();
@@ -274,6 +277,12 @@ mod tests {
         let (before_state, before_rows) = scan(&in_file).await;
         old.close().await;
 
+        // Two stores starting at once on it (two processes): one moves, the other finds the
+        // copy; both start.
+        let (a, b) = tokio::join!(open(&dir, true), open(&dir, true));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        a.close().await;
+        b.close().await;
         for _ in 0..2 {
             let store = open(&dir, true).await.unwrap();
             let (state, rows) = scan(&store).await;
