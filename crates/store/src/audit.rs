@@ -591,6 +591,10 @@ const LAST_CHECKPOINT: &str = "SELECT kind, seq, hash, signed_ms, key_id, signat
 const HEADS_AFTER: &str = "SELECT kind, seq, hash, signed_ms, key_id, signature FROM audit_heads \
      WHERE kind = 'head' AND seq > $1 ORDER BY seq";
 
+/// Whether the store has the outbox (migration 8): `audit verify` does not migrate, so it
+/// may read a store last opened by an older version.
+pub(crate) const OUTBOX_MIGRATED: &str = "SELECT count(*) FROM portico_migrations WHERE version = 8";
+
 /// How many records of writes wait in the outbox (`audit_file`), and the oldest's time.
 pub(crate) const OUTBOX_WAITING: &str = "SELECT count(*), min(ts) FROM audit_outbox \
      WHERE id > (SELECT outbox_done FROM audit_head WHERE id = 1)";
@@ -614,9 +618,12 @@ macro_rules! chain_state {
             for r in &heads {
                 state.heads.push(head_of!(r));
             }
-            let outbox = sqlx::query($crate::audit::OUTBOX_WAITING).fetch_one(&mut *$conn).await?;
-            state.outbox_waiting = outbox.try_get::<i64, _>(0)?.max(0) as u64;
-            state.outbox_oldest_ms = outbox.try_get(1)?;
+            let migrated: i64 = sqlx::query_scalar($crate::audit::OUTBOX_MIGRATED).fetch_one(&mut *$conn).await?;
+            if migrated > 0 {
+                let outbox = sqlx::query($crate::audit::OUTBOX_WAITING).fetch_one(&mut *$conn).await?;
+                state.outbox_waiting = outbox.try_get::<i64, _>(0)?.max(0) as u64;
+                state.outbox_oldest_ms = outbox.try_get(1)?;
+            }
             Ok::<ChainState, StoreError>(state)
         }
         .await
@@ -916,10 +923,13 @@ fn direct_chain_state(conn: &rusqlite::Connection) -> Result<ChainState, StoreEr
     let mut stmt = conn.prepare(HEADS_AFTER).map_err(direct_error)?;
     state.heads =
         stmt.query_map([after], head).map_err(direct_error)?.collect::<Result<_, _>>().map_err(direct_error)?;
-    let (waiting, oldest): (i64, Option<i64>) =
-        conn.query_row(OUTBOX_WAITING, [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(direct_error)?;
-    state.outbox_waiting = waiting.max(0) as u64;
-    state.outbox_oldest_ms = oldest;
+    let migrated: i64 = conn.query_row(OUTBOX_MIGRATED, [], |r| r.get(0)).map_err(direct_error)?;
+    if migrated > 0 {
+        let (waiting, oldest): (i64, Option<i64>) =
+            conn.query_row(OUTBOX_WAITING, [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(direct_error)?;
+        state.outbox_waiting = waiting.max(0) as u64;
+        state.outbox_oldest_ms = oldest;
+    }
     Ok(state)
 }
 
