@@ -125,6 +125,10 @@ pub(crate) async fn move_tables(pool: &SqlitePool) -> Result<(), StoreError> {
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS main.{t}"))).execute(&mut *tx).await?;
     }
     tx.commit().await?;
+    // The copy went through the audit file's WAL as one transaction (as large as the log);
+    // fold it into the file now rather than have every reader search it until the next
+    // checkpoint.
+    sqlx::query("PRAGMA audit.wal_checkpoint(TRUNCATE)").execute(&mut *conn).await?;
     tracing::info!("audit log moved into its own file");
     Ok(())
 }
