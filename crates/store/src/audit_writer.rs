@@ -55,8 +55,8 @@ pub(crate) struct AuditWriter {
 }
 
 impl AuditWriter {
-    pub(crate) fn new(file: DirectSqlite, synchronous: &str) -> AuditWriter {
-        let synchronous = if synchronous == "normal" { "NORMAL" } else { "FULL" };
+    /// `synchronous`: the pragma's value (`StoreConfig::synchronous_pragma`).
+    pub(crate) fn new(file: DirectSqlite, synchronous: &'static str) -> AuditWriter {
         AuditWriter { file, synchronous, conn: Mutex::new(None), failing: AtomicBool::new(false) }
     }
 

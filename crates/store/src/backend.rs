@@ -30,6 +30,12 @@ impl StoreConfig {
     pub fn new(url: impl Into<String>) -> Self {
         StoreConfig { url: url.into(), max_connections: 8, sqlite_synchronous: "full".into(), migrate: true }
     }
+
+    /// `sqlite_synchronous` as the pragma's value, for connections sqlx does not set up
+    /// (the attached audit file, the audit appender's own connection).
+    pub(crate) fn synchronous_pragma(&self) -> &'static str {
+        if self.sqlite_synchronous == "normal" { "NORMAL" } else { "FULL" }
+    }
 }
 
 #[derive(Clone)]
@@ -88,7 +94,7 @@ impl SqlStore {
             let mut pool =
                 SqlitePoolOptions::new().max_connections(cfg.max_connections).acquire_timeout(Duration::from_secs(5));
             if let Some(path) = crate::direct::file_path(&opts).map(|p| audit_file::audit_path(&p)) {
-                let sync = if cfg.sqlite_synchronous == "normal" { "NORMAL" } else { "FULL" };
+                let sync = cfg.synchronous_pragma();
                 pool = pool.after_connect(move |conn, _| {
                     let path = path.clone();
                     Box::pin(async move { audit_file::attach(conn, &path, sync).await })
@@ -101,7 +107,7 @@ impl SqlStore {
         };
         let mut store = SqlStore { db, audit_writer: None };
         store.audit_writer =
-            store.direct_sqlite().map(|file| Arc::new(AuditWriter::new(file, &cfg.sqlite_synchronous)));
+            store.direct_sqlite().map(|file| Arc::new(AuditWriter::new(file, cfg.synchronous_pragma())));
         if cfg.migrate {
             store.migrate().await?;
             if let (Db::Sqlite(pool), Some(_)) = (&store.db, &store.audit_writer) {
