@@ -30,11 +30,11 @@ const INSERT_LOG: Insert = Insert {
 };
 const INSERT_SUBJECT: Insert =
     Insert { head: "INSERT INTO audit_subjects_recent (seq, patient, category) VALUES ", columns: 3 };
-/// Rows one INSERT carries: SQLite runs a statement's setup (a cursor on the table and on
-/// each of its indexes, each seeking from the root) once per execution, and it was about a
-/// sixth of the appender's SQLite instructions with one row per INSERT (`audit_bench
-/// batch-cost` under callgrind: 39k instructions a record in SQLite, 6.5k fewer with this).
-/// 16 rows of `audit_log` bind 160 values, well under SQLite's limit of 32,766.
+/// Rows one INSERT carries: SQLite sets a statement up and tears it down (a cursor on the
+/// table and on each of its indexes, the reset) once per execution, not once per row.
+/// `audit_bench batch-cost sqlite 300` under callgrind: about 39k instructions a record
+/// in SQLite with one row per INSERT; 4.9k fewer with this and 16 KiB pages together
+/// (`audit_file::attach`). 16 rows of `audit_log` bind 160 values, far under SQLite's limit.
 const ROWS_PER_INSERT: usize = 16;
 const LOCK_HEAD: &str = "UPDATE audit_head SET seq = seq WHERE id = 1";
 const HEAD_AND_OUTBOX: &str = "SELECT seq, hash, outbox_done FROM audit_head WHERE id = 1";
