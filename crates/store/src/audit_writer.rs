@@ -5,9 +5,9 @@
 //! each statement to the connection's worker thread over a channel; that was about half of
 //! what auditing a read cost the server (`ARCHITECTURE.md`, "Where the cost is"). Here an
 //! append runs on a blocking thread through one plain connection and prepared multi-row
-//! statements ([`insert_rows`]), binding values in place. The canonical encoding is made before the head
-//! lock is taken ([`Pending`]); under the lock only the record number is joined in and
-//! hashed.
+//! statements ([`insert_rows`]), binding values in place. The canonical encoding is made
+//! before the head lock is taken ([`Pending`]); under the lock only the record number is
+//! joined in and hashed.
 //!
 //! The statements, the head row and the index merge are those of the pool's path
 //! (`append_audit!`), which a clinical write still takes inside its own transaction;
