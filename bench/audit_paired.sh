@@ -29,9 +29,7 @@ DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-3}
 [[ -x "${PORTICO_BIN:-}" ]] || { echo "PORTICO_BIN must name a portico binary built with --features bench-audit-off" >&2; exit 1; }
 [[ "$MODE" =~ ^(direct|batched|deferred)$ ]] || { echo "MODE must be direct, batched or deferred" >&2; exit 1; }
-for v in PATIENTS DURATION WARMUP ROUNDS; do
-  [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$v must be a whole number" >&2; exit 1; }
-done
+whole_numbers PATIENTS DURATION WARMUP ROUNDS
 ((DURATION >= 1 && DURATION <= 600 && ROUNDS >= 1 && ROUNDS <= 50 && PATIENTS >= 1)) || { echo "bad DURATION/ROUNDS/PATIENTS" >&2; exit 1; }
 
 WORK=$(mktemp -d -t portico-audit-paired.XXXXXX)

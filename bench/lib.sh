@@ -13,3 +13,11 @@ wait_listening() {
   done
   return 1
 }
+
+# whole_numbers VAR…: exit with a message unless each named variable holds a whole number.
+whole_numbers() {
+  local v
+  for v in "$@"; do
+    [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$v must be a whole number" >&2; exit 1; }
+  done
+}

@@ -15,8 +15,8 @@ source "$ROOT/bench/lib.sh"
 N=${N:-400}
 PATIENTS=${PATIENTS:-20}
 [[ -x "${PORTICO_BIN:-}" ]] || { echo "PORTICO_BIN must name a portico binary" >&2; exit 1; }
-[[ "$N" =~ ^[0-9]+$ && "$PATIENTS" =~ ^[0-9]+$ ]] && ((N >= 10 && N <= 100000 && PATIENTS >= 1)) \
-  || { echo "N must be 10..100000 and PATIENTS at least 1" >&2; exit 1; }
+whole_numbers N PATIENTS
+((N >= 10 && N <= 100000 && PATIENTS >= 1)) || { echo "N must be 10..100000 and PATIENTS at least 1" >&2; exit 1; }
 
 WORK=$(mktemp -d -t portico-write-latency.XXXXXX)
 PID=
