@@ -44,13 +44,30 @@ const PG_MAX_ROWS: usize = 64;
 /// 1,000 patients): see ARCHITECTURE.md, "Where the cost is".
 pub const AUDIT_INDEX_MERGE: i64 = 8_192;
 
-/// Move the recent patient index rows numbered up to `$1` into the patient index, in its
-/// order (one pass over the pages it touches), then drop them from the recent part.
-pub(crate) const MERGE_RECENT: [&str; 2] = [
-    "INSERT INTO audit_subjects (seq, patient, category) \
-     SELECT seq, patient, category FROM audit_subjects_recent WHERE seq <= $1 ORDER BY patient, category, seq",
-    "DELETE FROM audit_subjects_recent WHERE seq <= $1",
-];
+/// The merge's copy, after its verb: the recent patient index rows numbered up to `$1`,
+/// in the patient index's order (one pass over the pages it touches).
+macro_rules! merge_copy {
+    ($verb:literal) => {
+        concat!(
+            $verb,
+            " INTO audit_subjects (seq, patient, category) \
+             SELECT seq, patient, category FROM audit_subjects_recent WHERE seq <= $1 ORDER BY patient, category, seq"
+        )
+    };
+}
+const MERGE_DROP: &str = "DELETE FROM audit_subjects_recent WHERE seq <= $1";
+
+/// Move the recent patient index rows numbered up to `$1` into the patient index, then drop
+/// them from the recent part.
+pub(crate) const MERGE_RECENT: [&str; 2] = [merge_copy!("INSERT"), MERGE_DROP];
+
+/// [`MERGE_RECENT`] on SQLite. `OR FAIL`: a statement that writes many rows and may stop
+/// on a constraint with SQLite's default `ABORT` must be able to undo its own rows, so
+/// SQLite copies every page it changes into a statement journal first; with `FAIL` the
+/// rows before the failing one stay, and nothing is lost by that, since every failure
+/// ends the whole append's transaction in a rollback. (`INSERT_LOG` in `audit_writer.rs`
+/// says what the journal cost.)
+pub(crate) const MERGE_RECENT_SQLITE: [&str; 2] = [merge_copy!("INSERT OR FAIL"), MERGE_DROP];
 
 /// Delete the patient index rows numbered up to `$1`, from both parts (pruning).
 const PRUNE_SUBJECTS: [&str; 2] =
@@ -188,7 +205,8 @@ macro_rules! append_audit {
                 .execute(&mut *$tx)
                 .await?;
             if let Some(upto) = crate::audit::merge_point(seq - records.len() as i64, seq) {
-                for sql in crate::audit::MERGE_RECENT {
+                let merge = if anonymous { crate::audit::MERGE_RECENT_SQLITE } else { crate::audit::MERGE_RECENT };
+                for sql in merge {
                     sqlx::query(sql).bind(upto).execute(&mut *$tx).await?;
                 }
             }

@@ -387,6 +387,60 @@ mod tests {
         store.close().await;
     }
 
+    async fn count(store: &SqlStore, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(pool(store))
+            .await
+            .unwrap()
+    }
+
+    // The appender's INSERTs say `OR FAIL` (no statement journal): a row that conflicts
+    // part-way through a multi-row INSERT leaves the rows before it in place until the
+    // transaction rolls back. These check that it always does.
+    #[tokio::test]
+    async fn an_append_that_meets_a_conflict_part_way_leaves_none_of_its_rows() {
+        let dir = TempDir::new("portico-append-conflict");
+        let store = open(&dir, true).await.unwrap();
+        let batch = |from: i64, n: i64| (from..from + n).map(|i| record(i, "reader")).collect::<Vec<_>>();
+        store.run_audit_append(&chainer(), &batch(0, 5)).await.unwrap();
+        // A row where the append's 10th record goes, inside its first 16-row INSERT.
+        let stray = "INSERT INTO audit_log (seq, ts, interaction, action, outcome, actor, client, record, hash, mac) \
+                     VALUES (15, 0, 'read', 'R', 'success', 'x', '', 'x', 'h', 'm')";
+        sqlx::query(stray).execute(pool(&store)).await.unwrap();
+        assert!(store.run_audit_append(&chainer(), &batch(5, 20)).await.is_err());
+        assert_eq!((count(&store, "audit_log").await, count(&store, "audit_subject_rows").await), (6, 5));
+        let head: i64 = sqlx::query_scalar("SELECT seq FROM audit_head").fetch_one(pool(&store)).await.unwrap();
+        assert_eq!(head, 5, "the head did not move");
+        sqlx::query("DELETE FROM audit_log WHERE seq = 15").execute(pool(&store)).await.unwrap();
+        store.run_audit_append(&chainer(), &batch(5, 20)).await.unwrap();
+        let (state, rows) = scan(&store).await;
+        assert_eq!((state.head_seq, rows.len(), count(&store, "audit_subject_rows").await), (25, 25, 25));
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_index_merge_that_meets_a_conflict_moves_no_row() {
+        let dir = TempDir::new("portico-merge-conflict");
+        let store = open(&dir, true).await.unwrap();
+        let merge = crate::audit::AUDIT_INDEX_MERGE;
+        let before: Vec<AuditRecord> = (0..merge - 1).map(|i| record(i, "reader")).collect();
+        store.run_audit_append(&chainer(), &before).await.unwrap();
+        // Record 100's own index row, already in the merged part.
+        sqlx::query("INSERT INTO audit_subjects (seq, patient, category) VALUES (100, 'pt-0', 'labs')")
+            .execute(pool(&store))
+            .await
+            .unwrap();
+        let crossing = [record(merge, "reader"), record(merge + 1, "reader")];
+        assert!(store.run_audit_append(&chainer(), &crossing).await.is_err());
+        assert_eq!(count(&store, "audit_subjects").await, 1, "only the stray row");
+        assert_eq!(count(&store, "audit_subjects_recent").await, merge - 1);
+        sqlx::query("DELETE FROM audit_subjects").execute(pool(&store)).await.unwrap();
+        store.run_audit_append(&chainer(), &crossing).await.unwrap();
+        assert_eq!(count(&store, "audit_subjects").await, merge);
+        assert_eq!(count(&store, "audit_subjects_recent").await, 1);
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn a_new_audit_file_has_16_kib_pages() {
         let dir = TempDir::new("portico-audit-pages");

@@ -13,7 +13,7 @@
 //! (`append_audit!`), which a clinical write still takes inside its own transaction;
 //! `BEGIN IMMEDIATE` serialises both, so they extend one chain.
 
-use crate::audit::{LogColumns, MERGE_RECENT, merge_point};
+use crate::audit::{LogColumns, MERGE_RECENT_SQLITE, merge_point};
 use crate::direct::{DirectSqlite, direct_error};
 use crate::error::StoreError;
 use portico_audit::chain::{self, Hash};
@@ -23,13 +23,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The INSERTs of the appended rows, without their `VALUES` (see [`insert_rows`]): the
-/// number of columns is the number of bind values a row takes.
+/// number of columns is the number of bind values a row takes. `OR FAIL`, not SQLite's
+/// default `ABORT`: to undo the rows of a multi-row statement that stops part-way, SQLite
+/// copies every page the statement changes into a statement journal first, and that was
+/// 7.5k of the ~82k user-space instructions the audit added to a read
+/// (`bench/audit_instructions.sh`). Any failure rolls the whole append back, so the rows a
+/// failing statement leaves never commit (tested: `audit_file::tests`, "conflict").
 const INSERT_LOG: Insert = Insert {
-    head: "INSERT INTO audit_log (seq, ts, interaction, action, outcome, actor, client, record, hash, mac) VALUES ",
+    head: "INSERT OR FAIL INTO audit_log (seq, ts, interaction, action, outcome, actor, client, record, hash, mac) VALUES ",
     columns: 10,
 };
 const INSERT_SUBJECT: Insert =
-    Insert { head: "INSERT INTO audit_subjects_recent (seq, patient, category) VALUES ", columns: 3 };
+    Insert { head: "INSERT OR FAIL INTO audit_subjects_recent (seq, patient, category) VALUES ", columns: 3 };
 /// Rows one INSERT carries: SQLite sets a statement up and tears it down (a cursor on the
 /// table and on each of its indexes, the reset) once per execution, not once per row.
 /// `audit_bench batch-cost sqlite 300` under callgrind: about 39k instructions a record
@@ -166,7 +171,7 @@ fn append_in(conn: &mut Connection, chainer: &Chainer, pending: &[Pending]) -> R
         .and_then(|mut s| s.execute(params![seq, hex_str(&chain::hex32(&prev)), moved]))
         .map_err(direct_error)?;
     if let Some(upto) = merge_point(first, seq) {
-        for sql in MERGE_RECENT {
+        for sql in MERGE_RECENT_SQLITE {
             tx.execute(sql, [upto]).map_err(direct_error)?;
         }
     }
