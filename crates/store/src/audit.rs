@@ -44,30 +44,36 @@ const PG_MAX_ROWS: usize = 64;
 /// 1,000 patients): see ARCHITECTURE.md, "Where the cost is".
 pub const AUDIT_INDEX_MERGE: i64 = 8_192;
 
-/// The merge's copy, after its verb: the recent patient index rows numbered up to `$1`,
-/// in the patient index's order (one pass over the pages it touches).
+/// The merge's copy of the recent patient index rows numbered up to `$1` into the patient
+/// index: its verb, then the order rows are inserted in.
 macro_rules! merge_copy {
-    ($verb:literal) => {
+    ($verb:literal, $order:literal) => {
         concat!(
             $verb,
             " INTO audit_subjects (seq, patient, category) \
-             SELECT seq, patient, category FROM audit_subjects_recent WHERE seq <= $1 ORDER BY patient, category, seq"
+             SELECT seq, patient, category FROM audit_subjects_recent WHERE seq <= $1",
+            $order
         )
     };
 }
 const MERGE_DROP: &str = "DELETE FROM audit_subjects_recent WHERE seq <= $1";
 
-/// Move the recent patient index rows numbered up to `$1` into the patient index, then drop
-/// them from the recent part.
-pub(crate) const MERGE_RECENT: [&str; 2] = [merge_copy!("INSERT"), MERGE_DROP];
+/// Move the recent patient index rows numbered up to `$1` into the patient index, in its
+/// order (one pass over the pages it touches), then drop them from the recent part.
+pub(crate) const MERGE_RECENT: [&str; 2] = [merge_copy!("INSERT", " ORDER BY patient, category, seq"), MERGE_DROP];
 
-/// [`MERGE_RECENT`] on SQLite. `OR FAIL`: a statement that writes many rows and may stop
-/// on a constraint with SQLite's default `ABORT` must be able to undo its own rows, so
-/// SQLite copies every page it changes into a statement journal first; with `FAIL` the
-/// rows before the failing one stay, and nothing is lost by that, since every failure
-/// ends the whole append's transaction in a rollback. (`INSERT_LOG` in `audit_writer.rs`
-/// says what the journal cost.)
-pub(crate) const MERGE_RECENT_SQLITE: [&str; 2] = [merge_copy!("INSERT OR FAIL"), MERGE_DROP];
+/// [`MERGE_RECENT`] on SQLite, where two things cost more than they save:
+/// - The sort. The rows go in as the recent part holds them, by record number: the rowid
+///   table and the `(seq, …)` index then grow at their ends, and the pages of the patient
+///   index the merge touches stay in the appender's page cache (`direct::open_writer`)
+///   until the commit writes each once, in whatever order they were changed.
+/// - SQLite's default `ABORT`: to undo the rows of a statement that stops part-way, SQLite
+///   copies every page it changes into a statement journal first. With `FAIL` the rows
+///   before the failing one stay, and nothing is lost by that, since every failure ends the
+///   whole append's transaction in a rollback.
+///
+/// Measured: see `INSERT_LOG` in `audit_writer.rs`.
+pub(crate) const MERGE_RECENT_SQLITE: [&str; 2] = [merge_copy!("INSERT OR FAIL", ""), MERGE_DROP];
 
 /// Delete the patient index rows numbered up to `$1`, from both parts (pruning).
 const PRUNE_SUBJECTS: [&str; 2] =
