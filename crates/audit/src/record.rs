@@ -368,21 +368,40 @@ impl AuditRecord {
         out
     }
 
-    /// Sort and de-duplicate the patient list, adding every entity's patients.
+    /// Sort and de-duplicate the patient list, adding every entity's patients; drop repeated
+    /// rules.
     pub fn normalise(&mut self) {
         for e in &self.entities {
             self.patients.extend(e.patients.iter().cloned());
         }
         self.patients.sort();
         self.patients.dedup();
-        let mut seen = std::collections::HashSet::new();
-        self.rules.retain(|r| seen.insert(r.clone()));
+        // In first-seen order. A record's distinct rules are few (one per decision, mostly
+        // repeats), so scanning the ones kept costs less than hashing a copy of each.
+        let mut kept = 0;
+        for i in 0..self.rules.len() {
+            if !self.rules[..kept].contains(&self.rules[i]) {
+                self.rules.swap(kept, i);
+                kept += 1;
+            }
+        }
+        self.rules.truncate(kept);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normalise_keeps_each_rule_once_in_first_seen_order() {
+        let mut r = AuditRecord::new(0, "r", Interaction::Read, Actor::new("operator", "operator"));
+        r.rules = ["b", "a", "b", "c", "a", "c", "d"].map(String::from).to_vec();
+        r.normalise();
+        assert_eq!(r.rules, ["b", "a", "c", "d"]);
+        r.normalise();
+        assert_eq!(r.rules, ["b", "a", "c", "d"]);
+    }
 
     #[test]
     fn codes_round_trip() {
