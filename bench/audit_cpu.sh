@@ -29,7 +29,7 @@ WARMUP=${WARMUP:-3}
 ROUNDS=${ROUNDS:-1}
 MODES=${MODES:-off deferred}
 BACKEND=${BACKEND:-sqlite}
-[[ -x "${PORTICO_BIN:-}" ]] || { echo "PORTICO_BIN must name a portico binary built with --features bench-audit-off" >&2; exit 1; }
+audit_bench_binary
 whole_numbers PATIENTS DURATION WARMUP ROUNDS
 ((DURATION >= 1 && DURATION <= 600 && ROUNDS >= 1 && ROUNDS <= 10 && PATIENTS >= 1)) || { echo "bad DURATION/ROUNDS/PATIENTS" >&2; exit 1; }
 case "$BACKEND" in

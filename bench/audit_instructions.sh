@@ -29,23 +29,15 @@ PATIENTS=${PATIENTS:-300}
 REQUESTS=${REQUESTS:-16384}
 CONNECTIONS=${CONNECTIONS:-4}
 FLUSH_MS=${FLUSH_MS:-1000}
-[[ -x "${PORTICO_BIN:-}" ]] || { echo "PORTICO_BIN must name a portico binary built with --features bench-audit-off" >&2; exit 1; }
-[[ "$MODE" =~ ^(direct|batched|deferred)$ ]] || { echo "MODE must be direct, batched or deferred" >&2; exit 1; }
+audit_bench_binary
+append_mode
 whole_numbers PATIENTS REQUESTS CONNECTIONS FLUSH_MS
 ((PATIENTS >= 1 && REQUESTS >= 1 && CONNECTIONS >= 1 && FLUSH_MS >= 1 && FLUSH_MS <= 10000)) || { echo "bad PATIENTS/REQUESTS/CONNECTIONS/FLUSH_MS" >&2; exit 1; }
 for tool in valgrind callgrind_control callgrind_annotate python3; do
   command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install valgrind python3)" >&2; exit 1; }
 done
 
-WORK=$(mktemp -d -t portico-audit-instructions.XXXXXX)
-PID=
-cleanup() {
-  [[ -n "$PID" ]] && { kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-TOKEN=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+one_server_scratch audit-instructions
 export PORTICO_ADMIN_TOKEN=$TOKEN PORTICO_RATE_PER_IP=0 PORTICO_RATE_PER_CLIENT=0 PORTICO_LISTEN=127.0.0.1:0
 unset PORTICO_DATABASE_URL
 

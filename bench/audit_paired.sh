@@ -27,8 +27,8 @@ PATIENTS=${PATIENTS:-300}
 ROUNDS=${ROUNDS:-8}
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-3}
-[[ -x "${PORTICO_BIN:-}" ]] || { echo "PORTICO_BIN must name a portico binary built with --features bench-audit-off" >&2; exit 1; }
-[[ "$MODE" =~ ^(direct|batched|deferred)$ ]] || { echo "MODE must be direct, batched or deferred" >&2; exit 1; }
+audit_bench_binary
+append_mode
 whole_numbers PATIENTS DURATION WARMUP ROUNDS
 ((DURATION >= 1 && DURATION <= 600 && ROUNDS >= 1 && ROUNDS <= 50 && PATIENTS >= 1)) || { echo "bad DURATION/ROUNDS/PATIENTS" >&2; exit 1; }
 

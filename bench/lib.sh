@@ -21,3 +21,28 @@ whole_numbers() {
     [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$v must be a whole number" >&2; exit 1; }
   done
 }
+
+# audit_bench_binary: exit with a message unless PORTICO_BIN names an executable portico
+# (built with --features bench-audit-off, which the audit benchmarks need).
+audit_bench_binary() {
+  [[ -x "${PORTICO_BIN:-}" ]] || { echo "PORTICO_BIN must name a portico binary built with --features bench-audit-off" >&2; exit 1; }
+}
+
+# append_mode: exit with a message unless MODE names an audit append mode.
+append_mode() {
+  [[ "$MODE" =~ ^(direct|batched|deferred)$ ]] || { echo "MODE must be direct, batched or deferred" >&2; exit 1; }
+}
+
+# one_server_scratch NAME: a scratch directory in $WORK and a random admin token in $TOKEN;
+# at exit the server whose process id the script keeps in $PID (if any) is stopped and
+# $WORK removed.
+one_server_scratch() {
+  WORK=$(mktemp -d -t "portico-$1.XXXXXX")
+  PID=
+  TOKEN=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+  trap one_server_cleanup EXIT
+}
+one_server_cleanup() {
+  [[ -n "$PID" ]] && { kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }
+  rm -rf "$WORK"
+}

@@ -18,15 +18,7 @@ PATIENTS=${PATIENTS:-20}
 whole_numbers N PATIENTS
 ((N >= 10 && N <= 100000 && PATIENTS >= 1)) || { echo "N must be 10..100000 and PATIENTS at least 1" >&2; exit 1; }
 
-WORK=$(mktemp -d -t portico-write-latency.XXXXXX)
-PID=
-cleanup() {
-  [[ -n "$PID" ]] && { kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-TOKEN=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+one_server_scratch write-latency
 unset PORTICO_DATABASE_URL
 PORTICO_ADMIN_TOKEN=$TOKEN PORTICO_RATE_PER_IP=0 PORTICO_RATE_PER_CLIENT=0 PORTICO_DATA_DIR="$WORK/data" \
   PORTICO_LISTEN=127.0.0.1:0 "$PORTICO_BIN" demo --patients "$PATIENTS" >"$WORK/out" 2>"$WORK/err" </dev/null &
