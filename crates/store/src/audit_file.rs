@@ -228,8 +228,11 @@ mod tests {
         rows.iter().map(|r| canonical::decode(&r.record).unwrap().1.request_id).collect()
     }
 
-    async fn outbox_rows(store: &SqlStore) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM audit_outbox").fetch_one(pool(store)).await.unwrap()
+    async fn count(store: &SqlStore, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(pool(store))
+            .await
+            .unwrap()
     }
 
     #[tokio::test]
@@ -257,10 +260,10 @@ mod tests {
 
         // Chained rows stay until the next write deletes them (as they would after a crash
         // anywhere): they are never chained again.
-        assert_eq!(outbox_rows(&store).await, 3);
+        assert_eq!(count(&store, "audit_outbox").await, 3);
         assert_eq!(store.run_audit_append(&chainer(), &[]).await.unwrap(), 4, "nothing to chain");
         write_records(&store, &[record(5, "later")]).await;
-        assert_eq!(outbox_rows(&store).await, 1, "the next write deleted the chained rows");
+        assert_eq!(count(&store, "audit_outbox").await, 1, "the next write deleted the chained rows");
         assert_eq!(store.run_audit_append(&chainer(), &[]).await.unwrap(), 5);
         assert_eq!(actors(&scan(&store).await.1)[4], "later");
 
@@ -385,13 +388,6 @@ mod tests {
             assert!(row.subjects.len() >= 2);
         }
         store.close().await;
-    }
-
-    async fn count(store: &SqlStore, table: &str) -> i64 {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-            .fetch_one(pool(store))
-            .await
-            .unwrap()
     }
 
     // The appender's INSERTs say `OR FAIL` (no statement journal): a row that conflicts
